@@ -1,0 +1,112 @@
+"""``python -m server``: parse arguments, build the layout's table, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+from typing import Sequence
+
+from .layouts import LAYOUTS, make_table
+
+#: Upper bound on --max-conns, whatever RLIMIT_NOFILE says (a hard limit may be "unlimited").
+MAX_CONNS_CEILING = 1 << 24
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one readable line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def raise_nofile_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (as Lwan does) and return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = MAX_CONNS_CEILING
+    if soft == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return min(soft, MAX_CONNS_CEILING)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_CONNS_CEILING:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CONNS_CEILING}, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--layout", choices=list(LAYOUTS), default="naive",
+                        help="connection-state layout (default: naive)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8080, help="port; 0 picks a free one (default: 8080)")
+    parser.add_argument("--max-conns", type=_positive_int, default=None,
+                        help="slots in the connection table, one per fd (default: RLIMIT_NOFILE, soft raised to hard)")
+    parser.add_argument("--keep-alive-timeout", type=_seconds, default=15.0,
+                        help="seconds an idle or incomplete connection is kept (default: 15)")
+    parser.add_argument("--max-body", type=_positive_int, default=1 << 20,
+                        help="largest request body in bytes; larger gets 413 (default: 1048576)")
+    parser.add_argument("--stats-from", action="append", default=None, metavar="ADDRESS",
+                        help="client address allowed to read /__stats (repeatable; default: 127.0.0.1 and ::1)")
+    parser.add_argument("--trace", choices=("tracemalloc",), default=None,
+                        help="trace allocations from before the table is built (tracemalloc totals appear in /__stats)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.trace == "tracemalloc":
+        import tracemalloc
+
+        tracemalloc.start()
+    nofile = raise_nofile_limit()
+    max_conns = args.max_conns if args.max_conns is not None else nofile
+    from .loop import Server  # after tracing starts, so the server's own objects are traced
+
+    table = make_table(args.layout, max_conns)
+    try:
+        server = Server(
+            table, args.host, args.port,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_body_bytes=args.max_body,
+            local_addresses=frozenset(args.stats_from) if args.stats_from else None,
+        )
+    except OSError as error:
+        print(f"python -m server: error: cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+        return 2
+    if max_conns > nofile:
+        server.log(f"--max-conns {max_conns} exceeds RLIMIT_NOFILE {nofile}: slots above it stay unused")
+    server.install_signal_handlers()
+    host, port = server.address
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"listening on {shown_host}:{port}", flush=True)
+    server.serve_forever()
+    return 0

@@ -1,0 +1,209 @@
+"""The per-connection coroutine: read a request head, parse, answer, repeat while kept alive.
+
+One generator per connection, resumed by the event loop when its fd is ready. It yields what it
+waits for:
+
+- ``WANT_READ``: mid-request, needs more bytes;
+- ``WANT_WRITE``: the socket's send buffer is full;
+- ``PARK``: between requests with nothing buffered. It holds no buffer or request state while
+  parked, and the layout may drop it altogether (``ConnectionTable.park``).
+
+It returns when the connection should be closed (EOF, reset, ``Connection: close``, or an error
+response sent). Request state and the read buffer come from the layout, so the same code keeps them
+in the slot (naive) or on the coroutine (the others).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Generator
+
+from .handlers import dispatch
+from .http import ChunkedDecoder, HTTPError, build_response, check_policy, find_head_end, parse_head
+from .layouts.base import KEEP_ALIVE, WRITING
+
+if TYPE_CHECKING:
+    from .loop import Server
+
+WANT_READ = 1
+WANT_WRITE = 2
+PARK = 3
+
+#: How long a connection may take to send its FIN after the server's final response, in ms
+#: (lingering close: reading what the client still sends avoids a RST that would destroy the response).
+LINGER_MS = 2000
+#: Bytes read at a time while discarding input or reading a body beyond the head buffer.
+_READ_CHUNK = 4096
+
+_readv = os.readv
+_read = os.read
+_write = os.write
+
+
+def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
+    """Serve the connection on ``fd`` until it should close (see the module docstring)."""
+    table = server.table
+    buffer = table.read_buffer(fd)
+    view = memoryview(buffer)
+    capacity = len(buffer)
+    used = 0  # bytes of buffer holding unprocessed input
+    while True:
+        request = table.new_request(fd)
+        try:
+            # --- request head -------------------------------------------------------------------
+            head_length = find_head_end(buffer, used) if used else 0
+            while not head_length:
+                if used == capacity:
+                    raise HTTPError(431, "request head larger than the buffer")
+                try:
+                    received = _readv(fd, (view[used:],))
+                except BlockingIOError:
+                    if used == 0:
+                        # Nothing buffered: hold nothing while waiting for the next request.
+                        view.release()
+                        buffer = view = request = None
+                        yield PARK
+                        buffer = table.read_buffer(fd)
+                        view = memoryview(buffer)
+                        request = table.new_request(fd)
+                    else:
+                        yield WANT_READ
+                    continue
+                except OSError:
+                    return  # reset by peer, or another socket error: nothing to answer
+                if received == 0:
+                    return  # EOF (possibly mid-request): the client is gone
+                used += received
+                head_length = find_head_end(buffer, used)
+
+            parse_head(bytes(view[:head_length]), request)
+            check_policy(request, server.max_body_bytes)
+            keep_alive = request.keep_alive and server.running
+            flags = table.flags(fd)
+            table.set_flags(fd, flags | KEEP_ALIVE if keep_alive else flags & ~KEEP_ALIVE)
+
+            # --- body -------------------------------------------------------------------------
+            consumed = head_length
+            body = b""
+            if request.chunked:
+                decoder = ChunkedDecoder(server.max_body_bytes)
+                consumed += decoder.feed(view[head_length:used])
+                while not decoder.done:
+                    data = yield from _read_some(fd)
+                    if not data:
+                        return
+                    taken = decoder.feed(data)
+                    if decoder.done:
+                        # Bytes past the body belong to the next pipelined request.
+                        leftover = data[taken:]
+                        view[: len(leftover)] = leftover
+                        used, consumed = len(leftover), 0
+                        break
+                    if taken < len(data):
+                        raise HTTPError(400, "chunk header too long")
+                body = bytes(decoder.body)
+            elif request.content_length:
+                wanted = request.content_length
+                available = used - head_length
+                if wanted <= available:
+                    body = bytes(view[head_length : head_length + wanted])
+                    consumed += wanted
+                else:
+                    collected = bytearray(view[head_length:used])
+                    consumed = used
+                    while len(collected) < wanted:
+                        data = yield from _read_some(fd, min(wanted - len(collected), 65536))
+                        if not data:
+                            return
+                        collected += data
+                    body = bytes(collected)
+        except HTTPError as error:
+            response = build_response(
+                error.status, (error.reason + "\n").encode("ascii"),
+                keep_alive=False, date=server.date, head_only=False,
+            )
+            yield from _write_all(table, fd, response)
+            yield from _linger(server, fd)
+            return
+
+        # Keep the bytes of the next pipelined request, if any, at the start of the buffer.
+        remaining = used - consumed
+        if remaining > 0:
+            view[:remaining] = view[consumed:used]
+        used = max(remaining, 0)
+
+        # --- response -------------------------------------------------------------------------
+        try:
+            status, payload, content_type, extra = dispatch(server, fd, request, body)
+        except Exception:  # a handler bug must not take the server down
+            server.log_exception(f"handler failed on fd {fd}")
+            status, payload, content_type, extra, keep_alive = 500, b"Internal Server Error\n", b"text/plain", (), False
+        response = build_response(
+            status, payload, content_type=content_type, keep_alive=keep_alive,
+            http10=request.version == b"1.0", head_only=request.method == b"HEAD",
+            date=server.date, extra_headers=extra,
+        )
+        yield from _write_all(table, fd, response)
+        if not keep_alive:
+            yield from _linger(server, fd)
+            return
+
+
+def _read_some(fd: int, size: int = _READ_CHUNK) -> Generator[int, None, bytes]:
+    """Read up to ``size`` bytes, waiting as needed; returns b"" on EOF or a socket error."""
+    while True:
+        try:
+            return _read(fd, size)
+        except BlockingIOError:
+            yield WANT_READ
+        except OSError:
+            return b""
+
+
+def _write_all(table, fd: int, data: bytes) -> Generator[int, None, None]:
+    """Write all of ``data``, waiting for writability as needed. A dead peer ends it quietly (the
+    coroutine's next read sees the EOF or error). At most one response is ever pending per
+    connection: the coroutine reads no further request until this one is written."""
+    view = None
+    while data:
+        try:
+            written = _write(fd, data)
+        except BlockingIOError:
+            table.set_flags(fd, table.flags(fd) | WRITING)
+            yield WANT_WRITE
+            continue
+        except OSError:
+            return
+        if written == len(data):
+            break
+        if view is None:
+            view = memoryview(data)
+            data = view
+        data = data[written:]
+    if view is not None:
+        table.set_flags(fd, table.flags(fd) & ~WRITING)
+
+
+def _linger(server: Server, fd: int) -> Generator[int, None, None]:
+    """Half-close, then read and discard until the client closes or ``LINGER_MS`` pass: closing with
+    unread input would make the kernel send a RST, which can destroy the response in flight."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    finally:
+        sock.detach()
+    server.set_deadline(fd, LINGER_MS)
+    while True:
+        try:
+            if not _read(fd, _READ_CHUNK):
+                return
+        except BlockingIOError:
+            yield WANT_READ
+        except OSError:
+            return

@@ -1,0 +1,81 @@
+"""Routes. A handler gets the server, the connection's fd and the parsed request, and returns
+``(status, body, content_type, extra_headers)``; it never knows which layout holds the state.
+
+- ``/``        GET/HEAD: 200 ``Hello, World!``
+- ``/echo``    GET/HEAD/POST: the request as text: method, target, header count, client address and
+  port (from the layout, which in ``nofd`` and ``packed`` means ``getpeername()``), body length
+- ``/__stats`` GET/HEAD, loopback clients only: JSON with layout, max_conns, open connections, RSS and
+  tracemalloc totals when tracing
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .loop import Server
+
+Response = tuple[int, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
+
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json"
+HELLO = b"Hello, World!"
+
+
+def hello(server: Server, fd: int, request, body: bytes) -> Response:
+    return 200, HELLO, TEXT, ()
+
+
+def echo(server: Server, fd: int, request, body: bytes) -> Response:
+    host, port = server.peer(fd)[:2]
+    text = (
+        f"method: {request.method.decode('ascii')}\n"
+        f"target: {request.target.decode('ascii')}\n"
+        f"version: HTTP/{request.version.decode('ascii')}\n"
+        f"headers: {len(request.headers)}\n"
+        f"client: {host} {port}\n"
+        f"body: {len(body)}\n"
+    )
+    return 200, text.encode("ascii"), TEXT, ()
+
+
+def stats(server: Server, fd: int, request, body: bytes) -> Response:
+    host = server.peer(fd)[0]
+    if host not in server.local_addresses:
+        return 404, b"Not Found", TEXT, ()
+    payload = json.dumps(server.stats(), sort_keys=True).encode("ascii")
+    return 200, payload, JSON, ()
+
+
+#: path -> (allowed methods, handler)
+ROUTES: dict[bytes, tuple[frozenset[bytes], Callable[..., Response]]] = {
+    b"/": (frozenset((b"GET", b"HEAD")), hello),
+    b"/echo": (frozenset((b"GET", b"HEAD", b"POST")), echo),
+    b"/__stats": (frozenset((b"GET", b"HEAD")), stats),
+}
+
+
+def route_path(target: bytes) -> bytes:
+    """The path a target routes on: query string dropped; absolute-form reduced to its path."""
+    if target[:1] != b"/":
+        scheme_end = target.find(b"://")
+        if scheme_end < 0:
+            return target  # asterisk-form or garbage: routes nowhere
+        path_start = target.find(b"/", scheme_end + 3)
+        target = target[path_start:] if path_start >= 0 else b"/"
+    query = target.find(b"?")
+    return target if query < 0 else target[:query]
+
+
+def dispatch(server: Server, fd: int, request, body: bytes) -> Response:
+    """Find the route for ``request`` and run it: 404 for an unknown path, 405 for a method the
+    route does not serve."""
+    route = ROUTES.get(route_path(request.target))
+    if route is None:
+        return 404, b"Not Found", TEXT, ()
+    methods, handler = route
+    if request.method not in methods:
+        allow = b", ".join(sorted(methods))
+        return 405, b"Method Not Allowed", TEXT, ((b"Allow", allow),)
+    return handler(server, fd, request, body)

@@ -1,0 +1,330 @@
+"""The event loop: epoll, accept, resume coroutines, expire idle connections.
+
+It knows nothing of layouts beyond the :class:`~server.layouts.base.ConnectionTable` interface, and
+nothing of HTTP beyond starting :func:`~server.connection.serve_connection` for a connection.
+
+Connections are registered edge-triggered for input and output once, when accepted (as Lwan does), so
+the loop makes no ``epoll_ctl`` call per request; a coroutine only waits after its socket said
+``EAGAIN``, so no edge is missed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from .connection import PARK, WANT_WRITE, serve_connection
+from .http import build_response
+from .deathqueue import CLOCK_MODULUS, DeathQueue, clock_add
+from .layouts.base import ALIVE, IDLE, ConnectionTable
+
+_EPOLL_CONNECTION = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+#: Connections accepted per readiness event before the loop serves others (fairness under a ramp).
+_ACCEPT_BATCH = 256
+#: Accept errors that mean "out of descriptors or memory": stop accepting until a connection closes.
+_RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+#: Sent to a connection whose fd has no slot (table full), before it is closed.
+RESPONSE_TABLE_FULL = build_response(
+    503, b"connection table full\n", keep_alive=False, extra_headers=((b"Retry-After", b"1"),)
+)
+
+
+def loopback_addresses() -> frozenset[str]:
+    """Client addresses ``/__stats`` answers by default: IPv4 and IPv6 loopback."""
+    return frozenset(("127.0.0.1", "::1", "::ffff:127.0.0.1"))
+
+
+class Server:
+    """An HTTP/1.1 server over one connection table.
+
+    ``keep_alive_timeout`` is in seconds: a connection that is idle, or that has not completed a
+    request, that long after its last response (or its accept) is closed. ``max_body_bytes`` bounds
+    request bodies (413 beyond). ``local_addresses`` are the client addresses ``/__stats`` serves.
+    """
+
+    def __init__(
+        self,
+        table: ConnectionTable,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        keep_alive_timeout: float = 15.0,
+        max_body_bytes: int = 1 << 20,
+        local_addresses: frozenset[str] | None = None,
+        log=None,
+    ) -> None:
+        self.table = table
+        self.keep_alive_ms = max(1, int(keep_alive_timeout * 1000))
+        self.max_body_bytes = max_body_bytes
+        self.local_addresses = local_addresses if local_addresses is not None else loopback_addresses()
+        self.log_stream = log if log is not None else sys.stderr
+        self.deathqueue = DeathQueue(table)
+        #: Number of connections holding a slot.
+        self.open_connections = 0
+        #: Connections refused with 503 because their fd had no slot.
+        self.refused_connections = 0
+        self.requests_started = 0
+        self.running = False
+        self.date = b""
+        self._date_second = -1
+        self._started = time.monotonic()
+        self._accept_paused = False
+        self._logged_once: set[str] = set()
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, port), family=family, backlog=4096)
+        self.listener.setblocking(False)
+        # Accepted sockets inherit TCP_NODELAY on Linux: pipelined responses go out without waiting
+        # for the peer's delayed ACK.
+        self.listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.address = self.listener.getsockname()[:2]
+        self.epoll = select.epoll()
+        self.epoll.register(self.listener.fileno(), select.EPOLLIN)
+        # Signals wake epoll through this pair; the handlers only set flags.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self.epoll.register(self._wake_reader.fileno(), select.EPOLLIN)
+        self._signal_handlers: dict[int, Any] = {}
+
+    # --- clock ---------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Milliseconds since the server started, on the wrapping deadline clock."""
+        return int((time.monotonic() - self._started) * 1000) % CLOCK_MODULUS
+
+    def set_deadline(self, fd: int, delay_ms: int) -> None:
+        """Close ``fd`` if it is still open ``delay_ms`` from now (only ever shortens in practice:
+        the queue stays sorted because the new deadline is the latest)."""
+        self.deathqueue.refresh(fd, clock_add(self.now_ms(), delay_ms))
+
+    def _update_date(self) -> None:
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second = second
+            self.date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)).encode("ascii")
+
+    # --- running -------------------------------------------------------------------------------
+    def install_signal_handlers(self, extra: dict[int, Any] | None = None) -> None:
+        """Stop cleanly on SIGTERM and SIGINT; ``extra`` maps more signals to callables run in the
+        loop (not in the handler)."""
+        signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop_signal)
+        for signum, action in (extra or {}).items():
+            self._signal_handlers[signum] = action
+            signal.signal(signum, lambda signum, frame: None)  # the wakeup fd carries it
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self.running = False
+
+    def serve_forever(self) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT), then close every connection."""
+        self.running = True
+        epoll = self.epoll
+        listen_fd = self.listener.fileno()
+        wake_fd = self._wake_reader.fileno()
+        resume = self._resume
+        try:
+            while self.running:
+                self._update_date()
+                for fd, _events in epoll.poll(self._poll_timeout()):
+                    if fd == listen_fd:
+                        self._accept()
+                    elif fd == wake_fd:
+                        self._drain_wakeups()
+                    else:
+                        resume(fd)
+                if self.deathqueue.length:
+                    for fd in self.deathqueue.pop_expired(self.now_ms()):
+                        self.close_connection(fd)
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from another thread or a signal handler)."""
+        self.running = False
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:
+            pass
+
+    def _poll_timeout(self) -> float:
+        deadline = self.deathqueue.next_deadline()
+        if deadline is None:
+            return 1.0
+        wait_ms = (deadline - self.now_ms()) % CLOCK_MODULUS
+        if wait_ms >= CLOCK_MODULUS // 2:  # already past
+            return 0
+        return min(wait_ms / 1000 + 0.001, 1.0)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            data = self._wake_reader.recv(512)
+        except BlockingIOError:
+            return
+        for signum in data:
+            action = self._signal_handlers.get(signum)
+            if action is not None:
+                action()
+
+    def shutdown(self) -> None:
+        """Close every open connection, the listener and epoll."""
+        table = self.table
+        for fd in list(self.deathqueue):
+            self.close_connection(fd)
+        for fd in range(table.max_conns):  # connections not queued (none in practice)
+            if table.flags(fd) & ALIVE:
+                self.close_connection(fd)
+        self.epoll.close()
+        self.listener.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    # --- connections ---------------------------------------------------------------------------
+    def _accept(self) -> None:
+        accept = self.listener._accept  # (fd, address) without making a socket object
+        table = self.table
+        max_conns = table.max_conns
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                fd, address = accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in _RESOURCE_ERRNOS:
+                    # Out of fds: stop accepting until a connection closes, instead of spinning on
+                    # a listener that stays readable.
+                    self.log_once("accept", f"accept failed ({os.strerror(error.errno)}); pausing accepts until a connection closes")
+                    self._pause_accept()
+                return  # ECONNABORTED and the like: the connection is already gone
+            if fd >= max_conns:
+                self._refuse(fd)
+                continue
+            os.set_blocking(fd, False)
+            table.open(fd, address)
+            self.open_connections += 1
+            self.epoll.register(fd, _EPOLL_CONNECTION)
+            self.deathqueue.push(fd, clock_add(self.now_ms(), self.keep_alive_ms))
+
+    def _refuse(self, fd: int) -> None:
+        """The table has no slot for ``fd``: answer 503 and close, without reading the request."""
+        self.refused_connections += 1
+        try:
+            os.write(fd, RESPONSE_TABLE_FULL)
+            sock = socket.socket(fileno=fd)
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            finally:
+                sock.detach()
+        except OSError:
+            pass
+        os.close(fd)
+
+    def _pause_accept(self) -> None:
+        if not self._accept_paused:
+            self._accept_paused = True
+            self.epoll.unregister(self.listener.fileno())
+
+    def _resume(self, fd: int) -> None:
+        table = self.table
+        coroutine = table.coroutine(fd)
+        flags = table.flags(fd)
+        if not flags & ALIVE:
+            return  # stale event for a connection closed earlier in this batch
+        if coroutine is None:
+            coroutine = serve_connection(self, fd)
+            table.set_coroutine(fd, coroutine)
+        if flags & IDLE:
+            table.set_flags(fd, flags & ~IDLE)
+        try:
+            wants = next(coroutine)
+        except StopIteration:
+            self.close_connection(fd)
+            return
+        except Exception:
+            self.log_exception(f"connection coroutine failed on fd {fd}")
+            self.close_connection(fd)
+            return
+        if wants == PARK:
+            table.set_flags(fd, table.flags(fd) | IDLE)
+            table.park(fd, coroutine)
+            self.deathqueue.refresh(fd, clock_add(self.now_ms(), self.keep_alive_ms))
+
+    def close_connection(self, fd: int) -> None:
+        """Close ``fd`` and return its slot to the table."""
+        table = self.table
+        if not table.flags(fd) & ALIVE:
+            return
+        self.deathqueue.remove(fd)
+        coroutine = table.coroutine(fd)
+        table.close(fd)
+        if coroutine is not None:
+            coroutine.close()
+        try:
+            os.close(fd)  # also removes it from the epoll set
+        except OSError:
+            pass
+        self.open_connections -= 1
+        if self._accept_paused:
+            self._accept_paused = False
+            self.epoll.register(self.listener.fileno(), select.EPOLLIN)
+
+    def peer(self, fd: int) -> tuple:
+        """The peer address of ``fd`` as ``(host, port, ...)``, from the layout."""
+        return self.table.peer(fd, _getpeername)
+
+    # --- reporting -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """What ``/__stats`` reports. Sizes in bytes."""
+        import tracemalloc
+
+        result: dict[str, Any] = {
+            "layout": self.table.name,
+            "max_conns": self.table.max_conns,
+            "open_connections": self.open_connections,
+            "refused_connections": self.refused_connections,
+            "rss_bytes": rss_bytes(),
+            "c_bytes_per_slot": self.table.c_bytes_per_slot(),
+        }
+        if tracemalloc.is_tracing():
+            current, peak = tracemalloc.get_traced_memory()
+            result["tracemalloc_current_bytes"] = current
+            result["tracemalloc_peak_bytes"] = peak
+            result["tracemalloc_overhead_bytes"] = tracemalloc.get_tracemalloc_memory()
+        return result
+
+    def log(self, message: str) -> None:
+        print(f"memdiet-server: {message}", file=self.log_stream, flush=True)
+
+    def log_once(self, key: str, message: str) -> None:
+        if key not in self._logged_once:
+            self._logged_once.add(key)
+            self.log(message)
+
+    def log_exception(self, message: str) -> None:
+        self.log(message + "\n" + traceback.format_exc().rstrip())
+
+
+def _getpeername(fd: int) -> tuple:
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.getpeername()
+    finally:
+        sock.detach()
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """This process's resident set size in bytes, from /proc/self/statm."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE
