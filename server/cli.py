@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .layouts import LAYOUTS, make_table
@@ -62,6 +65,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _hertz(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected samples per second, got {text!r}") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1000, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="python -m server", description=__doc__)
     parser.add_argument("--layout", choices=list(LAYOUTS), default="naive",
@@ -76,22 +89,49 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest request body in bytes; larger gets 413 (default: 1048576)")
     parser.add_argument("--stats-from", action="append", default=None, metavar="ADDRESS",
                         help="client address allowed to read /__stats (repeatable; default: 127.0.0.1 and ::1)")
-    parser.add_argument("--trace", choices=("tracemalloc",), default=None,
-                        help="trace allocations from before the table is built (tracemalloc totals appear in /__stats)")
+    parser.add_argument("--trace", choices=("tracemalloc", "memray"), default=None,
+                        help="trace allocations from before the table is built: tracemalloc (totals also in "
+                             "/__stats) or memray (Python allocators traced); files go to --trace-dir")
+    parser.add_argument("--trace-dir", default=None, metavar="DIR",
+                        help="folder for the tracer's files (heap.csv, sites.csv, snapshots/, memray.bin, table.json)")
+    parser.add_argument("--trace-hz", type=_hertz, default=50.0,
+                        help="tracemalloc totals sampled per second (default: 50)")
+    parser.add_argument("--detail-interval", type=_seconds, default=2.0,
+                        help="seconds between detailed per-site tracemalloc snapshots, at least (default: 2)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.trace and not args.trace_dir and args.trace == "memray":
+        parser.error("--trace memray needs --trace-dir")
+    trace_dir = Path(args.trace_dir) if args.trace_dir else None
+    if trace_dir is not None:
+        try:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"cannot create --trace-dir {trace_dir}: {error.strerror}")
+    if args.trace == "memray":
+        import memray  # only this layout of the process pays for the import
+
+        with memray.Tracker(trace_dir / "memray.bin", trace_python_allocators=True, memory_interval_ms=10):
+            return _run(args, trace_dir)
     if args.trace == "tracemalloc":
         import tracemalloc
 
         tracemalloc.start()
+    return _run(args, trace_dir)
+
+
+def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
     nofile = raise_nofile_limit()
     max_conns = args.max_conns if args.max_conns is not None else nofile
     from .loop import Server  # after tracing starts, so the server's own objects are traced
 
+    traced_before = _traced_bytes()
     table = make_table(args.layout, max_conns)
+    table_heap_bytes = _traced_bytes() - traced_before if traced_before is not None else None
     try:
         server = Server(
             table, args.host, args.port,
@@ -104,9 +144,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if max_conns > nofile:
         server.log(f"--max-conns {max_conns} exceeds RLIMIT_NOFILE {nofile}: slots above it stay unused")
-    server.install_signal_handlers()
+    sampler = None
+    if trace_dir is not None:
+        from .tracing import TracemallocSampler, write_json_atomic
+
+        write_json_atomic(trace_dir / "table.json", {
+            "layout": args.layout, "max_conns": max_conns, "table_heap_bytes": table_heap_bytes,
+            "c_bytes_per_slot": table.c_bytes_per_slot(), "pid": os.getpid(),
+        })
+        if args.trace == "tracemalloc":
+            sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
+            sampler.start()
+    server.install_signal_handlers({signal.SIGUSR1: sampler.request_dump} if sampler else None)
     host, port = server.address
     shown_host = f"[{host}]" if ":" in host else host
     print(f"listening on {shown_host}:{port}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if sampler is not None:
+            sampler.stop()
     return 0
+
+
+def _traced_bytes() -> int | None:
+    """Bytes traced by tracemalloc now, or None when it is not tracing."""
+    import tracemalloc
+
+    return tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None

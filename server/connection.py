@@ -20,7 +20,7 @@ import socket
 from typing import TYPE_CHECKING, Generator
 
 from .handlers import dispatch
-from .http import ChunkedDecoder, HTTPError, build_response, check_policy, find_head_end, parse_head
+from .http import HEAD_BUFFER_SIZE, ChunkedDecoder, HTTPError, build_response, check_policy, find_head_end, parse_head
 from .layouts.base import KEEP_ALIVE, WRITING
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ WANT_READ = 1
 WANT_WRITE = 2
 PARK = 3
 
-#: How long a connection may take to send its FIN after the server's final response, in ms
-#: (lingering close: reading what the client still sends avoids a RST that would destroy the response).
-LINGER_MS = 2000
 #: Bytes read at a time while discarding input or reading a body beyond the head buffer.
 _READ_CHUNK = 4096
 
@@ -46,37 +43,37 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
     table = server.table
     buffer = table.read_buffer(fd)
     view = memoryview(buffer)
-    capacity = len(buffer)
+    capacity = HEAD_BUFFER_SIZE  # the shared constant: len(buffer) would be a new int per coroutine
     used = 0  # bytes of buffer holding unprocessed input
+    request = response = body = None
     while True:
-        request = table.new_request(fd)
         try:
             # --- request head -------------------------------------------------------------------
             head_length = find_head_end(buffer, used) if used else 0
             while not head_length:
                 if used == capacity:
                     raise HTTPError(431, "request head larger than the buffer")
-                try:
-                    received = _readv(fd, (view[used:],))
-                except BlockingIOError:
+                received = _read_into(fd, view[used:])
+                if received == _SOCKET_ERROR:
+                    return  # reset by peer, or another socket error: nothing to answer
+                if received == _NOTHING_YET:
                     if used == 0:
-                        # Nothing buffered: hold nothing while waiting for the next request.
+                        # Nothing buffered: hold nothing (not the buffer, not the last request or
+                        # response) while waiting for the next request.
                         view.release()
-                        buffer = view = request = None
+                        buffer = view = request = response = body = None
                         yield PARK
                         buffer = table.read_buffer(fd)
                         view = memoryview(buffer)
-                        request = table.new_request(fd)
                     else:
                         yield WANT_READ
                     continue
-                except OSError:
-                    return  # reset by peer, or another socket error: nothing to answer
                 if received == 0:
                     return  # EOF (possibly mid-request): the client is gone
                 used += received
                 head_length = find_head_end(buffer, used)
 
+            request = table.new_request(fd)  # made once the head is complete, so a park never holds one
             parse_head(bytes(view[:head_length]), request)
             check_policy(request, server.max_body_bytes)
             keep_alive = request.keep_alive and server.running
@@ -88,20 +85,22 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
             body = b""
             if request.chunked:
                 decoder = ChunkedDecoder(server.max_body_bytes)
-                consumed += decoder.feed(view[head_length:used])
-                while not decoder.done:
-                    data = yield from _read_some(fd)
+                # Input the decoder has not consumed yet: it stops short of a chunk-size line or a
+                # CRLF that is split across reads, and those bytes are fed again with the next read.
+                pending = bytes(view[head_length:used])
+                while True:
+                    pending = pending[decoder.feed(pending):]
+                    if decoder.done:
+                        break
+                    # The decoder leaves at most ~1 KiB unconsumed, so what is left after the body
+                    # always fits the buffer.
+                    data = yield from _read_some(fd, capacity - len(pending))
                     if not data:
                         return
-                    taken = decoder.feed(data)
-                    if decoder.done:
-                        # Bytes past the body belong to the next pipelined request.
-                        leftover = data[taken:]
-                        view[: len(leftover)] = leftover
-                        used, consumed = len(leftover), 0
-                        break
-                    if taken < len(data):
-                        raise HTTPError(400, "chunk header too long")
+                    pending += data
+                # Bytes past the body belong to the next pipelined request.
+                view[: len(pending)] = pending
+                used, consumed = len(pending), 0
                 body = bytes(decoder.body)
             elif request.content_length:
                 wanted = request.content_length
@@ -150,6 +149,25 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
             return
 
 
+_NOTHING_YET = -1
+_SOCKET_ERROR = -2
+
+
+def _read_into(fd: int, view: memoryview) -> int:
+    """Read into ``view``: bytes read, 0 at EOF, ``_NOTHING_YET`` (EAGAIN) or ``_SOCKET_ERROR``.
+
+    A function of its own so that EAGAIN, the common case, is raised and caught outside the
+    connection generator: an exception passing through a generator gives it a frame object
+    (~430 B) that then lives as long as the generator, i.e. as long as the connection.
+    """
+    try:
+        return _readv(fd, (view,))
+    except BlockingIOError:
+        return _NOTHING_YET
+    except OSError:
+        return _SOCKET_ERROR
+
+
 def _read_some(fd: int, size: int = _READ_CHUNK) -> Generator[int, None, bytes]:
     """Read up to ``size`` bytes, waiting as needed; returns b"" on EOF or a socket error."""
     while True:
@@ -165,29 +183,29 @@ def _write_all(table, fd: int, data: bytes) -> Generator[int, None, None]:
     """Write all of ``data``, waiting for writability as needed. A dead peer ends it quietly (the
     coroutine's next read sees the EOF or error). At most one response is ever pending per
     connection: the coroutine reads no further request until this one is written."""
-    view = None
+    waited = False  # whether WRITING was set, so it is cleared whichever way this ends
     while data:
         try:
             written = _write(fd, data)
         except BlockingIOError:
-            table.set_flags(fd, table.flags(fd) | WRITING)
+            if not waited:
+                waited = True
+                table.set_flags(fd, table.flags(fd) | WRITING)
             yield WANT_WRITE
             continue
         except OSError:
-            return
+            break
         if written == len(data):
             break
-        if view is None:
-            view = memoryview(data)
-            data = view
-        data = data[written:]
-    if view is not None:
+        data = memoryview(data)[written:]  # a slice of a memoryview copies nothing
+    if waited:
         table.set_flags(fd, table.flags(fd) & ~WRITING)
 
 
 def _linger(server: Server, fd: int) -> Generator[int, None, None]:
-    """Half-close, then read and discard until the client closes or ``LINGER_MS`` pass: closing with
-    unread input would make the kernel send a RST, which can destroy the response in flight."""
+    """Half-close, then read and discard until the client closes or one more keep-alive timeout
+    passes: closing with unread input would make the kernel send a RST, which can destroy the
+    response in flight."""
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
@@ -198,7 +216,7 @@ def _linger(server: Server, fd: int) -> Generator[int, None, None]:
         return
     finally:
         sock.detach()
-    server.set_deadline(fd, LINGER_MS)
+    server.restart_deadline(fd)
     while True:
         try:
             if not _read(fd, _READ_CHUNK):

@@ -100,10 +100,11 @@ class Server:
         """Milliseconds since the server started, on the wrapping deadline clock."""
         return int((time.monotonic() - self._started) * 1000) % CLOCK_MODULUS
 
-    def set_deadline(self, fd: int, delay_ms: int) -> None:
-        """Close ``fd`` if it is still open ``delay_ms`` from now (only ever shortens in practice:
-        the queue stays sorted because the new deadline is the latest)."""
-        self.deathqueue.refresh(fd, clock_add(self.now_ms(), delay_ms))
+    def restart_deadline(self, fd: int) -> None:
+        """Close ``fd`` if it is still open one keep-alive timeout from now. Every deadline is
+        "now + the same timeout", so the new one is the latest and the expiry queue stays sorted
+        by moving ``fd`` to its tail (a shorter delay for some connections would break that)."""
+        self.deathqueue.refresh(fd, clock_add(self.now_ms(), self.keep_alive_ms))
 
     def _update_date(self) -> None:
         second = int(time.time())
@@ -256,7 +257,7 @@ class Server:
         if wants == PARK:
             table.set_flags(fd, table.flags(fd) | IDLE)
             table.park(fd, coroutine)
-            self.deathqueue.refresh(fd, clock_add(self.now_ms(), self.keep_alive_ms))
+            self.restart_deadline(fd)
 
     def close_connection(self, fd: int) -> None:
         """Close ``fd`` and return its slot to the table."""

@@ -1,0 +1,232 @@
+"""``memdiet``: run experiments and render their reports.
+
+    memdiet run --layout nofd --probe tracemalloc [--max-conns N --connections C ...]
+    memdiet matrix [--quick] [--layouts a,b] [--probes rss,tracemalloc]
+    memdiet report RUN_DIR... [-o reports/latest]
+
+Bad arguments print one line and exit 2; an interrupted run (Ctrl-C, SIGTERM) stops the server and the
+load generator it started, marks itself incomplete and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from server.layouts import LAYOUTS
+
+from .probes import PROBES
+from .results import ResultError, load_run
+from .runner import DEFAULT_RUNS_DIR, Interrupted, RunConfig, RunFailed
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_INPUT, f"memdiet: error: {message}\n")
+
+
+def _bounded(kind, low, high, what):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
+        return value
+    return parse
+
+
+def _choices_list(valid: Sequence[str], what: str):
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in items if item not in valid]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or text!r}; choose from {', '.join(valid)}")
+        return items
+    return parse
+
+
+def _add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
+    parser.add_argument("--max-conns", type=_bounded(int, 1, 1 << 24, "a whole number"), default=None,
+                        help=f"connection-table slots (default: {defaults.max_conns})")
+    parser.add_argument("--connections", "-c", type=_bounded(int, 1, 100_000, "a whole number"), default=None,
+                        help=f"clients held and loaded, C (default: {defaults.connections})")
+    parser.add_argument("--idle", type=_bounded(float, 0.1, 600, "seconds"), default=None,
+                        help=f"seconds of each idle phase, T (default: {defaults.idle_s})")
+    parser.add_argument("--load", type=_bounded(float, 0.1, 600, "seconds"), default=None,
+                        help=f"seconds of the load phase, D (default: {defaults.load_s})")
+    parser.add_argument("--sample-hz", type=_bounded(float, 1, 1000, "samples per second"), default=None,
+                        help=f"samples per second for RSS and heap totals (default: {defaults.sample_hz})")
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run folders go (default: reports/runs)")
+
+
+def _config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+    overrides = {
+        "max_conns": args.max_conns, "connections": args.connections, "idle_s": args.idle,
+        "load_s": args.load, "sample_hz": args.sample_hz,
+    }
+    config = replace(base, runs_dir=args.runs_dir, **{k: v for k, v in overrides.items() if v is not None})
+    if config.connections > config.max_conns:
+        raise argparse.ArgumentTypeError(f"--connections {config.connections} is more than --max-conns {config.max_conns}")
+    return config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .matrix import FULL
+
+    parser = _ArgumentParser(prog="memdiet", description="Measure where a server's memory goes, layout by layout.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+
+    run = commands.add_parser("run", help="run one layout under one probe")
+    run.add_argument("--layout", required=True, choices=list(LAYOUTS))
+    run.add_argument("--probe", default="rss", choices=list(PROBES))
+    _add_run_options(run, FULL)
+
+    matrix = commands.add_parser("matrix", help="run every layout under every probe and write reports/latest")
+    matrix.add_argument("--quick", action="store_true", help="small and short: well under a minute")
+    matrix.add_argument("--layouts", type=_choices_list(list(LAYOUTS), "layout"), default=None)
+    matrix.add_argument("--probes", type=_choices_list(list(PROBES), "probe"), default=None)
+    matrix.add_argument("--latest-dir", type=Path, default=Path("reports/latest"))
+    _add_run_options(matrix, FULL)
+
+    report = commands.add_parser("report", help="render the report of existing run folders")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("-o", "--output", type=Path, default=Path("reports/latest"))
+    return parser
+
+
+def _install_interrupt_handlers() -> None:
+    def interrupt(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, parser)
+        if args.command == "matrix":
+            return _cmd_matrix(args, parser)
+        if args.command == "report":
+            return _cmd_report(args)
+    except ResultError as error:
+        print(f"memdiet: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Interrupted, KeyboardInterrupt):
+        print("memdiet: interrupted; the current run is marked incomplete, earlier runs are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    parser.error(f"unknown command {args.command}")
+    return EXIT_BAD_INPUT
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .matrix import FULL
+    from .runner import run_once
+
+    try:
+        config = _config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    console = _console()
+    _install_interrupt_handlers()
+    with console.status(f"{config.layout}/{config.probe}: starting") as status:
+        try:
+            run_dir = run_once(config, lambda phase: status.update(f"{config.layout}/{config.probe}: {phase}"))
+        except RunFailed as error:
+            console.print(f"[red]memdiet: run failed:[/red] {error}")
+            return 1
+    result = load_run(run_dir)
+    console.print(f"run written to {run_dir}")
+    _print_summary(console, [result])
+    return 0
+
+
+def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .matrix import FULL_PROBES, QUICK, QUICK_PROBES, FULL, MatrixPlan, run_matrix
+
+    base = QUICK if args.quick else FULL
+    try:
+        config = _config_from(args, base)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    plan = MatrixPlan(
+        base=config,
+        layouts=args.layouts or list(LAYOUTS),
+        probes=args.probes or (QUICK_PROBES if args.quick else FULL_PROBES),
+    )
+    console = _console()
+    _install_interrupt_handlers()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("matrix", total=len(plan.configs()))
+        current = {"label": ""}
+
+        def on_run_start(index: int, total: int, run_config: RunConfig) -> None:
+            progress.update(task, completed=index)
+            current["label"] = f"{run_config.layout}/{run_config.probe}"
+            progress.update(task, description=f"{current['label']}: starting")
+
+        def on_phase(phase: str) -> None:
+            progress.update(task, description=f"{current['label']}: {phase}")
+
+        outcome = run_matrix(plan, latest_dir=args.latest_dir, on_run_start=on_run_start, on_phase=on_phase)
+        progress.update(task, completed=len(plan.configs()), description="matrix done")
+    _print_summary(console, outcome.runs)
+    for failure in outcome.failures:
+        console.print(f"[red]failed:[/red] {failure}")
+    if outcome.report:
+        console.print(f"report: {outcome.report}")
+    return 1 if outcome.failures else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .render.report_md import build_report
+
+    runs = [load_run(path) for path in args.runs]
+    path = build_report(runs, args.output, matrix_info={"runs": [str(p) for p in args.runs]})
+    print(f"report: {path}")
+    return 0
+
+
+def _print_summary(console, runs) -> None:
+    from rich.table import Table
+
+    table = Table(title="memdiet runs")
+    for column in ("layout", "probe", "status", "idle RSS", "held RSS", "B/slot", "B/held conn", "req/s", "errors"):
+        table.add_column(column, justify="right" if column not in ("layout", "probe", "status") else "left")
+    for run in runs:
+        s = run.summary
+        per_held = s.get("heap_bytes_per_held_connection", s.get("rss_bytes_per_held_connection"))
+        table.add_row(
+            run.layout, run.probe, run.status,
+            _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")),
+            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0), _num(s.get("errors"), 0),
+        )
+    console.print(table)
+
+
+def _mib(value) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"

@@ -1,0 +1,298 @@
+"""The markdown report of a set of runs: ``index.md`` and its charts, in one folder.
+
+It ties the other renderers together: the comparison chart, a table of every summary metric per
+layout (each figure taken from the probe that measures it best, see :mod:`.selection`), the
+reductions versus naive, the per-slot anatomy, one massif-style curve per layout, links to every run
+folder and its raw captures, and a note on which figures are deterministic. Runs not marked
+complete are listed but used nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from server.layouts import LAYOUTS
+
+from ..anatomy import SlotAnatomy, slot_anatomy
+from ..metrics import METRICS
+from ..results import PHASES, RunResult, write_atomic
+from .anatomy_chart import render_anatomy
+from .comparison import render_comparison
+from .massif_curve import render_massif_curve
+from .selection import (BASELINE_LAYOUT, CURVE_PROBES, Figure, latest_runs, merged_metrics, pick_run, probes_for,
+                        reductions, split_by_status)
+from .units import MISSING, format_metric, percent_change
+
+INDEX_FILE = "index.md"
+DEFAULT_TITLE = "memdiet: memory of each connection-table layout"
+#: The reductions the report and the README quote: (metric, row label).
+REDUCTION_METRICS = (
+    ("idle_rss_bytes", "idle RSS (no clients)"),
+    ("held_rss_bytes", "RSS with C connections held"),
+    ("bytes_per_slot", "heap bytes per slot"),
+)
+
+
+def reduction_table(runs: Iterable[RunResult]) -> dict[str, dict[str, float | None]]:
+    """``{layout: {metric: fraction saved versus naive}}`` for the metrics of
+    :data:`REDUCTION_METRICS`, every layout but naive, in study order; 0.94 means 94% less, None
+    where it cannot be computed (no naive run, figure missing, or from different probes). Only
+    complete runs count."""
+    merged = merged_metrics(runs)
+    by_metric = {metric: reductions(merged, metric) for metric, _ in REDUCTION_METRICS}
+    return {layout: {metric: by_metric[metric].get(layout) for metric, _ in REDUCTION_METRICS}
+            for layout in merged if layout != BASELINE_LAYOUT}
+
+
+# --- small markdown helpers ----------------------------------------------------------------------
+def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
+    """A markdown table; ``align`` is one character per column: l or r (default: first l, rest r)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    return ["| " + " | ".join(row) + " |" for row in [header, rule, *rows]]
+
+
+def _link(target: Path, out_dir: Path, text: str) -> str:
+    return f"[{text}]({Path(os.path.relpath(target, out_dir)).as_posix()})"
+
+
+def _image(stem: str, alt: str) -> str:
+    return f"![{alt}]({stem}.png)\n\n([SVG]({stem}.svg))"
+
+
+# --- sections --------------------------------------------------------------------------------------
+def _common(values: Iterable[Any]) -> Any:
+    """The one value of ``values`` (ignoring None), ``"mixed"`` if they differ, None if none."""
+    distinct = {repr(v): v for v in values if v is not None}
+    if not distinct:
+        return None
+    return next(iter(distinct.values())) if len(distinct) == 1 else "mixed"
+
+
+#: Run parameters the intro does not list under "other parameters": shown already, or where files went.
+_SHOWN_OR_BOOKKEEPING = {"layout", "probe", "max_conns", "connections", "runs_dir"}
+
+
+def _intro(complete: list[RunResult], others: list[RunResult], matrix_info: dict[str, Any]) -> list[str]:
+    lines = [f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(complete) + len(others)} runs "
+             f"({len(complete)} complete"
+             + (f", {len(others)} not complete and left out of every table" if others else "") + ")."]
+    max_conns = _common(r.parameters.get("max_conns") for r in complete)
+    connections = _common(r.parameters.get("connections") for r in complete)
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
+    lines += ["", "- **Parameters**: "
+              f"max_conns (preallocated slots) = {fmt(max_conns) if max_conns is not None else MISSING}; "
+              f"C (clients) = {fmt(connections) if connections is not None else MISSING}."]
+    durations = []
+    for name in PHASES:
+        seconds = [p.duration_s for r in complete for p in r.phases if p.name == name]
+        if seconds:
+            median = statistics.median(seconds)
+            durations.append(f"{name} {median:.1f} s" if median >= 0.1 else f"{name} {median * 1000:.0f} ms")
+    if durations:
+        lines.append(f"- **Phases** (median measured length): {', '.join(durations)}.")
+    extra = {}
+    for key in sorted({k for r in complete for k in r.parameters} - _SHOWN_OR_BOOKKEEPING):
+        value = _common(r.parameters.get(key) for r in complete)
+        if isinstance(value, (int, float, str, bool)):
+            extra[key] = value
+    if extra:
+        lines.append("- **Other parameters**: " + ", ".join(f"{k} = {v}" for k, v in extra.items()) + ".")
+    matrix = _matrix_items(matrix_info, shown={**extra, "max_conns": max_conns, "connections": connections})
+    if matrix:
+        lines.append("- **Matrix**: " + ", ".join(f"{k} = {v}" for k, v in matrix) + ".")
+    environments = [r.document.get("environment") or {} for r in complete]
+    if environments:
+        env = {key: _common(e.get(key) for e in environments) for key in
+               ("cpu_model", "cpu_count", "memory_total_bytes", "kernel", "machine", "python", "memray", "commit", "dirty")}
+        machine = [f"{env['cpu_model'] or 'unknown CPU'}"]
+        if env["cpu_count"]:
+            machine.append(f"{env['cpu_count']} cores")
+        if isinstance(env["memory_total_bytes"], (int, float)):
+            machine.append(f"{env['memory_total_bytes'] / 1024 ** 3:.1f} GiB RAM")
+        if env["kernel"]:
+            machine.append(f"Linux {env['kernel']} ({env['machine']})" if env["machine"] else f"kernel {env['kernel']}")
+        software = [f"Python {env['python']}"] + ([f"memray {env['memray']}"] if env["memray"] else [])
+        if env["commit"]:
+            commit = env["commit"][:10] if env["commit"] != "mixed" else "mixed commits"
+            software.append(f"commit {commit}" + (" with uncommitted changes" if env["dirty"] is True else ""))
+        lines.append(f"- **Machine**: {', '.join(machine)}; {', '.join(software)}.")
+    return lines
+
+
+_MATRIX_SKIP = {"schema", "runs", "layout", "probe"}
+
+
+def _matrix_items(info: dict[str, Any], shown: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """``matrix_info`` flattened to (key, text) pairs for the intro: nested dicts as ``a.b``, short
+    lists joined, long ones counted; left out are what the intro already gives (a run parameter with
+    the same value, the list of runs), the schema tag, and a single run's layout and probe."""
+    items = []
+    for key, value in info.items():
+        if key in _MATRIX_SKIP or shown.get(key, object()) == value:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items += _matrix_items(value, shown, f"{name}.")
+        elif isinstance(value, (list, tuple)):
+            short = len(value) <= 8 and all(isinstance(v, (str, int, float)) and len(str(v)) <= 24 for v in value)
+            items.append((name, ", ".join(map(str, value)) if short else f"{len(value)} entries"))
+        elif value is not None:
+            items.append((name, str(value)))
+    return items
+
+
+def _summary_table(merged: dict[str, dict[str, Figure]]) -> list[str]:
+    layouts = list(merged)
+    present = {name for figures in merged.values() for name in figures}
+    names = [n for n in METRICS if n in present] + sorted(present - set(METRICS))
+    rows = []
+    for name in names:
+        figures = [merged[layout].get(name) for layout in layouts]
+        counts = Counter(f.probe for f in figures if f is not None)
+        preference = probes_for(name)
+        # The row names the probe most of its figures come from (ties: the preferred probe); a figure
+        # from another probe says so.
+        usual = min(counts, key=lambda p: (-counts[p], preference.index(p) if p in preference else len(preference)))
+        cells = [MISSING if f is None else format_metric(name, f.value) + ("" if f.probe == usual else f" ({f.probe})")
+                 for f in figures]
+        metric = METRICS.get(name)
+        rows.append([f"`{name}`", metric.unit if metric else "", usual, *cells,
+                     ("yes" if metric.deterministic else "no") if metric else "?"])
+    return _table(["metric", "unit", "probe", *layouts, "deterministic"], rows, "lll" + "r" * len(layouts) + "l")
+
+
+def _reduction_section(merged: dict[str, dict[str, Figure]]) -> list[str]:
+    others = [layout for layout in merged if layout != BASELINE_LAYOUT]
+    if BASELINE_LAYOUT not in merged or not others:
+        return ["No naive run in this set, so no reductions."]
+    rows = []
+    for metric, label in REDUCTION_METRICS:
+        changes = reductions(merged, metric)
+        base = merged[BASELINE_LAYOUT].get(metric)
+        rows.append([label, format_metric(metric, base.value) if base else MISSING,
+                     *[percent_change(changes.get(layout), 1) for layout in others]])
+    return ["Change of each layout's figure versus naive's (negative: less memory). Compared only between "
+            "figures from the same probe.", "", *_table(["figure", "naive", *others], rows)]
+
+
+def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, Figure]]) -> list[str]:
+    rows, structs = [], []
+    for anatomy in anatomies:
+        measured = merged.get(anatomy.layout, {}).get("bytes_per_slot")
+        parts = ", ".join(f"{name} {size:,.0f}" for name, size in anatomy.nonzero_parts())
+        rows.append([anatomy.layout, f"{anatomy.total:,.1f} B", format_metric("bytes_per_slot", measured.value) if measured else MISSING,
+                     f"{anatomy.c_bytes_per_slot:,} B", f"{anatomy.total / anatomy.c_bytes_per_slot:.1f}×", parts])
+        fields = ", ".join(f"`{f.name}` @{f.offset} {f.size} B" + (f" ({f.bits} bits)" if f.bits else "") for f in anatomy.c_fields)
+        padding = f"; {anatomy.c_padding} B padding" if anatomy.c_padding else ""
+        structs.append(f"- **{anatomy.layout}** ({anatomy.c_bytes_per_slot:,} B{padding}): {fields}")
+    python = anatomies[0].python if anatomies else "?"
+    return [
+        f"What one preallocated slot is made of, derived from the layout classes with `sys.getsizeof` on CPython "
+        f"{python} (see `experiments/anatomy.py` for how each part is counted), beside the same slot as a C struct. "
+        "The measured column is the tracemalloc run's `bytes_per_slot`.", "",
+        _image("anatomy", "per-slot anatomy"), "",
+        *_table(["layout", "Python, by parts", "measured", "C struct", "Python / C", "parts (bytes)"], rows, "lrrrrl"), "",
+        "<details><summary>C struct fields (offset, size)</summary>", "", *structs, "", "</details>",
+    ]
+
+
+def _curve_section(by_layout: dict[str, dict[str, RunResult]], out_dir: Path) -> list[str]:
+    lines = []
+    for layout, by_probe in by_layout.items():
+        run = pick_run(by_probe, CURVE_PROBES)
+        if run is None:
+            continue
+        stem = f"curve-{layout}"
+        render_massif_curve(run, out_dir / stem)
+        lines += [f"### {layout}", "", f"{run.probe} probe, run {_link(run.path, out_dir, run.path.name)}.", "",
+                  _image(stem, f"memory over time, {layout}"), ""]
+    return lines
+
+
+def _runs_section(runs: list[RunResult], out_dir: Path) -> list[str]:
+    rows = []
+    for run in sorted(runs, key=lambda r: r.path.name):
+        captures = []
+        for key, label in (("flamegraph", "flame graph"), ("massif", "massif.out")):
+            path = run.file(key)
+            if path is not None and path.exists():
+                captures.append(_link(path, out_dir, label))
+        rows.append([_link(run.path, out_dir, run.path.name), run.layout, run.probe,
+                     run.status if run.status == "complete" else f"**{run.status}**", ", ".join(captures) or MISSING])
+    return _table(["run folder", "layout", "probe", "status", "captures"], rows, "lllll")
+
+
+def _incomplete_section(others: list[RunResult], out_dir: Path) -> list[str]:
+    if not others:
+        return ["None: every run completed."]
+    lines = ["These runs did not complete (interrupted, or failed); their figures are in no table or chart above.", ""]
+    for run in sorted(others, key=lambda r: r.path.name):
+        reached = ", ".join(p.name for p in run.phases) or "no phase"
+        lines.append(f"- {_link(run.path, out_dir, run.path.name)}: {run.layout}, {run.probe} probe, "
+                     f"status {run.status}, reached {reached}")
+    return lines
+
+
+def _determinism_section() -> list[str]:
+    fixed = [f"`{m.name}`" for m in METRICS.values() if m.deterministic]
+    varies = [f"`{m.name}`" for m in METRICS.values() if not m.deterministic]
+    return [
+        "- **Deterministic** (the same code on the same Python allocates the same: repeated runs agree): "
+        + ", ".join(fixed) + ".",
+        "- **Vary with the machine and its load** (compare only between runs made side by side): "
+        + ", ".join(varies) + ".",
+        "",
+        "RSS counts the whole process (the interpreter alone is about 14 MB) and, in tracemalloc and memray runs, "
+        "the tracer's own memory, which is why RSS figures come from the rss-probe runs.",
+    ]
+
+
+# --- the report ----------------------------------------------------------------------------------
+def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_TITLE,
+                 matrix_info: dict[str, Any] | None = None) -> Path:
+    """Write ``out_dir/index.md`` and its charts for ``runs``; return the index's path.
+
+    ``matrix_info`` (what the matrix ran: e.g. quick mode, probes, wall time) is listed in the
+    intro as given. Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    complete, others = split_by_status(runs)
+    merged = merged_metrics(complete)
+    by_layout = latest_runs(complete)
+
+    lines = [f"# {title}", "", *_intro(complete, others, matrix_info or {}), ""]
+    if complete:
+        render_comparison(complete, out_dir / "comparison")
+        anatomies = [slot_anatomy(layout) for layout in merged if layout in LAYOUTS]
+        measured = {layout: figures["bytes_per_slot"].value for layout, figures in merged.items() if "bytes_per_slot" in figures}
+        if anatomies:
+            render_anatomy(anatomies, out_dir / "anatomy", measured)
+        lines += ["## Layouts compared", "", _image("comparison", "memory per layout"), "",
+                  "## Summary metrics", "",
+                  "Each figure comes from the probe named in its row (RSS and load figures from the rss-probe run, "
+                  "which has no tracer inside; heap figures from the tracemalloc run); a figure taken from another "
+                  "probe, for want of that run, names its probe. Sizes in B, KiB (1,024 B) and MiB.", "",
+                  *_summary_table(merged), "",
+                  "## Reduction versus naive", "", *_reduction_section(merged), ""]
+        if anatomies:
+            lines += ["## Per-slot anatomy", "", *_anatomy_section(anatomies, merged), ""]
+        lines += ["## Memory over time, per layout", "",
+                  "Massif-style: heap by allocation site (top sites stacked, the rest as *other*), phases shaded, "
+                  "the heap peak marked, and the process's RSS as a line on top.", "",
+                  *_curve_section(by_layout, out_dir)]
+    else:
+        lines += ["No complete run: nothing to compare.", ""]
+    lines += ["## Runs", "", *_runs_section(runs, out_dir), "",
+              "## Which figures are deterministic", "", *_determinism_section(), "",
+              "## Incomplete runs", "", *_incomplete_section(others, out_dir), ""]
+    index = out_dir / INDEX_FILE
+    write_atomic(index, "\n".join(lines))
+    return index
+

@@ -1,0 +1,64 @@
+"""Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values."""
+
+from __future__ import annotations
+
+from ..metrics import METRICS
+
+KIB = 1024
+MIB = 1024 * 1024
+
+#: Metrics given per slot, always shown in bytes with one decimal (they are compared to C sizes).
+PER_SLOT_METRICS = ("bytes_per_slot", "c_bytes_per_slot")
+
+MISSING = "–"
+
+
+def human_bytes(value: float | None) -> str:
+    """``512 B``, ``3.2 KiB``, ``402.3 MiB``: bytes below 1 KiB, then KiB or MiB with one decimal."""
+    if value is None:
+        return MISSING
+    magnitude = abs(value)
+    if magnitude < KIB:
+        return f"{value:,.0f} B"
+    if magnitude < MIB:
+        return f"{value / KIB:,.1f} KiB"
+    return f"{value / MIB:,.1f} MiB"
+
+
+def slot_bytes(value: float | None) -> str:
+    """Bytes per slot with one decimal: ``6,105.3 B``, ``16.0 B``."""
+    return MISSING if value is None else f"{value:,.1f} B"
+
+
+def percent_change(fraction_saved: float | None, decimals: int = 0) -> str:
+    """A reduction as a signed change: 0.94 saved -> ``-94%``; -0.1 saved (10% more) -> ``+10%``.
+    Near -100% more decimals are shown (``-99.7%``), so a change never reads as all memory gone
+    when it is not."""
+    if fraction_saved is None:
+        return MISSING
+    change = -fraction_saved * 100
+    while decimals < 3 and round(abs(change), decimals) >= 100 > abs(change):
+        decimals += 1
+    text = f"{change:+.{decimals}f}%"
+    # A change that rounds to zero is no change: no sign.
+    return text[1:] if float(text[:-1]) == 0 else text
+
+
+def format_metric(name: str, value: float | int | None) -> str:
+    """``value`` of metric ``name`` in its unit, as the report's tables show it."""
+    if value is None:
+        return MISSING
+    if name == "c_bytes_per_slot":
+        return f"{value:,.0f} B"  # a C size is whole bytes
+    if name in PER_SLOT_METRICS:
+        return slot_bytes(value)
+    unit = METRICS[name].unit if name in METRICS else ""
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "ms":
+        return f"{value:,.2f} ms"
+    if unit == "count":
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
