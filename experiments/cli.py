@@ -11,6 +11,7 @@ load generator it started, marks itself incomplete and exits 130.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from dataclasses import replace
@@ -100,7 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="render the report of existing run folders")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("-o", "--output", type=Path, default=Path("reports/latest"))
+
+    run.set_defaults(func=_cmd_run)
+    matrix.set_defaults(func=_cmd_matrix)
+    report.set_defaults(func=_cmd_report)
+    # Commands that live in their own modules register themselves: each module has
+    # ``register(commands)`` adding its subparser with ``set_defaults(func=handler)``, where
+    # ``handler(args, parser) -> int`` (exit code).
+    for module_name in _PLUGGED_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is None or not module_name.startswith(error.name):
+                raise  # a real import error inside the module, not "not written yet"
+            continue  # not written yet
+        module.register(commands)
     return parser
+
+
+#: Modules adding subcommands through ``register(commands)`` (see build_parser).
+_PLUGGED_COMMANDS = (
+    "experiments.regress",
+    "experiments.export",
+    "experiments.bench.cli",
+    "tracemalloc_viewer.memdiet_command",
+)
 
 
 def _install_interrupt_handlers() -> None:
@@ -114,20 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "run":
-            return _cmd_run(args, parser)
-        if args.command == "matrix":
-            return _cmd_matrix(args, parser)
-        if args.command == "report":
-            return _cmd_report(args)
+        return args.func(args, parser)
     except ResultError as error:
         print(f"memdiet: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Interrupted, KeyboardInterrupt):
         print("memdiet: interrupted; the current run is marked incomplete, earlier runs are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
-    parser.error(f"unknown command {args.command}")
-    return EXIT_BAD_INPUT
 
 
 def _console():
@@ -198,7 +216,7 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 1 if outcome.failures else 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .render.report_md import build_report
 
     runs = [load_run(path) for path in args.runs]

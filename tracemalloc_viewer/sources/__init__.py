@@ -1,0 +1,93 @@
+"""Sources: each module turns one kind of input into a :class:`~tracemalloc_viewer.model.Series`.
+
+A source module provides:
+
+``NAME``
+    a short name (``tracemalloc``, ``memray``), shown in outputs;
+``claims(paths: Sequence[Path]) -> bool``
+    True if the paths are this source's input (a cheap look at names and first bytes, no parsing);
+``load(paths: Sequence[Path], options: LoadOptions) -> Series``
+    read them, raising :class:`~tracemalloc_viewer.errors.ViewerInputError` on bad input.
+
+:func:`open_series` asks the registered sources in order and loads with the first that claims the
+paths. Add a source with :func:`register` (the memdiet run-folder source is added that way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+from ..errors import ViewerInputError
+from ..model import Detail, Series
+from . import memray_capture, tracemalloc_dumps
+
+#: How a series' times are taken, for sources that have a choice (tracemalloc dumps).
+TIME_MODES = ("auto", "sidecar", "mtime", "index")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the output needs from a source.
+
+    ``detail``: which samples need their allocation sites (the peak always does).
+    ``time_mode``: ``auto`` (sidecar, else mtime, else index) or one of them forced.
+    """
+
+    detail: Detail = field(default_factory=Detail)
+    time_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.time_mode not in TIME_MODES:
+            raise ValueError(f"unknown time mode {self.time_mode!r}")
+
+
+_SOURCES: list[ModuleType] = [memray_capture, tracemalloc_dumps]
+
+
+def register(source: ModuleType, *, first: bool = True) -> None:
+    """Add a source module (see this package's docstring); ``first`` makes it win over the others."""
+    if source in _SOURCES:
+        return
+    if first:
+        _SOURCES.insert(0, source)
+    else:
+        _SOURCES.append(source)
+
+
+def sources() -> tuple[ModuleType, ...]:
+    return tuple(_SOURCES)
+
+
+def open_series(paths: Sequence[str | Path], options: LoadOptions | None = None) -> Series:
+    """Load ``paths`` as one series with the first source that claims them.
+
+    Raises :class:`ViewerInputError` for an empty list, missing files, input no source claims,
+    and whatever the source finds wrong with the files.
+    """
+    options = options or LoadOptions()
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ViewerInputError("empty series: no snapshot or capture files given")
+    for path in paths:
+        if not path.exists():
+            raise ViewerInputError(f"{path}: no such file or directory")
+    for source in _SOURCES:
+        if source.claims(paths):
+            series = source.load(paths, options)
+            if not series.samples:
+                raise ViewerInputError(f"empty series: {_name(paths)} holds no samples")
+            return series
+    if len(paths) == 1 and paths[0].is_dir():
+        raise ViewerInputError(f"{paths[0]}: a directory, and no source reads it (give the dump files)")
+    if len(paths) == 1:
+        raise ViewerInputError(
+            f"{paths[0]}: not a tracemalloc snapshot dump nor a memray capture (no source reads it)")
+    raise ViewerInputError(
+        f"{_name(paths)}: no source reads these files together (give tracemalloc dumps, or one memray capture)")
+
+
+def _name(paths: Sequence[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"

@@ -1,0 +1,163 @@
+"""Source: one memray capture file (``memray run -o FILE`` or ``memray.Tracker(FILE)``).
+
+The curve is memray's memory records (``FileReader.get_memory_snapshots()``: heap bytes every
+``memory_interval_ms``), read at full resolution. Sites come from the temporal allocation records
+(``get_temporal_allocation_records``): the allocations live at a memory record are those allocated
+before it and not freed before it, so their sizes add up to that record's heap exactly.
+
+memray's peak (its high-water mark, ``get_temporal_high_water_mark_allocation_records``) usually
+falls between two memory records; it is then added as a sample of its own, placed at the end of the
+interval in which it happened, with the sites live at that moment. Aggregated captures
+(``--aggregate``) keep no history: their only sites are the peak's
+(``get_high_watermark_allocation_records``), placed at the largest memory record.
+
+Frames are memray's Python frames (function names included); native frames are not used.
+memray reads a cut-off compressed capture as a shorter one without complaint, so the lz4 stream is
+checked for completeness first (:mod:`.lz4_frame`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from ..errors import ViewerInputError
+from ..model import Frame, Sample, Series, Site, merge_sites
+from . import lz4_frame
+
+if TYPE_CHECKING:
+    from . import LoadOptions
+
+NAME = "memray"
+
+#: memray writes its header uncompressed (``memray``) or, after the tracker closes, as an lz4 frame.
+_MAGICS = (b"memray", lz4_frame.MAGIC)
+#: Read every memory record (FileReader downsamples beyond 10,000 by default).
+_MAX_MEMORY_RECORDS = 10_000_000
+
+
+def claims(paths: Sequence[Path]) -> bool:
+    return all(path.is_file() and _first_bytes(path, 6).startswith(_MAGICS) for path in paths)
+
+
+def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
+    if len(paths) != 1:
+        raise ViewerInputError(f"{paths[0]}: give one memray capture at a time (got {len(paths)})")
+    path = paths[0]
+    if _first_bytes(path, 4) == lz4_frame.MAGIC:
+        problem = lz4_frame.truncation(path)
+        if problem:
+            raise ViewerInputError(f"{path}: truncated memray capture (its lz4 stream {problem})")
+    try:
+        return _load(path, options)
+    except ViewerInputError:
+        raise
+    except (OSError, RuntimeError, NotImplementedError, ValueError) as error:
+        text = " ".join(str(error).split())
+        raise ViewerInputError(f"{path}: truncated or corrupt memray capture ({text})") from None
+
+
+def _load(path: Path, options: "LoadOptions") -> Series:
+    from memray import FileFormat, FileReader  # imported here: only this source needs memray
+
+    reader = FileReader(str(path), max_memory_records=_MAX_MEMORY_RECORDS)
+    try:
+        records = list(reader.get_memory_snapshots())
+        if not records:
+            raise ViewerInputError(f"empty series: {path} holds no memory records")
+        origin_ms = records[0].time
+        times = [(record.time - origin_ms) / 1000 for record in records]
+        heaps = [record.heap for record in records]
+        notes = [f"time: memray's memory records (every {_interval_ms(records)} ms)"]
+        metadata = reader.metadata
+        end_s = max(times[-1], metadata.end_time.timestamp() - origin_ms / 1000)
+        if metadata.file_format == FileFormat.AGGREGATED_ALLOCATIONS:
+            samples = _aggregated_samples(reader, times, heaps, notes)
+        else:
+            samples = _temporal_samples(reader, times, heaps, end_s, options, notes)
+        return Series(samples, command=metadata.command_line or str(path), source=NAME,
+                      time_source="capture", notes=notes)
+    finally:
+        reader.close()
+
+
+def _temporal_samples(reader, times: list[float], heaps: list[int], end_s: float,
+                      options: "LoadOptions", notes: list[str]) -> list[Sample]:
+    count = len(heaps)
+    peak_records, high_water_marks = reader.get_temporal_high_water_mark_allocation_records(merge_threads=True)
+    # high_water_marks[k] is the largest heap between memory records k-1 and k (k == count: after the last).
+    peak_interval = max(range(len(high_water_marks)), key=high_water_marks.__getitem__)
+    peak_bytes = high_water_marks[peak_interval]
+    insert_peak = peak_bytes > max(heaps)
+    # Detail is about positions in the final series, which gains the peak at peak_interval.
+    final_count = count + insert_peak
+    wanted = [index for index in range(count)
+              if options.detail.wants(index + (insert_peak and index >= peak_interval), final_count)]
+    if not insert_peak:
+        wanted = sorted(set(wanted) | {heaps.index(max(heaps))})
+    sites = _live_sites(reader.get_temporal_allocation_records(merge_threads=True), wanted) if wanted else {}
+    samples = [Sample(times[index], heaps[index], sites.get(index)) for index in range(count)]
+    if insert_peak:
+        peak_sites = _live_sites(peak_records, [peak_interval])[peak_interval]
+        peak_time = times[peak_interval] if peak_interval < count else end_s
+        samples.insert(peak_interval, Sample(peak_time, peak_bytes, peak_sites))
+        start = times[peak_interval - 1] if peak_interval > 0 else 0.0
+        notes.append(f"peak: memray's high-water mark, reached between {start:.3f} s and {peak_time:.3f} s, "
+                     f"drawn at {peak_time:.3f} s")
+    return samples
+
+
+def _aggregated_samples(reader, times: list[float], heaps: list[int], notes: list[str]) -> list[Sample]:
+    peak_sites = merge_sites([
+        Site(_frames(record), record.size, record.n_allocations)
+        for record in reader.get_high_watermark_allocation_records(merge_threads=True)
+    ])
+    peak_bytes = sum(site.size for site in peak_sites)
+    largest = heaps.index(max(heaps))
+    if peak_bytes < heaps[largest]:
+        raise ViewerInputError("aggregated capture: high-water mark below the largest memory record")
+    samples = [Sample(time, heap) for time, heap in zip(times, heaps)]
+    samples.insert(largest + 1, Sample(times[largest], peak_bytes, peak_sites))
+    notes.append("peak: aggregated capture, the high-water mark's time is unknown; drawn at the largest memory record")
+    return samples
+
+
+def _live_sites(records: Iterable, indices: Sequence[int]) -> dict[int, tuple[Site, ...]]:
+    """Sites live at each of ``indices`` (sorted memory-record or high-water-mark indices)."""
+    live: dict[int, list[Site]] = {index: [] for index in indices}
+    for record in records:
+        frames = None
+        for interval in record.intervals:
+            if not interval.n_bytes and not interval.n_allocations:
+                continue
+            low = bisect.bisect_left(indices, interval.allocated_before_snapshot)
+            freed = interval.deallocated_before_snapshot
+            high = len(indices) if freed is None else bisect.bisect_left(indices, freed)
+            if low >= high:
+                continue
+            frames = frames if frames is not None else _frames(record)
+            site = Site(frames, interval.n_bytes, interval.n_allocations)
+            for index in indices[low:high]:
+                live[index].append(site)
+    return {index: merge_sites(sites) for index, sites in live.items()}
+
+
+def _frames(record) -> tuple[Frame, ...]:
+    # memray gives (function, file, line), most recent call first, as tracemalloc orders raw frames.
+    return tuple(Frame(filename, lineno, function) for function, filename, lineno in record.stack_trace())
+
+
+def _interval_ms(records) -> int:
+    if len(records) < 2:
+        return 0
+    gaps = sorted(later.time - earlier.time for earlier, later in zip(records, records[1:]))
+    return int(gaps[len(gaps) // 2])
+
+
+def _first_bytes(path: Path, count: int) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(count)
+    except OSError:
+        return b""
