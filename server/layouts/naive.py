@@ -25,7 +25,19 @@ class NaiveSlot:
     """
 
     def __init__(self) -> None:
-        # connection
+        # read buffer, preallocated inline as Lwan's char buffer[DEFAULT_BUFFER_SIZE]
+        self.buffer = bytearray(HEAD_BUFFER_SIZE)
+        # header and response containers, preallocated too; reset_request empties them
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_index: dict[bytes, bytes] = {}
+        self.query_params: dict[bytes, bytes] = {}
+        self.cookies: dict[bytes, bytes] = {}
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.reset_connection()
+        self.reset_request()
+
+    def reset_connection(self) -> None:
+        """Clear the connection fields (at start, and when the connection closes)."""
         self.fd = -1
         self.peer = None
         self.remote_port = 0
@@ -39,37 +51,6 @@ class NaiveSlot:
         self.prev = NO_SLOT
         self.next = NO_SLOT
         self.requests_served = 0
-        # read buffer, preallocated inline as Lwan's char buffer[DEFAULT_BUFFER_SIZE]
-        self.buffer = bytearray(HEAD_BUFFER_SIZE)
-        self.buffer_used = 0
-        # request (filled by the parser)
-        self.method = b""
-        self.target = b""
-        self.version = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = False
-        self.content_length = 0
-        self.chunked = False
-        self.path = b""
-        self.query_string = b""
-        self.host = b""
-        self.user_agent = b""
-        self.accept_encoding = b""
-        self.if_modified_since = 0
-        self.range_from = -1
-        self.range_to = -1
-        # parse state, kept per fd although only a request in flight needs it
-        self.parse_state = 0
-        self.parse_position = 0
-        self.header_start = 0
-        self.header_index: dict[bytes, bytes] = {}
-        self.query_params: dict[bytes, bytes] = {}
-        self.cookies: dict[bytes, bytes] = {}
-        # response
-        self.response_status = 0
-        self.response_mime_type = b""
-        self.response_length = 0
-        self.response_headers: list[tuple[bytes, bytes]] = []
 
     def reset_request(self) -> None:
         """Clear the request, parse and response fields for the next keep-alive request, field by
@@ -163,13 +144,7 @@ class NaiveTable(BooleanFlags, StoredAddress, SlotObjectTable):
         # The slot stays allocated (that is the point of preallocation): reset it in place.
         slot = self.slots[fd]
         slot.reset_request()
-        slot.fd = -1
-        slot.peer = None
-        slot.remote_port = 0
-        slot.is_alive = slot.is_keep_alive = slot.is_writing = slot.is_idle = slot.is_queued = False
-        slot.coroutine = None
-        slot.expiry = 0
-        slot.prev = slot.next = NO_SLOT
+        slot.reset_connection()
 
     def read_buffer(self, fd: int) -> bytearray:
         return self.slots[fd].buffer
