@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from server.layouts import LAYOUTS
 
 from .probes import PROBES
-from .results import RunResult, load_run, write_json
+from .results import RESULT_FILE, RunResult, load_run, write_atomic, write_json
 from .runner import DEFAULT_RUNS_DIR, RunConfig, RunFailed, run_once
 
 MATRIX_SCHEMA = "memdiet.matrix/1"
@@ -71,6 +71,7 @@ def run_matrix(
                 paths.append(latest[-1])
     runs = [load_run(path) for path in paths]
     record_probe_slowdown(runs)
+    write_massif_files(runs)
     report = write_latest(runs, latest_dir, plan)
     return MatrixOutcome(runs, failures, report)
 
@@ -86,6 +87,26 @@ def record_probe_slowdown(runs: Sequence[RunResult]) -> None:
             continue
         run.document["probe_info"]["slowdown_vs_rss"] = baseline / mine
         write_json(run.path / "result.json", run.document)
+
+
+def write_massif_files(runs: Sequence[RunResult]) -> None:
+    """Write ``massif.out.<layout>-<probe>`` into each run folder (tracemalloc_viewer's export of the
+    folder, for ms_print and massif-visualizer) and list it in result.json as ``files.massif``. A run
+    the viewer cannot read (no samples at all) gets a probe note instead."""
+    from tracemalloc_viewer import Detail, LoadOptions, ViewerInputError, open_series
+    from tracemalloc_viewer.outputs import massif
+
+    detail = Detail()
+    for run in runs:
+        name = f"massif.out.{run.layout}-{run.probe}"
+        try:
+            text = massif.render(open_series([run.path], LoadOptions(detail)), detail)
+        except ViewerInputError as error:
+            run.document.setdefault("probe_info", {}).setdefault("notes", []).append(f"no massif.out: {error}")
+        else:
+            write_atomic(run.path / name, text)  # readable by all, as the run's other files
+            run.document.setdefault("files", {})["massif"] = name
+        write_json(run.path / RESULT_FILE, run.document)
 
 
 def write_latest(runs: Sequence[RunResult], latest_dir: Path, plan: MatrixPlan) -> Path | None:

@@ -23,7 +23,8 @@ EXIT_BAD_INPUT = 2
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m tracemalloc_viewer",
-        description="View tracemalloc dumps and memray captures: tables, diffs, charts, massif.out export.")
+        description="View tracemalloc dumps, memray captures and memdiet run folders: tables, diffs, charts, "
+                    "massif.out export.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     top = commands.add_parser("top", help="table of allocation sites in one dump (or a capture's peak)")
@@ -144,7 +145,7 @@ def _grouping(parser: argparse.ArgumentParser, with_traceback: bool) -> None:
 
 def _series_input(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", type=Path, metavar="SNAPSHOT",
-                        help="tracemalloc dumps (a series), or one memray capture")
+                        help="tracemalloc dumps (a series), or one memray capture, or one memdiet run folder")
     _time_option(parser)
 
 

@@ -75,6 +75,10 @@ class Series:
     modification times), ``index`` (no clock: ``time_s`` is the sample's position), ``capture``
     (timestamps recorded in the capture itself).
     ``notes``: one-line remarks a reader should see (e.g. how a peak's time was placed).
+    ``detail_recorded``: True when the source has sites only at the samples its recorder chose to
+    detail (as massif chooses while it runs, e.g. a memdiet run's ``sites.csv``): those are then the
+    candidates, shown as densely as :class:`Detail` asks (about one per ``every`` samples) and all
+    of them when they are sparser (see :func:`detailed_indices`).
     """
 
     samples: list[Sample]
@@ -82,6 +86,7 @@ class Series:
     source: str
     time_source: str
     notes: list[str] = field(default_factory=list)
+    detail_recorded: bool = False
 
     def __post_init__(self) -> None:
         if self.time_source not in TIME_SOURCES:
@@ -145,11 +150,20 @@ PEAK_ONLY = Detail(every=2**62)
 
 
 def detailed_indices(series: Series, detail: Detail) -> list[int]:
-    """Indices of the samples to show in detail: those ``detail`` wants that have sites, and the peak."""
+    """Indices of the samples to show in detail: those ``detail`` wants that have sites, and the peak.
+
+    When the recorder chose the samples with sites (:attr:`Series.detail_recorded`), every k-th of
+    them is shown, k as small as keeps them at about one per ``detail``'s stride of samples: all of
+    them when they are sparser than that."""
     count = len(series)
     if count == 0:
         return []
     peak = series.peak_index
+    if series.detail_recorded:
+        recorded = [index for index, sample in enumerate(series.samples) if sample.sites is not None]
+        keep_every = max(1, -(-len(recorded) * detail.stride(count) // count))  # ceil
+        return [index for position, index in enumerate(recorded)
+                if index == peak or (position + 1) % keep_every == 0]
     return [
         index for index, sample in enumerate(series.samples)
         if sample.sites is not None and (index == peak or detail.wants(index, count))

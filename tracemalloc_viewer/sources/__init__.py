@@ -10,7 +10,8 @@ A source module provides:
     read them, raising :class:`~tracemalloc_viewer.errors.ViewerInputError` on bad input.
 
 :func:`open_series` asks the registered sources in order and loads with the first that claims the
-paths. Add a source with :func:`register` (the memdiet run-folder source is added that way).
+paths. Add a source with :func:`register`. ``memdiet_run`` reads memdiet run folders (it claims only a
+folder holding a ``result.json``, or that file).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Sequence
 
 from ..errors import ViewerInputError
 from ..model import Detail, Series
-from . import memray_capture, tracemalloc_dumps
+from . import memdiet_run, memray_capture, tracemalloc_dumps
 
 #: How a series' times are taken, for sources that have a choice (tracemalloc dumps).
 TIME_MODES = ("auto", "sidecar", "mtime", "index")
@@ -44,7 +45,7 @@ class LoadOptions:
             raise ValueError(f"unknown time mode {self.time_mode!r}")
 
 
-_SOURCES: list[ModuleType] = [memray_capture, tracemalloc_dumps]
+_SOURCES: list[ModuleType] = [memdiet_run, memray_capture, tracemalloc_dumps]
 
 
 def register(source: ModuleType, *, first: bool = True) -> None:

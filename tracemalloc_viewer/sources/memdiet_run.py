@@ -1,0 +1,341 @@
+"""Source: a memdiet run folder (``reports/runs/<time>-<layout>-<probe>/``, written by ``memdiet run``).
+
+The folder's files are read directly: the viewer imports nothing from ``experiments``. Times are
+the run's clock, seconds since the server started (the clock of the phases in ``result.json``).
+
+- A memray run whose capture is in the folder (``memray.bin``) is read as that capture
+  (:mod:`.memray_capture`): full Python tracebacks, and memray's high-water mark as the peak.
+- Otherwise the curve is every row of ``heap.csv`` (``heap_bytes``: the heap seen from inside by
+  tracemalloc or memray) when it has rows, else of ``rss.csv`` (``rss_bytes``: the whole process
+  seen from outside, the only series of an ``rss`` run). The series' ``source`` names the file
+  (``memdiet-run:heap.csv``), so the massif.out ``desc:`` line and the chart say which.
+- Detailed samples are the probe's snapshots in ``sites.csv``: one sample per time, one site per
+  row, one frame deep (``file:line (function)``, as the probe grouped them), with its ``(other)``
+  and ``(probe)`` rows as sites of their own, so the sites add up to the snapshot's total. The
+  probe chose these moments, so the series is marked :attr:`~..model.Series.detail_recorded`.
+  A detailed sample goes just before the ``heap.csv`` row taken at the same time (or replaces it,
+  when both hold the same bytes).
+- The full tracemalloc dumps the runner asks for at the end of each phase
+  (``snapshots/NN-PHASE.tmsnap``, listed in ``result.json``) are detailed samples too, with every
+  site, placed just after the first ``heap.csv`` row at or after their phase's end (the probe's
+  sampler writes that row, then takes the dump). Their
+  paths are shortened as the probe shortens them in ``sites.csv`` (relative to the server's
+  working directory, or after ``lib``/``site-packages``), so a site has one label in every
+  snapshot.
+- The probe records sites every few seconds, so the curve's peak may have none: its sites are
+  then those of the nearest detailed sample plus one ``(not attributed)`` site holding the
+  difference (never negative: the peak is the largest sample), and a note says so. A curve from
+  ``rss.csv`` has no sites at all: its peak holds one site for the whole process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import importlib.util
+import json
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ..errors import ViewerInputError
+from ..model import Frame, Sample, Series, Site, merge_sites
+from ..names import function_name
+from . import memray_capture, tracemalloc_dumps
+
+if TYPE_CHECKING:
+    from . import LoadOptions
+
+NAME = "memdiet-run"
+
+#: The run-folder format this source reads (``experiments.results.SCHEMA``; a test keeps them equal).
+SCHEMA = "memdiet.run/1"
+RESULT_FILE = "result.json"
+HEAP_FILE = "heap.csv"
+RSS_FILE = "rss.csv"
+SITES_FILE = "sites.csv"
+MEMRAY_FILE = "memray.bin"
+#: The columns read, and the one that gives each file's curve.
+HEAP_COLUMNS = ("time_s", "heap_bytes")
+RSS_COLUMNS = ("time_s", "rss_bytes")
+SITES_COLUMNS = ("time_s", "site", "bytes", "count")
+
+#: ``file:line (function)``, ``file:line`` or a bare label such as ``(other)``.
+_SITE_LABEL = re.compile(r"^(?P<file>.*):(?P<line>\d+)(?: \((?P<function>.*)\))?$")
+#: ``snapshots/NN-PHASE.tmsnap``: the dump taken at the end of phase PHASE.
+_DUMP_NAME = re.compile(r"^\d+-(?P<phase>.+)\.tmsnap$")
+#: Pseudo-sites: what the probe's top sites leave, and what the probe itself holds. A pseudo-site
+#: is a frame with line 0 whose file is the label (``top`` and ``timeline`` show just that) and
+#: whose function says what it holds (massif trees show ``0xADDR: what ((other):0)``).
+_PSEUDO_SITES = {
+    "(other)": "sites after the probe's top ones",
+    "(probe)": "the tracing probe's own allocations",
+}
+
+
+def claims(paths: Sequence[Path]) -> bool:
+    return len(paths) == 1 and _folder(paths[0]) is not None
+
+
+def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
+    folder = _folder(paths[0])
+    assert folder is not None, "load() called on paths this source does not claim"
+    document = _read_result(folder)
+    command = _command(document)
+    notes = [f"run: {folder.name} ({document.get('layout', '?')} layout, {document.get('probe', '?')} probe, "
+             f"status {document.get('status', '?')})"]
+    capture = folder / str((document.get("files") or {}).get("memray") or MEMRAY_FILE)
+    if capture.is_file() and importlib.util.find_spec("memray") is not None:
+        return _from_capture(folder, capture, options, command, notes)
+    heap = _read_curve(folder / HEAP_FILE, HEAP_COLUMNS)
+    if heap:
+        notes.append(_curve_note(HEAP_FILE, len(heap)))
+        recorded = _read_sites(folder / SITES_FILE)
+        dumps = _read_dumps(folder, document, recorded, sorted(time_s for time_s, _size in heap), notes)
+        if recorded or dumps:
+            notes.append(f"detailed: {_count(recorded, 'snapshot')} in {SITES_FILE} (the probe's top sites) and "
+                         f"{_count(dumps, 'full dump')} at phase ends, one frame per site; "
+                         f"all shown unless denser than --detailed-freq")
+        else:
+            notes.append(f"detailed: none ({SITES_FILE} and the phase-end dumps are missing or empty)")
+        return _from_curve(heap, recorded, dumps, HEAP_FILE, command, notes)
+    rss = _read_curve(folder / RSS_FILE, RSS_COLUMNS)
+    if rss:
+        notes.append(_curve_note(RSS_FILE, len(rss)))
+        return _from_curve(rss, [], [], RSS_FILE, command, notes)
+    raise ViewerInputError(f"empty series: {folder} has no samples in {HEAP_FILE} or {RSS_FILE}")
+
+
+# --- the series ----------------------------------------------------------------------------------
+def _from_curve(curve: list[tuple[float, int]], recorded: list[Sample], dumps: list[Sample], curve_file: str,
+                command: str, notes: list[str]) -> Series:
+    """The curve's samples with the detailed ones among them: ``recorded`` (sites.csv) just before
+    the curve's sample of the same time, ``dumps`` just after it."""
+    # A curve row equal to a recorded sample (same time, same bytes: memray's series) is that sample.
+    twins = Counter((sample.time_s, sample.total_bytes) for sample in recorded)
+    rows = []
+    for row in curve:
+        if twins[row]:
+            twins[row] -= 1
+        else:
+            rows.append(row)
+    # Sort key (time, 0 recorded / 1 curve / 2 dump): the probe takes a sites.csv snapshot just
+    # after writing the heap row of its time, and so a dump (see _read_dumps); a recorded sample still
+    # goes first, so that on a tie in bytes the peak is the sample that has sites.
+    keyed = [((sample.time_s, 0), sample) for sample in recorded]
+    keyed += [((time_s, 1), Sample(time_s, size)) for time_s, size in rows]
+    keyed += [((sample.time_s, 2), sample) for sample in dumps]
+    keyed.sort(key=lambda pair: pair[0])
+    samples = [sample for _key, sample in keyed]
+    series = Series(samples, command=command, source=f"{NAME}:{curve_file}", time_source="capture",
+                    notes=notes, detail_recorded=True)
+    _give_peak_sites(series, recorded + dumps, curve_file)
+    return series
+
+
+def _curve_note(curve_file: str, count: int) -> str:
+    what = "heap bytes from inside the server" if curve_file == HEAP_FILE else "whole-process RSS from outside"
+    return f"curve: every row of {curve_file} ({count} samples, {what}), seconds since the server started"
+
+
+def _give_peak_sites(series: Series, detailed: list[Sample], curve_file: str) -> None:
+    """Give the peak sites when it has none (see the module docstring), in place."""
+    index = series.peak_index
+    peak = series.samples[index]
+    if peak.sites is not None:
+        return
+    if not detailed:
+        reason = ("this probe records no allocation sites" if curve_file == RSS_FILE
+                  else "no allocation sites were recorded in this run")
+        whole = Frame(f"(whole {'process' if curve_file == RSS_FILE else 'heap'})", 0, f"{reason}, {curve_file}")
+        series.samples[index] = replace(peak, sites=(Site((whole,), peak.total_bytes, 0),))
+        series.notes.append(f"peak ({peak.time_s:.3f} s): {reason}; its tree is one node")
+        return
+    nearest = min(detailed, key=lambda sample: (abs(sample.time_s - peak.time_s), sample.time_s))
+    rest = peak.total_bytes - nearest.total_bytes  # >= 0: the peak is the largest sample
+    what = f"the peak minus the detailed sample at {nearest.time_s:.3f} s"
+    extra = (Site((Frame("(not attributed)", 0, what),), rest, 0),) if rest else ()
+    series.samples[index] = replace(peak, sites=tuple(nearest.sites or ()) + extra)
+    series.notes.append(f"peak ({peak.time_s:.3f} s): no sites recorded there; its tree is the detailed sample "
+                        f"at {nearest.time_s:.3f} s plus {rest} B not attributed")
+
+
+def _from_capture(folder: Path, capture: Path, options: "LoadOptions", command: str, notes: list[str]) -> Series:
+    series = memray_capture.load([capture], options)
+    # memray's times start at its first memory record, which heap.csv holds on the run's clock.
+    heap = _read_curve(folder / HEAP_FILE, HEAP_COLUMNS)
+    offset = heap[0][0] if heap else 0.0
+    samples = [replace(sample, time_s=sample.time_s + offset) for sample in series.samples]
+    clock = "seconds since the server started" if heap else "seconds since the capture's first record"
+    notes.append(f"curve: the memray capture {capture.name} (full Python tracebacks), {clock}")
+    return Series(samples, command=command, source=f"{NAME}:{capture.name}", time_source="capture",
+                  notes=notes + series.notes, detail_recorded=series.detail_recorded)
+
+
+# --- reading the folder --------------------------------------------------------------------------
+def _folder(path: Path) -> Path | None:
+    """The run folder ``path`` names (the folder, or its result.json), or None."""
+    if path.is_dir() and (path / RESULT_FILE).is_file():
+        return path
+    if path.name == RESULT_FILE and path.is_file():
+        return path.parent
+    return None
+
+
+def _read_result(folder: Path) -> dict:
+    path = folder / RESULT_FILE
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ViewerInputError(f"{path}: truncated or not JSON ({' '.join(str(error).split())})") from None
+    if not isinstance(document, dict):
+        raise ViewerInputError(f"{path}: not a memdiet result (not a JSON object)")
+    if document.get("schema") != SCHEMA:
+        raise ViewerInputError(f"{path}: not a memdiet result (schema {document.get('schema')!r}, "
+                               f"expected {SCHEMA!r})")
+    return document
+
+
+def _command(document: dict) -> str:
+    command = document.get("server_command")
+    if isinstance(command, list) and command:
+        return " ".join(map(str, command))
+    return f"memdiet run --layout {document.get('layout', '?')} --probe {document.get('probe', '?')}"
+
+
+def _rows(path: Path, columns: Sequence[str]):
+    """(line number, {column: text}) for each row of the CSV ``path`` (none when it is missing);
+    the header must start with ``columns`` and every row must have the header's width."""
+    if not path.is_file():
+        return
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            reader = csv.reader(file)
+            header = next(reader, None)
+            if header is None or tuple(header[:len(columns)]) != tuple(columns):
+                raise ViewerInputError(f"{path}: expected columns {','.join(columns)}, found {header}")
+            for line, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise ViewerInputError(f"{path}:{line}: {len(row)} fields, expected {len(header)} (truncated?)")
+                yield line, dict(zip(header, row))
+    except OSError as error:
+        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ViewerInputError(f"{path}: not a CSV file ({' '.join(str(error).split())})") from None
+
+
+def _read_curve(path: Path, columns: tuple[str, str]) -> list[tuple[float, int]]:
+    """(time_s, bytes) per row of ``path``, ``columns`` naming the time and the bytes."""
+    time_column, bytes_column = columns
+    return [(_number(path, line, row[time_column], float), _number(path, line, row[bytes_column], int))
+            for line, row in _rows(path, columns)]
+
+
+def _read_sites(path: Path) -> list[Sample]:
+    """One sample per time in ``sites.csv``, in time order."""
+    by_time: dict[float, list[Site]] = {}
+    for line, row in _rows(path, SITES_COLUMNS):
+        time_s = _number(path, line, row["time_s"], float)
+        site = Site((_frame(row["site"]),), _number(path, line, row["bytes"], int),
+                    _number(path, line, row["count"], int))
+        by_time.setdefault(time_s, []).append(site)
+    samples = []
+    for time_s in sorted(by_time):
+        sites = merge_sites(by_time[time_s])
+        samples.append(Sample(time_s, sum(site.size for site in sites), sites))
+    return samples
+
+
+def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_times: Sequence[float],
+                notes: list[str]) -> list[Sample]:
+    """The phase-end dumps listed in result.json, in time order (a note counts those not found).
+
+    A dump is placed at the first of the sorted ``heap_times`` at or after the end of its phase: the
+    runner asks for it as the phase ends, and the probe's sampler writes a heap row, then dumps."""
+    ends = {phase.get("name"): phase.get("end_s") for phase in document.get("phases") or [] if isinstance(phase, dict)}
+    loaded: list[tuple[float, tuple[Site, ...]]] = []
+    listed = (document.get("files") or {}).get("snapshots") or []
+    for name in listed:
+        path = folder / str(name)
+        match = _DUMP_NAME.match(path.name)
+        end_s = ends.get(match["phase"]) if match else None
+        if isinstance(end_s, (int, float)) and path.is_file():
+            after = bisect.bisect_left(heap_times, end_s)
+            time_s = heap_times[after] if after < len(heap_times) else float(end_s)
+            loaded.append((time_s, tracemalloc_dumps.load_sites(path)))
+    if len(loaded) < len(listed):
+        notes.append(f"{len(listed) - len(loaded)} of the {len(listed)} dumps listed in {RESULT_FILE} not read "
+                     f"(missing, or not named after a phase)")
+    if not loaded:
+        return []
+    csv_frames = {frame for sample in recorded for site in sample.sites or () for frame in site.frames}
+    relabel = _Relabel(csv_frames, {frame.filename for _t, sites in loaded for site in sites for frame in site.frames})
+    samples = []
+    for time_s, sites in sorted(loaded, key=lambda pair: pair[0]):
+        sites = merge_sites([Site(tuple(map(relabel, site.frames)), site.size, site.count) for site in sites])
+        samples.append(Sample(time_s, sum(site.size for site in sites), sites))
+    return samples
+
+
+class _Relabel:
+    """Turns a dump's frame (absolute path, no function) into the label the probe gives the same
+    site in sites.csv (``experiments.probes.site_label``): the path relative to the server's
+    working directory, else after the last ``site-packages`` or ``lib`` folder, else as is; the
+    function as sites.csv names it, else as the source file names it now.
+
+    The working directory is not recorded: it is the prefix that maps most dump paths onto
+    sites.csv paths (none when sites.csv has no site the dumps have: paths then stay as they are)."""
+
+    def __init__(self, csv_frames: set[Frame], dump_files: set[str]) -> None:
+        self.functions = {(frame.filename, frame.lineno): frame.function for frame in csv_frames}
+        known = {frame.filename for frame in csv_frames}
+        roots = {path[: -len(short)] for short in known if not short.startswith(("/", "<"))
+                 for path in dump_files if path.endswith("/" + short)}
+        score = {root: sum(self._short(path, root) in known for path in dump_files) for root in roots}
+        self.root = max(sorted(score), key=score.__getitem__) if score else None
+        self.cache: dict[Frame, Frame] = {}
+
+    def __call__(self, frame: Frame) -> Frame:
+        done = self.cache.get(frame)
+        if done is None:
+            short = frame.filename if self.root is None else self._short(frame.filename, self.root)
+            function = self.functions.get((short, frame.lineno)) or function_name(frame)
+            done = self.cache[frame] = Frame(short, frame.lineno, function)
+        return done
+
+    @staticmethod
+    def _short(path: str, root: str) -> str:
+        if path.startswith(root):
+            return path[len(root):]
+        parts = path.split("/")
+        for marker in ("site-packages", "lib"):
+            if marker in parts:
+                return "/".join(parts[len(parts) - parts[::-1].index(marker):])
+        return path
+
+
+def _count(items: Sequence, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _frame(label: str) -> Frame:
+    if label in _PSEUDO_SITES:
+        return Frame(label, 0, _PSEUDO_SITES[label])
+    match = _SITE_LABEL.match(label)
+    if match is None:  # a label without a line (memray's "<unknown>")
+        return Frame(label, 0)
+    return Frame(match["file"], int(match["line"]), match["function"])
+
+
+def _number(path: Path, line: int, text: str, kind: type):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ViewerInputError(f"{path}:{line}: {text!r} is not a number") from None
+    if value < 0 or value != value:
+        raise ViewerInputError(f"{path}:{line}: {text!r} is not a size or time")
+    return value
