@@ -168,6 +168,9 @@ class Probe:
     dumps_at_phase_end = False
     #: Seconds the server may take to come up (tracing a naive table takes long).
     startup_timeout_s = 60.0
+    #: A file the server's tracer writes in the trace folder when it is settled; the runner starts
+    #: the first phase only then (None: ready as soon as the server listens).
+    ready_file: str | None = None
 
     def server_args(self, trace_dir: Path, hz: float, detail_interval_s: float) -> list[str]:
         return ["--trace-dir", str(trace_dir)]
@@ -203,6 +206,7 @@ class TracemallocProbe(Probe):
             "tracer_bytes and is not in the heap figures, but it is in RSS.")
     dumps_at_phase_end = True
     startup_timeout_s = 120.0
+    ready_file = "ready.json"
 
     def server_args(self, trace_dir: Path, hz: float, detail_interval_s: float) -> list[str]:
         return ["--trace", "tracemalloc", "--trace-dir", str(trace_dir),

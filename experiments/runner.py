@@ -201,6 +201,14 @@ class Run:
             self._check_server()
             raise RunFailed(f"{config.layout}: server did not start within {self.probe.startup_timeout_s:.0f} s (first line {line!r})")
         self.port = int(line.rsplit(":", 1)[1])
+        if self.probe.ready_file:
+            ready = self.trace_dir / self.probe.ready_file
+            deadline = time.monotonic() + self.probe.startup_timeout_s
+            while not ready.exists():
+                self._check_server()
+                if time.monotonic() > deadline:
+                    raise RunFailed(f"{config.layout}: the {self.probe.name} probe was not ready within {self.probe.startup_timeout_s:.0f} s")
+                time.sleep(0.02)
 
     def _check_server(self) -> None:
         if self.server is not None and self.server.poll() is not None:

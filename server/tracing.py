@@ -3,7 +3,8 @@
 ``tracemalloc``: a sampler thread writes, into the trace folder,
 
 - ``heap.csv``: ``monotonic_s,heap_bytes,peak_bytes,tracer_bytes`` at ``hz`` samples a second:
-  ``tracemalloc.get_traced_memory()`` is cheap, so the curve is sampled often;
+  ``tracemalloc.get_traced_memory()`` is cheap, so the curve is sampled often (``peak_bytes`` is the
+  highest total since the previous sample, the probe's own snapshots left out);
 - ``sites.csv``: ``monotonic_s,site,bytes,count``: a detailed snapshot grouped by allocation line, the
   ``top_sites`` largest plus ``(other)``, taken rarely, as massif takes its detailed snapshots: a
   snapshot of a naive table at 65,536 slots takes seconds, so the interval stretches to keep the
@@ -52,6 +53,9 @@ class TracemallocSampler:
         max_overhead: float = 0.2,
     ) -> None:
         self.out_dir = Path(out_dir)
+        #: Written after the first detailed snapshot; the runner starts its phases after it.
+        self.ready_path = self.out_dir / "ready.json"
+        self._ready = False
         self.period_s = 1.0 / hz
         self.detail_interval_s = detail_interval_s
         self.top_sites = top_sites
@@ -89,16 +93,23 @@ class TracemallocSampler:
         self._sites.close()
 
     def _run(self) -> None:
+        # The first detailed snapshot is taken at once and only then is the tracer "ready": the
+        # caches tracemalloc fills on its first snapshot (~300 KB, shown as the (probe) site) then
+        # exist before the runner's first phase instead of landing in the middle of it.
         next_detail = time.monotonic()
         last_flush = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            current, peak = tracemalloc.get_traced_memory()
-            self._heap.write(f"{now:.6f},{current},{peak},{tracemalloc.get_tracemalloc_memory()}\n")
+            self._sample(now)
             if self.dumps_written < self._dump_requests:
                 self._dump()
+                self._after_probe_work()
             elif now >= next_detail:
                 cost = self._detailed_snapshot(now)
+                self._after_probe_work()
+                if not self._ready:
+                    self._ready = True
+                    write_json_atomic(self.ready_path, {"first_snapshot_s": cost})
                 # Keep the sampler's share of the (GIL-shared) time under max_overhead.
                 next_detail = time.monotonic() + max(self.detail_interval_s, cost / self.max_overhead)
             if now - last_flush >= 0.5:
@@ -109,6 +120,19 @@ class TracemallocSampler:
             self._wake.clear()
         self._heap.flush()
         self._sites.flush()
+
+    def _sample(self, now: float) -> None:
+        """One heap.csv row. ``peak_bytes`` is the highest traced total since the previous row (the
+        peak is reset after each), so short spikes between samples still show."""
+        current, peak = tracemalloc.get_traced_memory()
+        self._heap.write(f"{now:.6f},{current},{peak},{tracemalloc.get_tracemalloc_memory()}\n")
+        tracemalloc.reset_peak()
+
+    def _after_probe_work(self) -> None:
+        """Sample again right after a snapshot or dump (the server was paused meanwhile, so its heap
+        is what it was), and forget the peak the probe's own snapshot objects made."""
+        tracemalloc.reset_peak()
+        self._sample(time.monotonic())
 
     def _detailed_snapshot(self, now: float) -> float:
         started = time.monotonic()

@@ -1,0 +1,313 @@
+"""The loading API of the notebooks: the latest results, one row of metrics per layout, a small sweep.
+
+Notebooks read results only through this module and :mod:`experiments.results`, never by parsing
+files themselves, so a change of file format is made in one place.
+
+Where results live: ``$MEMDIET_REPORTS`` when set (the tests point it at a temporary matrix), else
+the repository's ``reports/`` folder, whatever the notebook's working directory. A matrix
+(``make experiment``) writes ``<reports>/latest/matrix.json`` naming its run folders;
+:func:`latest_runs` reads them back and :func:`ensure_results` makes a quick matrix first when there
+is none. ``$MEMDIET_NOTEBOOK_QUICK=1`` shrinks the notebooks' own work (the sweep of notebook 02) for
+tests and CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tracemalloc
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .matrix import QUICK, MatrixPlan, default_plan, run_matrix
+from .metrics import METRICS
+from .probes import site_label
+from .results import OTHER_SITE, PROBE_SITE, ResultError, RunResult, load_run
+from .runner import RunConfig, run_once
+from .render.selection import CURVE_PROBES, latest_runs as runs_by_layout, merged_metrics, pick_run
+
+REPORTS_ENV = "MEMDIET_REPORTS"
+QUICK_ENV = "MEMDIET_NOTEBOOK_QUICK"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MATRIX_FILE = "matrix.json"
+BASELINE_FILE = "baseline.json"
+
+
+class NoResults(Exception):
+    """No matrix has been run where the notebooks look; the message says where and what to run."""
+
+
+# --- where results are ------------------------------------------------------------------------------
+def reports_dir() -> Path:
+    """The reports folder: ``$MEMDIET_REPORTS`` if set, else the repository's ``reports/``."""
+    configured = os.environ.get(REPORTS_ENV)
+    return Path(configured).resolve() if configured else REPO_ROOT / "reports"
+
+
+def quick_mode() -> bool:
+    """True when ``$MEMDIET_NOTEBOOK_QUICK`` asks the notebooks to keep their own runs small."""
+    return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _run_path(recorded: str, root: Path) -> Path:
+    """A run folder named in matrix.json; if the repository moved since, the folder of the same name
+    under ``<root>/runs``."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    moved = root / "runs" / path.name
+    return moved if not path.exists() and moved.exists() else path
+
+
+def latest_runs(root: str | os.PathLike[str] | None = None) -> list[RunResult]:
+    """Every run of the latest matrix under ``root`` (default :func:`reports_dir`), as recorded in
+    ``<root>/latest/matrix.json``; raises :class:`NoResults` when there is no matrix there."""
+    root = Path(root) if root is not None else reports_dir()
+    matrix_file = root / "latest" / MATRIX_FILE
+    if not matrix_file.is_file():
+        raise NoResults(f"no results under {root}: run `make experiment QUICK=1` or call "
+                        "experiments.study.ensure_results()")
+    try:
+        recorded = json.loads(matrix_file.read_text())["runs"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ResultError(f"{matrix_file}: not a matrix description ({error!r})") from None
+    return [load_run(_run_path(path, root)) for path in recorded]
+
+
+def ensure_results(quick: bool = True, root: str | os.PathLike[str] | None = None,
+                   progress: Callable[[str], None] | None = print) -> list[RunResult]:
+    """The latest matrix's runs; when there is none yet, run the matrix first (the quick one by
+    default: every layout under the rss and tracemalloc probes, about 40 s on 2 cores) into
+    ``<root>/runs`` and ``<root>/latest``."""
+    root = Path(root) if root is not None else reports_dir()
+    try:
+        return latest_runs(root)
+    except NoResults:
+        pass
+    plan = default_plan(quick)
+    plan = MatrixPlan(base=replace(plan.base, runs_dir=root / "runs"), layouts=plan.layouts, probes=plan.probes)
+    if progress:
+        progress(f"no results under {root}: running the {'quick ' if quick else ''}matrix "
+                 f"({len(plan.configs())} runs)")
+    on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.layout}/{c.probe}")) if progress else None
+    outcome = run_matrix(plan, latest_dir=root / "latest", on_run_start=on_start)
+    if outcome.failures:
+        raise RuntimeError("the matrix had failed runs: " + "; ".join(outcome.failures))
+    return latest_runs(root)
+
+
+# --- one row per layout -----------------------------------------------------------------------------
+def metrics_frame(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
+    """One row per layout (study order) of the complete runs: ``{"layout": name, metric: value, ...,
+    "probes": {metric: probe it was taken from}}``, each metric from the probe that measures it best
+    (see :mod:`experiments.render.selection`); a metric no run has is absent from the row."""
+    rows = []
+    for layout, figures in merged_metrics(runs).items():
+        row: dict[str, Any] = {"layout": layout}
+        row.update({name: figures[name].value for name in METRICS if name in figures})
+        row["probes"] = {name: figure.probe for name, figure in figures.items()}
+        rows.append(row)
+    return rows
+
+
+def curve_run(runs: Iterable[RunResult], layout: str = "nofd") -> RunResult:
+    """The run whose massif-style curve best shows ``layout``: its tracemalloc run if there is one
+    (per-site series, cheapest tracer), else memray, else rss. Any layout if ``layout`` has no run."""
+    by_layout = runs_by_layout(runs)
+    if not by_layout:
+        raise NoResults("no complete run to draw")
+    by_probe = by_layout.get(layout) or next(iter(by_layout.values()))
+    run = pick_run(by_probe, CURVE_PROBES)
+    assert run is not None  # every layout in runs_by_layout has at least one run
+    return run
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
+    """A markdown table for ``IPython.display.Markdown``; ``align`` has one letter per column, ``l``
+    or ``r`` (default: the first column left, the others right, as for figures)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join(":---|" if a == "l" else "---:|" for a in align)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the full snapshot dumps of a tracemalloc run ---------------------------------------------------
+def phase_snapshots(run: RunResult) -> list[tuple[str, tracemalloc.Snapshot]]:
+    """(phase, full tracemalloc snapshot taken when it ended) for every phase of ``run`` that has a
+    dump, in scenario order; empty for a run of another probe. Dumps are pickles: load only runs you
+    made yourself."""
+    snapshots = []
+    for name in run.document.get("files", {}).get("snapshots", []):
+        path = run.path / name
+        if path.is_file():
+            # The tracemalloc probe names each dump <index>-<phase>.tmsnap.
+            snapshots.append((path.stem.split("-", 1)[-1], tracemalloc.Snapshot.load(str(path))))
+    return snapshots
+
+
+#: Frames of the tracer itself (the server's sampler and tracemalloc): its allocations are the
+#: probe's, not the server's, as in sites.csv.
+_PROBE_FILTERS = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, "*/server/tracing.py"))
+
+
+def snapshot_sites(snapshot: tracemalloc.Snapshot, top_n: int = 10) -> list[tuple[str, int, int]]:
+    """The ``top_n`` biggest allocation sites of ``snapshot`` by line, as (``file:line (function)``,
+    bytes, blocks), biggest first; then ``(other)`` with what the smaller sites hold and ``(probe)``
+    with what the tracer allocated, each if not empty. Labels and groups are those of sites.csv, and
+    the rows add up to the snapshot's total."""
+    stats = snapshot.filter_traces(_PROBE_FILTERS).statistics("lineno")
+    rows = [(site_label(s.traceback[0].filename, s.traceback[0].lineno), s.size, s.count) for s in stats[:top_n]]
+    rest = stats[top_n:]
+    if rest:
+        rows.append((OTHER_SITE, sum(s.size for s in rest), sum(s.count for s in rest)))
+    probe_bytes = sum(trace.size for trace in snapshot.traces) - sum(s.size for s in stats)
+    probe_blocks = len(snapshot.traces) - sum(s.count for s in stats)
+    if probe_blocks:
+        rows.append((PROBE_SITE, probe_bytes, probe_blocks))
+    return rows
+
+
+@dataclass
+class PeakSnapshot:
+    """The full dump taken at the end of the phase in which the traced heap peaked.
+
+    ``peak_time_s`` and ``peak_bytes``: the highest sample of the heap total (seconds since server
+    start, bytes); ``phase``: the phase it fell in, or that had just ended; ``snapshot``: the dump
+    made when that phase ended, whose total ``snapshot_bytes`` may differ from the peak (memory
+    freed before the dump, or allocated by the dump itself).
+    """
+
+    phase: str
+    peak_time_s: float
+    peak_bytes: int
+    snapshot: tracemalloc.Snapshot
+    #: False when the peak fell outside the phase's marks (after its end, while its dump was taken).
+    inside_phase: bool
+
+    @property
+    def snapshot_bytes(self) -> int:
+        return sum(trace.size for trace in self.snapshot.traces)
+
+
+def peak_snapshot(run: RunResult) -> PeakSnapshot:
+    """The dump of ``run``'s peak phase (see :class:`PeakSnapshot`). Raises ``ValueError`` when the
+    run has no heap series or no dump for that phase (only tracemalloc runs have both)."""
+    if run.heap is None or not len(run.heap):
+        raise ValueError(f"{run.path.name}: no heap series (probe {run.probe}); use a tracemalloc run")
+    samples = [(t, v) for t, v in zip(run.heap["time_s"], run.heap["heap_bytes"]) if t is not None and v is not None]
+    peak_time, peak_bytes = max(samples, key=lambda sample: sample[1])
+    if not run.phases:
+        raise ValueError(f"{run.path.name}: no phases recorded")
+    # The phase under way at the peak; for a sample between two phases, the one that just ended (its
+    # dump is being taken right then); for one before the first phase (building the table), the first.
+    begun = [p for p in run.phases if p.start_s <= peak_time]
+    phase = begun[-1] if begun else run.phases[0]
+    snapshot = dict(phase_snapshots(run)).get(phase.name)
+    if snapshot is None:
+        raise ValueError(f"{run.path.name}: no snapshot dump for phase {phase.name}")
+    return PeakSnapshot(phase.name, peak_time, int(peak_bytes), snapshot,
+                        phase.start_s <= peak_time < phase.end_s)
+
+
+# --- the sweep of notebook 02 -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepPlan:
+    """Runs of a sweep: each layout with max_conns varied (C fixed at ``fixed_connections``), and
+    with C varied (max_conns fixed at ``fixed_max_conns``). Short phases: seconds ``idle_s`` and
+    ``load_s``; probe ``rss`` (no tracer in the process measured)."""
+
+    layouts: tuple[str, ...]
+    max_conns_values: tuple[int, ...]
+    connections_values: tuple[int, ...]
+    fixed_max_conns: int
+    fixed_connections: int
+    idle_s: float = 0.25
+    load_s: float = 0.3
+    probe: str = "rss"
+
+    def configs(self, runs_dir: Path) -> list[tuple[str, RunConfig]]:
+        """(varied parameter, config) of every run, max_conns runs first."""
+        base = replace(QUICK, probe=self.probe, idle_s=self.idle_s, load_s=self.load_s, runs_dir=runs_dir)
+        configs = [("max_conns", replace(base, layout=layout, max_conns=value, connections=self.fixed_connections))
+                   for layout in self.layouts for value in self.max_conns_values]
+        configs += [("connections", replace(base, layout=layout, max_conns=self.fixed_max_conns, connections=value))
+                    for layout in self.layouts for value in self.connections_values]
+        return configs
+
+
+def sweep_plan(quick: bool | None = None) -> SweepPlan:
+    """The sweep notebook 02 runs: naive (the biggest slot) against nofd (Lwan's final struct).
+    Full: 12 runs of about 1.5 s each; quick (default: :func:`quick_mode`): 8 smaller runs.
+    C stays at or below 800 so the load generator fits a CI machine's file-descriptor limit."""
+    quick = quick_mode() if quick is None else quick
+    if quick:
+        return SweepPlan(("naive", "nofd"), (2048, 8192), (50, 400), fixed_max_conns=2048, fixed_connections=50)
+    return SweepPlan(("naive", "nofd"), (2048, 8192, 32768), (100, 400, 800), fixed_max_conns=4096,
+                     fixed_connections=50)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: which parameter it ``varied`` (``max_conns`` or ``connections``), the
+    layout, both parameters, the run's summary metrics (bytes, req/s) and its folder."""
+
+    varied: str
+    layout: str
+    max_conns: int
+    connections: int
+    summary: dict[str, float]
+    run_dir: Path
+
+    @property
+    def x(self) -> int:
+        """The value of the varied parameter."""
+        return self.max_conns if self.varied == "max_conns" else self.connections
+
+
+def sweep(plan: SweepPlan, runs_dir: str | os.PathLike[str],
+          progress: Callable[[str], None] | None = print) -> list[SweepPoint]:
+    """Make every run of ``plan`` into ``runs_dir``, one after another; a failed run raises
+    :class:`experiments.runner.RunFailed`."""
+    configs = plan.configs(Path(runs_dir))
+    points = []
+    for index, (varied, config) in enumerate(configs, start=1):
+        if progress:
+            progress(f"run {index}/{len(configs)}: {config.layout}, max_conns {config.max_conns:,}, C {config.connections:,}")
+        run = load_run(run_once(config))
+        points.append(SweepPoint(varied, run.layout, config.max_conns, config.connections, dict(run.summary), run.path))
+    return points
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """A least-squares line ``y = slope * x + intercept``; ``r2`` its coefficient of determination."""
+
+    slope: float
+    intercept: float
+    r2: float
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> LineFit:
+    """Fit a line through at least two points with distinct x (ordinary least squares)."""
+    if len(xs) != len(ys) or len(set(xs)) < 2:
+        raise ValueError("need at least two points with distinct x")
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    slope = sxy / sxx
+    intercept = mean_y - slope * mean_x
+    ss_total = sum((y - mean_y) ** 2 for y in ys)
+    ss_residual = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys))
+    return LineFit(slope, intercept, 1.0 - ss_residual / ss_total if ss_total else 1.0)
+
+
+# --- the baseline of notebook 04 --------------------------------------------------------------------
+def baseline_path(root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the committed baseline is: ``<reports>/baseline.json``, falling back to the repository's
+    when ``$MEMDIET_REPORTS`` points at a folder without one (the baseline is committed; results
+    are not)."""
+    root = Path(root) if root is not None else reports_dir()
+    own = root / BASELINE_FILE
+    return own if own.is_file() else REPO_ROOT / "reports" / BASELINE_FILE
