@@ -144,6 +144,12 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
         return 2
     if max_conns > nofile:
         server.log(f"--max-conns {max_conns} exceeds RLIMIT_NOFILE {nofile}: slots above it stay unused")
+    if traced_before is not None:
+        import tracemalloc
+
+        # The peak that /__stats and heap.csv report is the serving peak: start-up transients
+        # (imports, building the table) are left out; the table itself stays in the current figure.
+        tracemalloc.reset_peak()
     sampler = None
     if trace_dir is not None:
         from .tracing import TracemallocSampler, write_json_atomic

@@ -6,7 +6,14 @@ waits for:
 - ``WANT_READ``: mid-request, needs more bytes;
 - ``WANT_WRITE``: the socket's send buffer is full;
 - ``PARK``: between requests with nothing buffered. It holds no buffer or request state while
-  parked, and the layout may drop it altogether (``ConnectionTable.park``).
+  parked, and the layout may drop it altogether (``ConnectionTable.park``);
+- ``RUNNABLE``: it has just answered a request and the next one is already buffered (pipelining):
+  it gives the loop a turn, so a client pipelining thousands of requests cannot starve the others,
+  and asks to be resumed without waiting for an event.
+
+Its deadline (see ``Server.restart_deadline``) runs from the accept and restarts after each
+response, so a connection is closed once it has made no progress for one keep-alive timeout, however
+it trickles bytes meanwhile.
 
 It returns when the connection should be closed (EOF, reset, ``Connection: close``, or an error
 response sent). Request state and the read buffer come from the layout, so the same code keeps them
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 WANT_READ = 1
 WANT_WRITE = 2
 PARK = 3
+RUNNABLE = 4
 
 #: Bytes read at a time while discarding input or reading a body beyond the head buffer.
 _READ_CHUNK = 4096
@@ -147,6 +155,9 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
         if not keep_alive:
             yield from _linger(server, fd)
             return
+        server.restart_deadline(fd)  # progress: the timeout counts from here
+        if used:
+            yield RUNNABLE
 
 
 _NOTHING_YET = -1

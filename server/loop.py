@@ -5,7 +5,8 @@ nothing of HTTP beyond starting :func:`~server.connection.serve_connection` for 
 
 Connections are registered edge-triggered for input and output once, when accepted (as Lwan does), so
 the loop makes no ``epoll_ctl`` call per request; a coroutine only waits after its socket said
-``EAGAIN``, so no edge is missed.
+``EAGAIN``, so no edge is missed. The one exception is ``RUNNABLE`` (a pipelined request is already
+buffered): the loop resumes that coroutine on its next turn without waiting for an event.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import socket
 import sys
 import time
 import traceback
+from collections import deque
 from typing import Any
 
-from .connection import PARK, WANT_WRITE, serve_connection
+from .connection import PARK, RUNNABLE, serve_connection
 from .http import build_response
 from .deathqueue import CLOCK_MODULUS, DeathQueue, clock_add
 from .layouts.base import ALIVE, IDLE, ConnectionTable
@@ -78,6 +80,8 @@ class Server:
         self._started = time.monotonic()
         self._accept_paused = False
         self._logged_once: set[str] = set()
+        #: fds whose coroutine yielded RUNNABLE: resumed on the next turn of the loop, without an event.
+        self._runnable: deque[int] = deque()
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=4096)
@@ -101,7 +105,8 @@ class Server:
         return int((time.monotonic() - self._started) * 1000) % CLOCK_MODULUS
 
     def restart_deadline(self, fd: int) -> None:
-        """Close ``fd`` if it is still open one keep-alive timeout from now. Every deadline is
+        """Close ``fd`` if it is still open one keep-alive timeout from now (the coroutine calls it
+        after each response; the accept sets the first deadline). Every deadline is
         "now + the same timeout", so the new one is the latest and the expiry queue stays sorted
         by moving ``fd`` to its tail (a shorter delay for some connections would break that)."""
         self.deathqueue.refresh(fd, clock_add(self.now_ms(), self.keep_alive_ms))
@@ -133,16 +138,22 @@ class Server:
         listen_fd = self.listener.fileno()
         wake_fd = self._wake_reader.fileno()
         resume = self._resume
+        runnable = self._runnable
         try:
             while self.running:
                 self._update_date()
-                for fd, _events in epoll.poll(self._poll_timeout()):
+                for fd, _events in epoll.poll(0 if runnable else self._poll_timeout()):
                     if fd == listen_fd:
                         self._accept()
                     elif fd == wake_fd:
                         self._drain_wakeups()
                     else:
                         resume(fd)
+                if runnable:
+                    # Only those queued before this turn: one that yields RUNNABLE again waits for
+                    # the next turn, after the events that came meanwhile.
+                    for _ in range(len(runnable)):
+                        resume(runnable.popleft())
                 if self.deathqueue.length:
                     for fd in self.deathqueue.pop_expired(self.now_ms()):
                         self.close_connection(fd)
@@ -239,7 +250,7 @@ class Server:
         coroutine = table.coroutine(fd)
         flags = table.flags(fd)
         if not flags & ALIVE:
-            return  # stale event for a connection closed earlier in this batch
+            return  # stale event (or RUNNABLE entry) for a connection closed since
         if coroutine is None:
             coroutine = serve_connection(self, fd)
             table.set_coroutine(fd, coroutine)
@@ -257,7 +268,8 @@ class Server:
         if wants == PARK:
             table.set_flags(fd, table.flags(fd) | IDLE)
             table.park(fd, coroutine)
-            self.restart_deadline(fd)
+        elif wants == RUNNABLE:
+            self._runnable.append(fd)
 
     def close_connection(self, fd: int) -> None:
         """Close ``fd`` and return its slot to the table."""
@@ -292,7 +304,7 @@ class Server:
             "max_conns": self.table.max_conns,
             "open_connections": self.open_connections,
             "refused_connections": self.refused_connections,
-            "rss_bytes": rss_bytes(),
+            "rss_bytes": _rss_bytes_or_none(),
             "c_bytes_per_slot": self.table.c_bytes_per_slot(),
         }
         if tracemalloc.is_tracing():
@@ -314,10 +326,17 @@ class Server:
         self.log(message + "\n" + traceback.format_exc().rstrip())
 
 
+#: The peer of a connection the client has already reset: it has no address any more (and will not
+#: read the response). An empty host is never a --stats-from address, so /__stats refuses it.
+UNKNOWN_PEER = ("", 0)
+
+
 def _getpeername(fd: int) -> tuple:
     sock = socket.socket(fileno=fd)
     try:
         return sock.getpeername()
+    except OSError:  # ENOTCONN: reset while its pipelined requests were still being answered
+        return UNKNOWN_PEER
     finally:
         sock.detach()
 
@@ -329,3 +348,12 @@ def rss_bytes() -> int:
     """This process's resident set size in bytes, from /proc/self/statm."""
     with open("/proc/self/statm", "rb") as statm:
         return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+def _rss_bytes_or_none() -> int | None:
+    """:func:`rss_bytes`, or None while the process is out of file descriptors (EMFILE) and cannot
+    open /proc/self/statm: /__stats still answers then."""
+    try:
+        return rss_bytes()
+    except OSError:
+        return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -27,6 +28,8 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 #: Seconds a single socket read may block before a test fails instead of hanging.
 READ_TIMEOUT = 10.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Slots for servers whose test does not care: --max-conns must be given, because its default is
 #: RLIMIT_NOFILE, and the naive layout costs ~6 KB per slot.
 DEFAULT_MAX_CONNS = 128
@@ -52,13 +55,21 @@ class ServerProcess:
         return self.process.pid
 
     @classmethod
-    def start(cls, layout: str, *options: str, max_conns: int = DEFAULT_MAX_CONNS) -> ServerProcess:
+    def start(cls, layout: str, *options: str, max_conns: int = DEFAULT_MAX_CONNS,
+              nofile_limit: int | None = None) -> ServerProcess:
         """Start a server with ``--layout layout --port 0 --max-conns max_conns`` plus ``options``
-        and wait (up to ``START_TIMEOUT`` s) for its ``listening on 127.0.0.1:PORT`` line."""
+        and wait (up to ``START_TIMEOUT`` s) for its ``listening on 127.0.0.1:PORT`` line.
+        ``nofile_limit`` sets RLIMIT_NOFILE (soft and hard, so the server cannot raise it) in the
+        child before it starts."""
         argv = [sys.executable, "-m", "server", "--layout", layout, "--port", "0",
                 "--max-conns", str(max_conns), *options]
         stderr_file = tempfile.TemporaryFile()
-        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr_file)
+        limit_fds = None
+        if nofile_limit is not None:
+            def limit_fds() -> None:  # runs in the child between fork and exec
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_limit, nofile_limit))
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr_file,
+                                   preexec_fn=limit_fds)
         try:
             line = read_line(process.stdout, time.monotonic() + START_TIMEOUT)
             if not line.startswith("listening on "):
@@ -98,6 +109,27 @@ class ServerProcess:
         """Everything the server wrote to stderr so far."""
         return _read_all(self._stderr_file)
 
+    def assert_alive(self) -> None:
+        """Fail if the server has exited or has logged a traceback."""
+        assert self.process.poll() is None, f"server exited {self.process.returncode}; stderr: {self.stderr()}"
+        stderr = self.stderr()
+        assert "Traceback" not in stderr, f"server logged an exception: {stderr}"
+
+    def rss_bytes(self) -> int:
+        """The server's resident set size in bytes, read from /proc from outside (no request)."""
+        with open(f"/proc/{self.pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+
+    def open_fds(self) -> int:
+        """Number of file descriptors the server holds, from /proc."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server has used so far, in seconds, from /proc."""
+        with open(f"/proc/{self.pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
     def client(self, source: str | None = None) -> RawClient:
         """A new connection to the server (from ``source``, a loopback address, when given)."""
         return RawClient.connect(self.address, source=source)
@@ -112,6 +144,12 @@ class ServerProcess:
         response = self.get("/__stats")
         assert response.status == 200, response
         return json.loads(response.body)
+
+    def traced_heap_bytes(self) -> int:
+        """``tracemalloc_current_bytes`` from ``/__stats`` on a fresh connection (the server must run
+        with ``--trace tracemalloc``). Taken the same way each time, so the request's own
+        allocations weigh the same in every figure."""
+        return self.stats()["tracemalloc_current_bytes"]
 
     def assert_serving(self) -> None:
         """Fail unless the server answers ``GET /`` on a fresh connection."""
@@ -190,9 +228,16 @@ class RawClient:
         self._buffer = b""
 
     @classmethod
-    def connect(cls, address: tuple[str, int], *, source: str | None = None) -> RawClient:
+    def connect(cls, address: tuple[str, int], *, source: str | None = None,
+                socket_buffers: int | None = None) -> RawClient:
+        """Connect to ``address`` (from ``source`` when given). ``socket_buffers`` sets SO_RCVBUF
+        and SO_SNDBUF in bytes before connecting (the kernel doubles them and stops autotuning
+        them), so a client that does not read fills up after little data."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            if socket_buffers is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, socket_buffers)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, socket_buffers)
             sock.settimeout(READ_TIMEOUT)
             if source is not None:
                 sock.bind((source, 0))

@@ -1,0 +1,183 @@
+"""One bench run: every subject, trial by trial, each trial in a fresh server process.
+
+A trial: start the subject pinned to the server CPU; read idle RSS (no connection yet); ramp held
+keep-alive connections to each N in turn (experiments.loadgen, one request each) and read RSS with
+them held; drain; check that no other process is busy; run the throughput tool against it while
+counting its CPU seconds; stop it with SIGTERM and check it exited cleanly. Trials go round-robin
+(trial 1 of every subject, then trial 2...) so a change in the machine's load spreads over all.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import psutil
+
+from ..loadgen import LoadGeneratorError, LoadGeneratorProcess
+from .launch import BenchServer, ServerError, pin_running
+from .procfs import ProcessGone, sample_memory, socket_count
+from .quiet import MachineBusy, wait_for_quiet
+from .subjects import Subject
+from .throughput import LoadgenTool, ThroughputError, WrkTool
+
+#: Seconds the server may take to see a drained client's close.
+DRAIN_TIMEOUT_S = 15.0
+MEMORY_SAMPLES = 5
+MEMORY_SAMPLE_INTERVAL_S = 0.1
+
+Progress = Callable[[str, int, str], None]
+
+
+@dataclass
+class BenchPlan:
+    """What a run measures. ``held``: connection counts held in turn; ``duration_s``: seconds of
+    the throughput run with ``load_connections`` connections; ``settle_s``: seconds waited before
+    each memory reading; ``cpu_check_s``: window of the busy-machine check."""
+
+    trials: int = 3
+    held: tuple[int, ...] = (1000, 5000)
+    duration_s: int = 10
+    load_connections: int = 50
+    settle_s: float = 1.0
+    cpu_check_s: float = 1.0
+    strict: bool = False
+    python: str = field(default=sys.executable)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["held"] = list(self.held)
+        del values["python"]
+        return values
+
+
+def cpu_split() -> tuple[list[int] | None, list[int] | None]:
+    """(server CPUs, client CPUs): the first and second CPU this process may use when there are
+    two or more, else (None, None): nothing pinned, server and client share."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return [allowed[0]], [allowed[1]]
+
+
+class TrialFailed(Exception):
+    """A trial could not complete; what it measured so far is kept."""
+
+
+class Trial:
+    """One subject measured once; :meth:`run` returns the raw readings (see :mod:`.metrics`)."""
+
+    def __init__(self, subject: Subject, index: int, plan: BenchPlan, tool: WrkTool | LoadgenTool,
+                 log_dir: Path, progress: Progress) -> None:
+        self.subject = subject
+        self.index = index
+        self.plan = plan
+        self.tool = tool
+        self.server_cpus, self.client_cpus = cpu_split()
+        self.server = BenchServer(subject, plan.python, log_dir / f"{subject.name}-{index}.log", self.server_cpus)
+        self.progress = lambda phase: progress(subject.label, index, phase)
+        self.record: dict[str, Any] = {"trial": index, "ok": False, "error": None}
+
+    def run(self) -> dict[str, Any]:
+        """The trial's readings; ``ok`` false and ``error`` set when it failed. Raises only
+        :class:`MachineBusy` (``--strict``) and interrupts, after stopping the server."""
+        record = self.record
+        try:
+            self._measure()
+        except (ServerError, TrialFailed, ThroughputError, LoadGeneratorError, ProcessGone) as error:
+            record["error"] = str(error)
+        finally:
+            try:
+                if self.server.process is not None:
+                    record["exit_code"] = self.server.stop()
+            except ServerError as error:
+                record["error"] = record["error"] or str(error)
+        record["ok"] = record["error"] is None
+        return record
+
+    def _measure(self) -> None:
+        plan, record, server = self.plan, self.record, self.server
+        self.progress("starting")
+        record["port"] = server.start()
+        record.update(pid=server.pid, command=server.command, pinning=server.pinning,
+                      server_cpus=self.server_cpus, client_cpus=self.client_cpus)
+        self.progress("idle")
+        time.sleep(plan.settle_s)
+        server.check_alive("the idle reading")
+        idle_sockets = socket_count(server.pid)
+        record["idle"] = {**sample_memory(server.pid, MEMORY_SAMPLES, MEMORY_SAMPLE_INTERVAL_S), "sockets": idle_sockets}
+        self._hold_connections(idle_sockets)
+        server.check_alive("the held readings")
+        self.progress("quiet check")
+        check = wait_for_quiet(plan.cpu_check_s, exclude=[server.pid], strict=plan.strict)
+        record["quiet_check"] = check.to_dict()
+        self.progress(f"throughput ({self.tool.name}, {plan.duration_s} s)")
+        process = psutil.Process(server.pid)
+        before = process.cpu_times()
+        result = self.tool.run(server.port, plan.load_connections, plan.duration_s, self.client_cpus)
+        after = process.cpu_times()
+        server.check_alive("the throughput run")
+        record["throughput"] = result.to_dict()
+        record["cpu_s"] = round((after.user + after.system) - (before.user + before.system), 4)
+        if not result.requests:
+            raise TrialFailed(f"{self.subject.label}: no response during the throughput run ({result.errors})")
+
+    def _hold_connections(self, idle_sockets: int) -> None:
+        """Ramp to each held count in turn and read memory there; then drain and wait until the
+        server has closed them all."""
+        plan, server = self.plan, self.server
+        held: dict[str, Any] = {}
+        self.record["held"] = held
+        generator = LoadGeneratorProcess(python=plan.python, max_lifetime_s=600)
+        try:
+            generator.start("127.0.0.1", server.port)
+            if self.client_cpus:
+                pin_running(generator.pid, self.client_cpus)
+            opened = 0
+            for target in sorted(plan.held):
+                self.progress(f"holding {target:,}")
+                reply = generator.command(f"ramp {target - opened}", 60 + (target - opened) / 20)
+                if not reply.get("ok"):
+                    raise TrialFailed(f"{self.subject.label}: load generator failed to ramp: {reply.get('error')}")
+                opened = target
+                if reply["connections_open"] != target or reply["errors"]:
+                    raise TrialFailed(f"{self.subject.label}: holds {reply['connections_open']:,} of {target:,} "
+                                      f"connections after the ramp (errors {reply['errors']})")
+                time.sleep(plan.settle_s)
+                server.check_alive(f"the ramp to {target:,}")
+                held[str(target)] = {
+                    **sample_memory(server.pid, MEMORY_SAMPLES, MEMORY_SAMPLE_INTERVAL_S),
+                    "sockets": socket_count(server.pid) - idle_sockets,
+                    "ramp_s": reply["elapsed_s"],
+                }
+            self.progress("draining")
+            reply = generator.command("drain", 60)
+            if not reply.get("ok"):
+                raise TrialFailed(f"{self.subject.label}: load generator failed to drain: {reply.get('error')}")
+        finally:
+            generator.close()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while (left := socket_count(server.pid) - idle_sockets) > 0:
+            if time.monotonic() > deadline:
+                raise TrialFailed(f"{self.subject.label}: still holds {left} connections "
+                                  f"{DRAIN_TIMEOUT_S:g} s after the clients closed")
+            time.sleep(0.05)
+
+
+def run_bench(subjects: Sequence[Subject], plan: BenchPlan, tool: WrkTool | LoadgenTool, log_dir: Path,
+              progress: Progress | None = None) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """Every trial of every subject, round-robin. Returns ``{subject name: [trial records]}`` and,
+    when ``--strict`` refused to time, the reason (the trials done so far are kept)."""
+    progress = progress or (lambda label, index, phase: None)
+    trials: dict[str, list[dict[str, Any]]] = {subject.name: [] for subject in subjects}
+    for index in range(1, plan.trials + 1):
+        for subject in subjects:
+            try:
+                trials[subject.name].append(Trial(subject, index, plan, tool, log_dir, progress).run())
+            except MachineBusy as busy:
+                return trials, str(busy)
+    return trials, None

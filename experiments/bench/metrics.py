@@ -1,0 +1,105 @@
+"""The bench's metrics: what each means and its unit, each trial's value, medians and ratios.
+
+Per trial, every metric is computed from that trial's raw readings (:func:`trial_values`); across
+trials a metric is its median with the min and max (:func:`spread`); ratios divide a subject's
+median by a baseline's median from the same run (:func:`ratios`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class BenchMetric:
+    """``unit`` is ``bytes``, ``req/s``, ``s`` (CPU seconds) or ``us`` (microseconds)."""
+
+    key: str
+    title: str
+    unit: str
+    lower_is_better: bool
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def held_key(prefix: str, connections: int) -> str:
+    """Key of a metric taken at ``connections`` held connections, e.g. ``held_rss_bytes_5000``."""
+    return f"{prefix}_{connections}"
+
+
+def catalog(held: Sequence[int]) -> list[BenchMetric]:
+    """Every metric of a run holding each count of ``held`` connections, in report order."""
+    metrics = [
+        BenchMetric("idle_rss_bytes", "Idle RSS", "bytes", True,
+                    "VmRSS after start, before any connection (median of 5 reads over 0.4 s)"),
+        BenchMetric("idle_anon_bytes", "Idle anonymous RSS", "bytes", True,
+                    "RssAnon after start: heap, stacks and anonymous mappings, without mapped files"),
+    ]
+    for n in held:
+        metrics += [
+            BenchMetric(held_key("held_rss_bytes", n), f"RSS with {n:,} held connections", "bytes", True,
+                        f"VmRSS with {n:,} idle keep-alive connections held, each having made one request"),
+            BenchMetric(held_key("bytes_per_connection", n), f"Bytes per held connection (N = {n:,})", "bytes", True,
+                        f"(RSS with {n:,} held - idle RSS) / {n:,}; the kernel's socket buffers are not in RSS"),
+            BenchMetric(held_key("held_anon_bytes", n), f"Anonymous RSS with {n:,} held connections", "bytes", True,
+                        f"RssAnon with {n:,} connections held"),
+            BenchMetric(held_key("anon_bytes_per_connection", n), f"Anonymous bytes per held connection (N = {n:,})",
+                        "bytes", True, f"(RssAnon with {n:,} held - idle RssAnon) / {n:,}"),
+        ]
+    metrics += [
+        BenchMetric("req_per_s", "Keep-alive throughput", "req/s", False,
+                    "responses per second, one request outstanding per connection"),
+        BenchMetric("cpu_s", "Server CPU seconds during the throughput run", "s", True,
+                    "user + system CPU seconds of the server process (all threads) over the run"),
+        BenchMetric("cpu_us_per_request", "Server CPU per request", "us", True,
+                    "server CPU seconds / responses, in microseconds"),
+    ]
+    return metrics
+
+
+def trial_values(trial: dict[str, Any], held: Sequence[int]) -> dict[str, float]:
+    """Each metric's value in one trial's raw readings (metrics it did not reach are left out)."""
+    values: dict[str, float] = {}
+    idle = trial.get("idle")
+    if idle:
+        values["idle_rss_bytes"] = idle["rss_bytes"]
+        values["idle_anon_bytes"] = idle["anon_bytes"]
+    for n in held:
+        reading = trial.get("held", {}).get(str(n))
+        if not reading or not idle:
+            continue
+        values[held_key("held_rss_bytes", n)] = reading["rss_bytes"]
+        values[held_key("held_anon_bytes", n)] = reading["anon_bytes"]
+        values[held_key("bytes_per_connection", n)] = (reading["rss_bytes"] - idle["rss_bytes"]) / n
+        values[held_key("anon_bytes_per_connection", n)] = (reading["anon_bytes"] - idle["anon_bytes"]) / n
+    throughput = trial.get("throughput")
+    if throughput and throughput.get("requests"):
+        values["req_per_s"] = throughput["req_per_s"]
+        if trial.get("cpu_s") is not None:
+            values["cpu_s"] = trial["cpu_s"]
+            values["cpu_us_per_request"] = trial["cpu_s"] / throughput["requests"] * 1e6
+    return values
+
+
+def spread(values: Sequence[float]) -> dict[str, float | int] | None:
+    """``{"median", "min", "max", "n"}`` of ``values``, or None when there are none."""
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def ratios(summaries: dict[str, dict[str, dict]], baselines: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{subject: {metric: {baseline: subject median / baseline median}}}`` for every baseline
+    present in ``summaries`` (``{subject: {metric: spread}}``) with a positive median."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for subject, metrics in summaries.items():
+        for key, summary in metrics.items():
+            for baseline in baselines:
+                base = summaries.get(baseline, {}).get(key)
+                if base and base["median"] > 0:
+                    out.setdefault(subject, {}).setdefault(key, {})[baseline] = summary["median"] / base["median"]
+    return out

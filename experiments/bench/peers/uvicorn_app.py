@@ -1,0 +1,25 @@
+"""uvicorn with httptools and uvloop, one process, serving a bare ASGI callable (no framework)."""
+
+from __future__ import annotations
+
+from ._common import BACKLOG, BODY, KEEP_ALIVE_TIMEOUT_S, parse_args, raise_nofile_limit
+
+HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
+
+
+async def app(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def main() -> None:
+    args = parse_args("uvicorn_app")
+    raise_nofile_limit()
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="off",
+                access_log=False, log_level="warning", timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S, backlog=BACKLOG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""``bench.md`` from a ``bench.json`` document: the machine, the targets, a summary, a table per
+metric with ratios to the baselines, and the trials (which machine load each was timed under)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..render.units import MISSING, human_bytes
+from ..results import write_atomic, write_json
+from .chart import render_chart
+from .metrics import held_key
+
+JSON_FILE = "bench.json"
+MARKDOWN_FILE = "bench.md"
+CHART_FILE = "bench.png"
+TITLE = "memdiet bench: the layouts beside uvicorn, aiohttp and plain asyncio"
+
+
+def format_value(unit: str, value: float | None) -> str:
+    """A metric's value in its unit: ``5.4 KiB``, ``36,120 req/s``, ``9.81 s``, ``27.2 us``."""
+    if value is None:
+        return MISSING
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "s":
+        return f"{value:,.2f} s"
+    if unit == "us":
+        return f"{value:,.1f} us"
+    return f"{value:,.4g}"
+
+
+def format_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return MISSING
+    return f"{ratio:.3f}x" if ratio < 0.1 else f"{ratio:.2f}x"
+
+
+def _table(header: list[str], rows: list[list[str]], right_aligned: int | None = None) -> list[str]:
+    """A markdown table whose last ``right_aligned`` columns (default: all but the first) are
+    right-aligned, the others left-aligned."""
+    right = len(header) - 1 if right_aligned is None else right_aligned
+    rule = [":---"] * (len(header) - right) + ["---:"] * right
+    return ["| " + " | ".join(row) + " |" for row in (header, rule, *rows)]
+
+
+def _machine_section(document: dict[str, Any]) -> list[str]:
+    machine, tool, busy, plan = document["machine"], document["throughput_tool"], document["busy"], document["plan"]
+    memory = machine.get("memory_total_bytes")
+    versions = ", ".join(f"{name} {version or 'not installed'}" for name, version in machine["peer_versions"].items())
+    if machine.get("server_cpus"):
+        pinning = f"server on CPU {machine['server_cpus'][0]}, client on CPU {machine['client_cpus'][0]} (taskset)"
+    else:
+        pinning = "not pinned (one CPU: server and client share it)"
+    commit = machine.get("commit")
+    rows = [
+        ["CPU", f"{machine.get('cpu_model') or '?'}, {machine.get('cpu_count')} logical CPUs"],
+        ["Memory", human_bytes(memory) if memory else MISSING],
+        ["Kernel", f"Linux {machine.get('kernel')} ({machine.get('machine')})"],
+        ["Python", f"{machine.get('python_implementation')} {machine.get('python')}"],
+        ["Peers", versions or MISSING],
+        ["Throughput tool", f"{tool['name']}: {tool['version']}"],
+        ["Pinning", pinning],
+        ["RLIMIT_NOFILE", f"{machine['rlimit_nofile']['soft']:,} (hard {machine['rlimit_nofile']['hard']:,})"],
+        ["Load average at start", " / ".join(f"{v:.2f}" for v in machine["load_average"])],
+        ["Commit", f"{commit[:12]}{' (uncommitted changes)' if machine.get('dirty') else ''}" if commit else MISSING],
+        ["Busy machine", f"{busy['timed_while_busy']} of {busy['timed_runs']} throughput runs started while another "
+                         f"process used more than {busy['threshold_cores']} of a core ({busy['policy']})"],
+    ]
+    lines = ["## Machine", "", *_table(["", ""], rows, right_aligned=0), ""]
+    if tool.get("note"):
+        lines += [f"**{tool['note']}.**", ""]
+    return lines
+
+
+def _summary_section(document: dict[str, Any]) -> list[str]:
+    n = max(document["plan"]["held"])
+    columns = [("idle_rss_bytes", "idle RSS"), (held_key("held_rss_bytes", n), f"RSS, {n:,} held"),
+               (held_key("bytes_per_connection", n), "B / held conn"), ("req_per_s", "req/s"),
+               ("cpu_us_per_request", "CPU / request")]
+    units = {metric["key"]: metric["unit"] for metric in document["metrics"]}
+    rows = []
+    for subject in document["subjects"]:
+        summary = subject["summary"]
+        rows.append([subject["label"]] + [
+            format_value(units[key], summary[key]["median"]) if key in summary else MISSING for key, _ in columns])
+    return ["## Summary (medians)", "", *_table(["subject"] + [title for _, title in columns], rows), "",
+            f"![bench chart]({CHART_FILE})", ""]
+
+
+def _targets_section(document: dict[str, Any]) -> list[str]:
+    marks = {True: "met", False: "**not met**", None: "not measured"}
+    rows = [[target["target"], target["detail"], marks[target["met"]]] for target in document["targets"]]
+    return ["## Targets (issue #6)", "", *_table(["target", "measured", ""], rows, right_aligned=0), ""]
+
+
+def _metric_sections(document: dict[str, Any]) -> list[str]:
+    baselines = document["baselines"]
+    lines = []
+    for metric in document["metrics"]:
+        rows = []
+        for subject in document["subjects"]:
+            summary = subject["summary"].get(metric["key"])
+            if summary is None:
+                rows.append([subject["label"], MISSING, MISSING] + [MISSING] * len(baselines))
+                continue
+            spread = (f"{format_value(metric['unit'], summary['min'])} - {format_value(metric['unit'], summary['max'])}"
+                      if summary["n"] > 1 else "(1 trial)")
+            ratios = subject["ratios"].get(metric["key"], {})
+            rows.append([subject["label"], format_value(metric["unit"], summary["median"]), spread]
+                        + [format_ratio(ratios.get(baseline)) for baseline in baselines])
+        better = "lower is better" if metric["lower_is_better"] else "higher is better"
+        lines += [f"### {metric['title']}", "", f"{metric['description']} ({better}).", "",
+                  *_table(["subject", "median", "min - max"] + [f"x {b}" for b in baselines], rows), ""]
+    return ["## Each metric", "", "Medians over the trials, with their range; ratios divide this run's medians.",
+            "", *lines]
+
+
+def _trials_section(document: dict[str, Any]) -> list[str]:
+    rows = []
+    for subject in document["subjects"]:
+        for trial in subject["trials"]:
+            check = trial.get("quiet_check")
+            if check is None:
+                load = MISSING
+            elif check["quiet"]:
+                load = f"quiet (others {check['others_cores']:.2f} cores)"
+            else:
+                top = check["busy"][0]
+                load = f"busy: {top['name']} {top['cores']:.2f} cores (others {check['others_cores']:.2f})"
+            throughput = trial.get("throughput") or {}
+            errors = throughput.get("errors")
+            rows.append([subject["label"], str(trial["trial"]), "ok" if trial["ok"] else f"failed: {trial['error']}",
+                         load, ", ".join(f"{k} {v}" for k, v in errors.items()) if errors else "0" if throughput else MISSING,
+                         str(trial.get("exit_code", MISSING))])
+    return ["## Trials", "", "Each trial is a fresh server process; the machine's load is measured over "
+            f"{document['plan']['cpu_check_s']:g} s just before its throughput run.", "",
+            *_table(["subject", "trial", "result", "other processes before timing", "throughput errors", "exit"], rows,
+                   right_aligned=0),
+            ""]
+
+
+def _method_section(document: dict[str, Any]) -> list[str]:
+    plan = document["plan"]
+    held = " and ".join(f"{n:,}" for n in plan["held"])
+    tool = document["throughput_tool"]["name"]
+    command = (f"`wrk -t1 -c{plan['load_connections']} -d{plan['duration_s']}s --latency`" if tool == "wrk" else
+               f"experiments.loadgen ({plan['load_connections']} connections, {plan['duration_s']} s)")
+    lines = [
+        "## Method", "",
+        f"- {plan['trials']} trial(s) per subject, round-robin, each in a fresh process bound to 127.0.0.1, one "
+        "process and one worker, access logs off, keep-alive held an hour.",
+        "- Readiness without a request: memdiet's `listening on` line; a peer's LISTEN socket in /proc/net/tcp.",
+        f"- Idle RSS (VmRSS) and anonymous RSS (RssAnon) from /proc/PID/status, {plan['settle_s']:g} s after start, "
+        "median of 5 reads.",
+        f"- Held: {held} keep-alive connections opened by experiments.loadgen, each having made one request, read "
+        f"{plan['settle_s']:g} s after the ramp; bytes per connection = (RSS_N - idle RSS) / N. The kernel's "
+        "socket memory (about 4.7 KB per TCP socket here) is outside RSS for every subject alike.",
+        f"- Throughput: {command} after the held connections were closed; the server's CPU seconds "
+        "(user + system, psutil) over the run. On a busy machine req/s varies with what else runs on "
+        "the server's CPU; CPU per request varies much less.",
+        "",
+        "Subjects:", "",
+    ]
+    for subject in document["subjects"]:
+        lines.append(f"- **{subject['label']}**: {subject['description']} (`{' '.join(subject['command'])}`)")
+    return lines + [""]
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    plan = document["plan"]
+    intro = (f"Run of {document['started_utc']}{' (--quick)' if document['quick'] else ''}: {plan['trials']} trial(s), "
+             f"N = {', '.join(f'{n:,}' for n in plan['held'])} held connections, throughput measured with "
+             f"**{document['throughput_tool']['name']}**.")
+    lines = [f"# {TITLE}", "", intro, ""]
+    lines += [f"- {note}" for note in document.get("notes", [])] + ([""] if document.get("notes") else [])
+    if document["status"] != "complete":
+        reasons = [document["refused"]] if document.get("refused") else []
+        failed = sum(not t["ok"] for s in document["subjects"] for t in s["trials"])
+        if failed:
+            reasons.append(f"{failed} trial(s) failed (see Trials)")
+        lines += [f"**Incomplete run:** {'; '.join(reasons)}.", ""]
+    lines += _summary_section(document) + _targets_section(document) + _machine_section(document)
+    lines += _metric_sections(document) + _trials_section(document) + _method_section(document)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_reports(document: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / JSON_FILE, out_dir / MARKDOWN_FILE, out_dir / CHART_FILE]
+    write_json(paths[0], document)
+    write_atomic(paths[1], render_markdown(document))
+    render_chart(document, paths[2])
+    return paths
