@@ -61,6 +61,8 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
             while not head_length:
                 if used == capacity:
                     raise HTTPError(431, "request head larger than the buffer")
+                # Read until EAGAIN before waiting: skipping that read after a short one would miss a
+                # FIN that arrived with the request (a half-closed client), which raises no new edge.
                 received = _read_into(fd, view[used:])
                 if received == _SOCKET_ERROR:
                     return  # reset by peer, or another socket error: nothing to answer
@@ -146,12 +148,24 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
         except Exception:  # a handler bug must not take the server down
             server.log_exception(f"handler failed on fd {fd}")
             status, payload, content_type, extra, keep_alive = 500, b"Internal Server Error\n", b"text/plain", (), False
-        response = build_response(
-            status, payload, content_type=content_type, keep_alive=keep_alive,
-            http10=request.version == b"1.0", head_only=request.method == b"HEAD",
-            date=server.date, extra_headers=extra,
-        )
-        yield from _write_all(table, fd, response)
+        http10 = request.version == b"1.0"
+        head_only = request.method == b"HEAD"
+        date = server.date
+        if date is not _cache_date[0]:
+            _response_cache.clear()
+            _cache_date[0] = date
+        key = (status, payload, content_type, keep_alive, http10, head_only, extra)
+        response = _response_cache.get(key)
+        if response is None:
+            response = build_response(
+                status, payload, content_type=content_type, keep_alive=keep_alive,
+                http10=http10, head_only=head_only, date=date, extra_headers=extra,
+            )
+            if len(_response_cache) < _RESPONSE_CACHE_ENTRIES and len(payload) <= 256:
+                _response_cache[key] = response
+        written = _write_once(fd, response)
+        if written != len(response) and written != _SOCKET_ERROR:
+            yield from _write_all(table, fd, memoryview(response)[written:])
         if not keep_alive:
             yield from _linger(server, fd)
             return
@@ -162,6 +176,22 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
 
 _NOTHING_YET = -1
 _SOCKET_ERROR = -2
+#: Built responses by what they are made of, valid for the current Date header: the common answers
+#: (hello, errors) are built once a second instead of once a request. Bounded to a few small
+#: entries so it stays a constant of a few KiB in the heap figures.
+_response_cache: dict = {}
+_RESPONSE_CACHE_ENTRIES = 8
+_cache_date = [b""]
+
+
+def _write_once(fd: int, data: bytes) -> int:
+    """One write attempt: bytes written (0 when the socket is full) or ``_SOCKET_ERROR``."""
+    try:
+        return _write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return _SOCKET_ERROR
 
 
 def _read_into(fd: int, view: memoryview) -> int:

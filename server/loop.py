@@ -80,6 +80,7 @@ class Server:
         self._started = time.monotonic()
         self._accept_paused = False
         self._logged_once: set[str] = set()
+        self._turn_ms = 0
         #: fds whose coroutine yielded RUNNABLE: resumed on the next turn of the loop, without an event.
         self._runnable: deque[int] = deque()
 
@@ -109,7 +110,7 @@ class Server:
         after each response; the accept sets the first deadline). Every deadline is
         "now + the same timeout", so the new one is the latest and the expiry queue stays sorted
         by moving ``fd`` to its tail (a shorter delay for some connections would break that)."""
-        self.deathqueue.refresh(fd, clock_add(self.now_ms(), self.keep_alive_ms))
+        self.deathqueue.refresh(fd, clock_add(self._turn_ms, self.keep_alive_ms))
 
     def _update_date(self) -> None:
         second = int(time.time())
@@ -142,7 +143,9 @@ class Server:
         try:
             while self.running:
                 self._update_date()
-                for fd, _events in epoll.poll(0 if runnable else self._poll_timeout()):
+                events = epoll.poll(0 if runnable else self._poll_timeout())
+                self._turn_ms = self.now_ms()  # one clock read per turn, for every deadline it restarts
+                for fd, _events in events:
                     if fd == listen_fd:
                         self._accept()
                     elif fd == wake_fd:
