@@ -628,7 +628,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     regress.add_argument("-o", "--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
                          help="where regression.md and regression.json go (default: reports)")
     regress.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where new run folders go")
-    regress.add_argument("--latest-dir", type=Path, default=Path("reports/latest"), help="where the new matrix's report goes")
+    regress.add_argument("--latest-dir", type=Path, default=Path("reports/regress-latest"), help="where the new matrix's report goes (kept apart from reports/latest)")
     regress.set_defaults(func=cmd_regress)
 
     baseline = commands.add_parser("baseline", help="write a new regression baseline from a matrix or run folders")
@@ -636,6 +636,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="run folders of one matrix (default: run a new matrix)")
     baseline.add_argument("--quick", action="store_true", help="run the quick matrix")
     baseline.add_argument("-o", "--output", type=Path, default=DEFAULT_BASELINE, help=f"default: {DEFAULT_BASELINE}")
-    baseline.add_argument("--latest-dir", type=Path, default=Path("reports/latest"), help="where the new matrix's report goes")
+    baseline.add_argument("--latest-dir", type=Path, default=Path("reports/regress-latest"), help="where the new matrix's report goes (kept apart from reports/latest)")
     _add_run_options(baseline, FULL)
     baseline.set_defaults(func=cmd_baseline)
