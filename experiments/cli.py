@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from server.cli import bounded
 from server.layouts import LAYOUTS
 
 from .probes import PROBES
@@ -33,16 +34,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"memdiet: error: {message}\n")
 
 
-def _bounded(kind, low, high, what):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
-        return value
-    return parse
+_bounded = bounded  # one argparse range check for the server's and the toolkit's CLIs
 
 
 def _choices_list(valid: Sequence[str], what: str):

@@ -35,44 +35,26 @@ def raise_nofile_limit() -> int:
     return min(soft, MAX_CONNS_CEILING)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_CONNS_CEILING:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CONNS_CEILING}, got {value}")
-    return value
+def bounded(kind: type, low: float, high: float, what: str, *, low_inclusive: bool = True):
+    """An argparse type: parse with ``kind`` (int or float), then require ``low <= value <= high``
+    (``low < value`` when not ``low_inclusive``); ``what`` names the expected value in errors."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        above_low = value >= low if low_inclusive else value > low
+        if not (above_low and value <= high):
+            lowest = f"at least {low}" if low_inclusive else f"more than {low}"
+            raise argparse.ArgumentTypeError(f"must be {lowest} and at most {high}, got {text}")
+        return value
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
-    return value
-
-
-def _hertz(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected samples per second, got {text!r}") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1000, got {text}")
-    return value
+_positive_int = bounded(int, 1, MAX_CONNS_CEILING, "a whole number")
+_port = bounded(int, 0, 65535, "a port number")
+_seconds = bounded(float, 0, 86400, "seconds", low_inclusive=False)
+_hertz = bounded(float, 0, 1000, "samples per second", low_inclusive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
