@@ -93,10 +93,14 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
             # --- body -------------------------------------------------------------------------
             consumed = head_length
             body = b""
+            if (request.chunked or request.content_length) and used == head_length and _expects_continue(request):
+                # The client waits for this before sending its body (RFC 9110 10.1.1); without it
+                # curl stalls a second on every large POST.
+                yield from _write_all(table, fd, _CONTINUE)
             if request.chunked:
                 decoder = ChunkedDecoder(server.max_body_bytes)
-                # Input the decoder has not consumed yet: it stops short of a chunk-size line or a
-                # CRLF that is split across reads, and those bytes are fed again with the next read.
+                # The decoder keeps a partial chunk-size line or CRLF itself; what it does not
+                # consume once the body is done belongs to the next pipelined request.
                 pending = bytes(view[head_length:used])
                 while True:
                     pending = pending[decoder.feed(pending):]
@@ -182,6 +186,19 @@ _SOCKET_ERROR = -2
 _response_cache: dict = {}
 _RESPONSE_CACHE_ENTRIES = 8
 _cache_date = [b""]
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _expects_continue(request) -> bool:
+    """True when an HTTP/1.1 request carries ``Expect: 100-continue``."""
+    if request.version != b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"expect" and value.lower() == b"100-continue":
+            return True
+    return False
 
 
 def _write_once(fd: int, data: bytes) -> int:

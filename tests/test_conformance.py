@@ -176,6 +176,27 @@ def test_post_content_length_body(server: ServerProcess, size: int) -> None:
         assert client.exchange(get("/")).status == 200  # the body was consumed exactly
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_expect_100_continue_is_answered_before_the_body(server: ServerProcess, framing: str) -> None:
+    body = b"hello"
+    headers = {"Expect": "100-continue"}
+    if framing == "chunked":
+        headers["Transfer-Encoding"] = "chunked"
+        wire_body = b"5\r\nhello\r\n0\r\n\r\n"
+    else:
+        headers["Content-Length"] = str(len(body))
+        wire_body = body
+    with server.client() as client:
+        client.send(request_bytes("POST", "/echo", headers=headers))  # the head alone
+        interim = b""
+        deadline = time.monotonic() + 5
+        while b"\r\n\r\n" not in interim and time.monotonic() < deadline:
+            interim += client.sock.recv(4096)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.send(wire_body)
+        assert client.read_response().echo()["body"] == str(len(body))
+
+
 def test_post_chunked_body(server: ServerProcess) -> None:
     chunk_sizes = [1, 4096, 10]
     body = b"".join(b"%x\r\n%s\r\n" % (size, b"y" * size) for size in chunk_sizes) + b"0\r\nX-Trailer: 1\r\n\r\n"
