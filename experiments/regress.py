@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .metrics import METRICS, Metric
-from .results import RunResult, load_run, write_json
+from .results import RunResult, load_run, read_json_file, write_json
 
 BASELINE_SCHEMA = "memdiet.baseline/1"
 REGRESSION_SCHEMA = "memdiet.regression/1"
@@ -274,16 +274,8 @@ def _in_metric_order(by_name: dict[str, Any]) -> list[tuple[str, Any]]:
 def load_baseline(path: Path) -> Baseline:
     """Read and check the baseline file at ``path``; :class:`BaselineError` (one line) if it is
     missing or malformed."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no such baseline file (make one with `memdiet baseline --quick`)") from None
-    except OSError as error:
-        raise BaselineError(f"{path}: cannot read the baseline ({error.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BaselineError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}), truncated or hand-edited?") from None
+    data = read_json_file(path, BaselineError,
+                          missing=f"{path}: no such baseline file (make one with `memdiet baseline --quick`)")
     if not isinstance(data, dict):
         raise BaselineError(f"{path}: not a baseline (a JSON object is expected)")
     if data.get("schema") != BASELINE_SCHEMA:

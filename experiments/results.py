@@ -260,22 +260,28 @@ def _read_sites(path: Path) -> list[tuple[float, str, int, int]]:
     return rows
 
 
+def read_json_file(path: Path, error: type[Exception], *, missing: str) -> Any:
+    """Parse the JSON file ``path``; raise ``error`` with one readable line when it is absent
+    (``missing``), unreadable or not valid JSON."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise error(missing) from None
+    except OSError as os_error:
+        raise error(f"{path}: cannot read it ({os_error.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as json_error:
+        raise error(f"{path}: not valid JSON ({json_error.msg} at line {json_error.lineno}), truncated or hand-edited?") from None
+
+
 def load_run(path: str | os.PathLike[str]) -> RunResult:
     """Read and validate the run folder ``path`` (or its result.json)."""
     path = Path(path)
     if path.name == RESULT_FILE:
         path = path.parent
     result_path = path / RESULT_FILE
-    try:
-        text = result_path.read_text()
-    except FileNotFoundError:
-        raise ResultError(f"{path}: no {RESULT_FILE} (not a memdiet run folder)") from None
-    except OSError as error:
-        raise ResultError(f"{result_path}: {error.strerror}") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ResultError(f"{result_path}: not valid JSON ({error.msg} at line {error.lineno}), truncated or hand-edited?") from None
+    document = read_json_file(result_path, ResultError, missing=f"{path}: no {RESULT_FILE} (not a memdiet run folder)")
     validate_document(document, str(result_path))
     rss = _read_series(path / RSS_FILE, RSS_COLUMNS) if (path / RSS_FILE).exists() else Series({c: [] for c in RSS_COLUMNS})
     heap = _read_series(path / HEAP_FILE, HEAP_COLUMNS) if (path / HEAP_FILE).exists() else None
