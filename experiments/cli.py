@@ -34,10 +34,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"memdiet: error: {message}\n")
 
 
-_bounded = bounded  # one argparse range check for the server's and the toolkit's CLIs
-
-
-def _choices_list(valid: Sequence[str], what: str):
+def choices_list(valid: Sequence[str], what: str):
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
         unknown = [item for item in items if item not in valid]
@@ -47,21 +44,21 @@ def _choices_list(valid: Sequence[str], what: str):
     return parse
 
 
-def _add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
-    parser.add_argument("--max-conns", type=_bounded(int, 1, 1 << 24, "a whole number"), default=None,
+def add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> None:
+    parser.add_argument("--max-conns", type=bounded(int, 1, 1 << 24, "a whole number"), default=None,
                         help=f"connection-table slots (default: {defaults.max_conns})")
-    parser.add_argument("--connections", "-c", type=_bounded(int, 1, 100_000, "a whole number"), default=None,
+    parser.add_argument("--connections", "-c", type=bounded(int, 1, 100_000, "a whole number"), default=None,
                         help=f"clients held and loaded, C (default: {defaults.connections})")
-    parser.add_argument("--idle", type=_bounded(float, 0.1, 600, "seconds"), default=None,
+    parser.add_argument("--idle", type=bounded(float, 0.1, 600, "seconds"), default=None,
                         help=f"seconds of each idle phase, T (default: {defaults.idle_s})")
-    parser.add_argument("--load", type=_bounded(float, 0.1, 600, "seconds"), default=None,
+    parser.add_argument("--load", type=bounded(float, 0.1, 600, "seconds"), default=None,
                         help=f"seconds of the load phase, D (default: {defaults.load_s})")
-    parser.add_argument("--sample-hz", type=_bounded(float, 1, 1000, "samples per second"), default=None,
+    parser.add_argument("--sample-hz", type=bounded(float, 1, 1000, "samples per second"), default=None,
                         help=f"samples per second for RSS and heap totals (default: {defaults.sample_hz})")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run folders go (default: reports/runs)")
 
 
-def _config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
+def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     overrides = {
         "max_conns": args.max_conns, "connections": args.connections, "idle_s": args.idle,
         "load_s": args.load, "sample_hz": args.sample_hz,
@@ -81,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one layout under one probe")
     run.add_argument("--layout", required=True, choices=list(LAYOUTS))
     run.add_argument("--probe", default="rss", choices=list(PROBES))
-    _add_run_options(run, FULL)
+    add_run_options(run, FULL)
 
     matrix = commands.add_parser("matrix", help="run every layout under every probe and write reports/latest")
     matrix.add_argument("--quick", action="store_true", help="small and short: well under a minute")
-    matrix.add_argument("--layouts", type=_choices_list(list(LAYOUTS), "layout"), default=None)
-    matrix.add_argument("--probes", type=_choices_list(list(PROBES), "probe"), default=None)
+    matrix.add_argument("--layouts", type=choices_list(list(LAYOUTS), "layout"), default=None)
+    matrix.add_argument("--probes", type=choices_list(list(PROBES), "probe"), default=None)
     matrix.add_argument("--latest-dir", type=Path, default=Path("reports/latest"))
-    _add_run_options(matrix, FULL)
+    add_run_options(matrix, FULL)
 
     report = commands.add_parser("report", help="render the report of existing run folders")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
@@ -120,7 +117,7 @@ _PLUGGED_COMMANDS = (
 )
 
 
-def _install_interrupt_handlers() -> None:
+def install_interrupt_handlers() -> None:
     def interrupt(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
     signal.signal(signal.SIGTERM, interrupt)
@@ -136,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"memdiet: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (Interrupted, KeyboardInterrupt):
-        print("memdiet: interrupted; the current run is marked incomplete, earlier runs are kept", file=sys.stderr)
+        print("memdiet: interrupted; what it started was stopped, and a run in progress is marked incomplete (earlier results are kept)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -151,11 +148,11 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .runner import run_once
 
     try:
-        config = _config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
+        config = config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     console = _console()
-    _install_interrupt_handlers()
+    install_interrupt_handlers()
     with console.status(f"{config.layout}/{config.probe}: starting") as status:
         try:
             run_dir = run_once(config, lambda phase: status.update(f"{config.layout}/{config.probe}: {phase}"))
@@ -175,7 +172,7 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
     base = QUICK if args.quick else FULL
     try:
-        config = _config_from(args, base)
+        config = config_from(args, base)
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     plan = MatrixPlan(
@@ -184,7 +181,7 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         probes=args.probes or (QUICK_PROBES if args.quick else FULL_PROBES),
     )
     console = _console()
-    _install_interrupt_handlers()
+    install_interrupt_handlers()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("matrix", total=len(plan.configs()))

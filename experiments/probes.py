@@ -20,7 +20,6 @@ import ast
 import csv
 import functools
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -360,8 +359,3 @@ def _csv_rows(path: Path) -> list[list[str]]:
 
 
 PROBES: dict[str, Probe] = {probe.name: probe for probe in (RssProbe(), TracemallocProbe(), MemrayProbe())}
-
-
-def copy_server_log(source: Path, run_dir: Path) -> None:
-    if source.exists() and source != run_dir / source.name:
-        shutil.copyfile(source, run_dir / source.name)

@@ -497,11 +497,11 @@ def run_plan(plan: Any, latest_dir: Path) -> tuple[list[RunResult], list[str]]:
     """Run the matrix ``plan`` with a progress line on stderr; (its runs, its failures)."""
     from rich.console import Console
 
-    from .cli import _install_interrupt_handlers
+    from .cli import install_interrupt_handlers
     from .matrix import run_matrix
 
     console = Console(stderr=True)
-    _install_interrupt_handlers()
+    install_interrupt_handlers()
     total = len(plan.configs())
     with console.status("matrix: starting") as status:
         label = {"text": ""}
@@ -573,7 +573,7 @@ def cmd_regress(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def cmd_baseline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .cli import _config_from
+    from .cli import config_from
     from .matrix import FULL, QUICK, default_plan
 
     overrides = ("max_conns", "connections", "idle", "load", "sample_hz")
@@ -586,7 +586,7 @@ def cmd_baseline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         else:
             plan = default_plan(args.quick)
             try:
-                plan.base = _config_from(args, QUICK if args.quick else FULL)
+                plan.base = config_from(args, QUICK if args.quick else FULL)
             except argparse.ArgumentTypeError as error:
                 parser.error(str(error))
             runs, failures = run_plan(plan, args.latest_dir)
@@ -607,7 +607,7 @@ def cmd_baseline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add ``regress`` and ``baseline`` to memdiet's subcommands."""
-    from .cli import _add_run_options
+    from .cli import add_run_options
     from .matrix import FULL
     from .runner import DEFAULT_RUNS_DIR
 
@@ -629,5 +629,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     baseline.add_argument("--quick", action="store_true", help="run the quick matrix")
     baseline.add_argument("-o", "--output", type=Path, default=DEFAULT_BASELINE, help=f"default: {DEFAULT_BASELINE}")
     baseline.add_argument("--latest-dir", type=Path, default=Path("reports/regress-latest"), help="where the new matrix's report goes (kept apart from reports/latest)")
-    _add_run_options(baseline, FULL)
+    add_run_options(baseline, FULL)
     baseline.set_defaults(func=cmd_baseline)

@@ -196,7 +196,7 @@ class Run:
         )
         self.sampler = RssSampler(self.server.pid, config.sample_hz)
         self.sampler.start()
-        line = _read_line(self.server, self.probe.startup_timeout_s)
+        line = read_first_line(self.server, self.probe.startup_timeout_s)
         if not line.startswith("listening on "):
             self._check_server()
             raise RunFailed(f"{config.layout}: server did not start within {self.probe.startup_timeout_s:.0f} s (first line {line!r})")
@@ -306,7 +306,7 @@ def _fmt_row(row: tuple) -> tuple:
     return tuple("" if v is None else (f"{v:.6f}" if isinstance(v, float) else v) for v in row)
 
 
-def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
+def read_first_line(process: subprocess.Popen, timeout_s: float) -> str:
     """The process's first stdout line, or "" if it exits or ``timeout_s`` passes first."""
     import selectors
 

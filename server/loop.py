@@ -73,7 +73,6 @@ class Server:
         self.open_connections = 0
         #: Connections refused with 503 because their fd had no slot.
         self.refused_connections = 0
-        self.requests_started = 0
         self.running = False
         self.date = b""
         self._date_second = -1

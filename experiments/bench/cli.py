@@ -18,7 +18,9 @@ from pathlib import Path
 
 from server.layouts import LAYOUTS
 
-from ..cli import _bounded, _choices_list
+from server.cli import bounded
+
+from ..cli import choices_list
 from ..loadgen import FD_MARGIN, fd_hard_limit
 from ..runner import Interrupted
 
@@ -27,7 +29,7 @@ TOOLS = ("auto", "wrk", "loadgen")
 
 
 def _held_counts(text: str) -> tuple[int, ...]:
-    parse = _bounded(int, 1, 1_000_000, "a whole number")
+    parse = bounded(int, 1, 1_000_000, "a whole number")
     counts = sorted({parse(item.strip()) for item in text.split(",") if item.strip()})
     if not counts:
         raise argparse.ArgumentTypeError(f"expected connection counts such as 1000,5000, got {text!r}")
@@ -44,26 +46,26 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "with N held keep-alive connections, bytes per connection, keep-alive req/s and CPU.")
     bench.add_argument("--quick", action="store_true",
                        help="one trial, N = 1,000, a 3 s throughput run: about a minute")
-    bench.add_argument("--trials", type=_bounded(int, 1, 20, "a whole number"), default=None,
+    bench.add_argument("--trials", type=bounded(int, 1, 20, "a whole number"), default=None,
                        help="trials per subject, each a fresh process (default: 3; --quick: 1)")
     bench.add_argument("--held", type=_held_counts, default=None, metavar="N[,N...]",
                        help="keep-alive connections held for the memory readings (default: 1000,5000; --quick: 1000)")
-    bench.add_argument("--duration", type=_bounded(int, 1, 600, "whole seconds"), default=None,
+    bench.add_argument("--duration", type=bounded(int, 1, 600, "whole seconds"), default=None,
                        help="seconds of each throughput run (default: 10; --quick: 3)")
-    bench.add_argument("--load-connections", type=_bounded(int, 1, 10_000, "a whole number"), default=50,
+    bench.add_argument("--load-connections", type=bounded(int, 1, 10_000, "a whole number"), default=50,
                        help="connections of the throughput run (default: 50)")
-    bench.add_argument("--layouts", type=_choices_list(list(LAYOUTS), "layout"), default=None,
+    bench.add_argument("--layouts", type=choices_list(list(LAYOUTS), "layout"), default=None,
                        help="memdiet layouts to measure (default: all)")
-    bench.add_argument("--peers", type=_choices_list(list(PEERS), "peer"), default=None,
+    bench.add_argument("--peers", type=choices_list(list(PEERS), "peer"), default=None,
                        help="peers to measure (default: all installed)")
     bench.add_argument("--tool", choices=TOOLS, default="auto",
                        help="throughput tool: wrk when on PATH (auto), wrk, or experiments.loadgen")
     bench.add_argument("--strict", action="store_true",
                        help="refuse to time while another process uses more than a quarter of a core "
                             "(default: time anyway and record it)")
-    bench.add_argument("--settle", type=_bounded(float, 0, 30, "seconds"), default=None,
+    bench.add_argument("--settle", type=bounded(float, 0, 30, "seconds"), default=None,
                        help="seconds before each memory reading (default: 1; --quick: 0.5)")
-    bench.add_argument("--cpu-check", type=_bounded(float, 0.1, 10, "seconds"), default=1.0,
+    bench.add_argument("--cpu-check", type=bounded(float, 0.1, 10, "seconds"), default=1.0,
                        help="seconds over which other processes' CPU is measured before timing (default: 1)")
     bench.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                        help="folder for bench.json, bench.md, bench.png and the servers' logs (default: reports/bench)")
@@ -112,7 +114,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     console = Console(stderr=True)
     for note in notes + ([tool_note] if tool_note else []):
         console.print(f"[yellow]memdiet bench:[/yellow] {note}")
-    _install_interrupt_handlers()
+    install_interrupt_handlers()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = describe_machine(subjects, tool.version())
     with console.status("bench: starting") as status:
@@ -137,7 +139,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0 if document["status"] == "complete" else 1
 
 
-def _install_interrupt_handlers() -> None:
+def install_interrupt_handlers() -> None:
     """SIGTERM and SIGINT unwind the run (servers are stopped in each trial's ``finally``)."""
     def interrupt(signum, frame):
         raise Interrupted(signal.Signals(signum).name)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..runner import _read_line
+from ..runner import read_first_line
 from .procfs import ProcessGone, listening_ports
 from .subjects import Subject
 
@@ -94,7 +94,7 @@ class BenchServer:
     def _wait_for_port(self, timeout_s: float) -> int:
         process = self.process
         if self.subject.announces_port:
-            line = _read_line(process, timeout_s)
+            line = read_first_line(process, timeout_s)
             if line.startswith("listening on "):
                 return int(line.rsplit(":", 1)[1])
             raise ServerError(f"{self.subject.label} did not start within {timeout_s:g} s "

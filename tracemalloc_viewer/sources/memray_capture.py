@@ -22,7 +22,7 @@ import bisect
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..errors import ViewerInputError
+from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site, merge_sites
 from . import lz4_frame
 
@@ -38,14 +38,14 @@ _MAX_MEMORY_RECORDS = 10_000_000
 
 
 def claims(paths: Sequence[Path]) -> bool:
-    return all(path.is_file() and _first_bytes(path, 6).startswith(_MAGICS) for path in paths)
+    return all(path.is_file() and first_bytes(path, 6).startswith(_MAGICS) for path in paths)
 
 
 def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     if len(paths) != 1:
         raise ViewerInputError(f"{paths[0]}: give one memray capture at a time (got {len(paths)})")
     path = paths[0]
-    if _first_bytes(path, 4) == lz4_frame.MAGIC:
+    if first_bytes(path, 4) == lz4_frame.MAGIC:
         problem = lz4_frame.truncation(path)
         if problem:
             raise ViewerInputError(f"{path}: truncated memray capture (its lz4 stream {problem})")
@@ -153,11 +153,3 @@ def _interval_ms(records) -> int:
         return 0
     gaps = sorted(later.time - earlier.time for earlier, later in zip(records, records[1:]))
     return int(gaps[len(gaps) // 2])
-
-
-def _first_bytes(path: Path, count: int) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read(count)
-    except OSError:
-        return b""

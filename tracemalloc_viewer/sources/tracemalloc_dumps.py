@@ -21,7 +21,7 @@ import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ..errors import ViewerInputError
+from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _PICKLE_PROTO = b"\x80"
 
 
 def claims(paths: Sequence[Path]) -> bool:
-    return all(path.is_file() and _first_bytes(path, 1) == _PICKLE_PROTO for path in paths)
+    return all(path.is_file() and first_bytes(path, 1) == _PICKLE_PROTO for path in paths)
 
 
 def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
@@ -168,11 +168,3 @@ def _describe(paths: Sequence[Path]) -> str:
 def _describe_error(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _first_bytes(path: Path, count: int) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read(count)
-    except OSError:
-        return b""
