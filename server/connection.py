@@ -11,18 +11,34 @@ waits for:
   it gives the loop a turn, so a client pipelining thousands of requests cannot starve the others,
   and asks to be resumed without waiting for an event.
 
+The loop resumes it with the epoll event mask that woke it (0 when it resumes a ``RUNNABLE``
+coroutine without an event). That lets it skip the read that would only say ``EAGAIN``: after a
+short read the socket was empty, and with edge-triggered epoll any byte (or FIN) that arrives later
+raises a new event. The one thing a short read cannot tell is a FIN that came *with* the request
+(a half-closed client); the event that delivered it carries ``EPOLLRDHUP``, and once the coroutine
+has seen that bit it reads to EOF every time.
+
 Its deadline (see ``Server.restart_deadline``) runs from the accept and restarts after each
 response, so a connection is closed once it has made no progress for one keep-alive timeout, however
 it trickles bytes meanwhile.
 
+A request head that arrives whole and alone in one read (the common case) is parsed straight from
+the bytes that read returned. Only a head split across reads, pipelined requests or a body take the
+layout's read buffer.
+
 It returns when the connection should be closed (EOF, reset, ``Connection: close``, or an error
 response sent). Request state and the read buffer come from the layout, so the same code keeps them
 in the slot (naive) or on the coroutine (the others).
+
+Why these shortcuts: each one was measured under wrk (``memdiet bench --profile``, see
+``reports/bench/bench.md``); the skipped read and the unbuffered head each save a system call or an
+allocation and a copy per request.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 from typing import TYPE_CHECKING, Generator
 
@@ -38,6 +54,9 @@ WANT_WRITE = 2
 PARK = 3
 RUNNABLE = 4
 
+#: Event bits meaning the peer has half-closed or the socket failed: read until EOF from then on.
+_PEER_CLOSED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+
 #: Bytes read at a time while discarding input or reading a body beyond the head buffer.
 _READ_CHUNK = 4096
 
@@ -46,91 +65,131 @@ _read = os.read
 _write = os.write
 
 
-def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
-    """Serve the connection on ``fd`` until it should close (see the module docstring)."""
+def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int, int | None, None]:
+    """Serve the connection on ``fd`` until it should close (see the module docstring). ``events``
+    is the epoll mask of the wakeup that started it."""
     table = server.table
-    buffer = table.read_buffer(fd)
-    view = memoryview(buffer)
+    # The layout's read buffer, taken only when a request head does not arrive whole and alone in
+    # one read (see below); None meanwhile.
+    buffer = view = None
     capacity = HEAD_BUFFER_SIZE  # the shared constant: len(buffer) would be a new int per coroutine
     used = 0  # bytes of buffer holding unprocessed input
     request = response = body = None
+    # The last read was short and no event came since: the socket holds nothing to read.
+    drained = False
+    peer_closed = events & _PEER_CLOSED  # a FIN may be queued: never skip a read again
     while True:
         try:
             # --- request head -------------------------------------------------------------------
+            head = None  # the head as bytes when it came whole and alone in one read
             head_length = find_head_end(buffer, used) if used else 0
             while not head_length:
                 if used == capacity:
                     raise HTTPError(431, "request head larger than the buffer")
-                # Read until EAGAIN before waiting: skipping that read after a short one would miss a
-                # FIN that arrived with the request (a half-closed client), which raises no new edge.
-                received = _read_into(fd, view[used:])
-                if received == _SOCKET_ERROR:
-                    return  # reset by peer, or another socket error: nothing to answer
-                if received == _NOTHING_YET:
+                if drained and not peer_closed:
+                    received = _NOTHING_YET  # the read would only say EAGAIN (module docstring)
+                elif used:
+                    received = _read_into(fd, view[used:])
+                    drained = 0 <= received < capacity - used
+                else:
+                    # Nothing buffered: read into a bytes object of its own. The common case, one
+                    # whole request head and nothing after it, is parsed from it as it is: no
+                    # buffer, no copy. Anything else goes into the buffer.
+                    data = _read_bytes(fd, capacity)
+                    if data is None:
+                        received = _NOTHING_YET
+                    else:
+                        received = len(data)
+                        drained = received < capacity
+                        if received:
+                            head_length = find_head_end(data, received)
+                            if head_length == received:
+                                head = data
+                                break
+                            if buffer is None:
+                                buffer = table.read_buffer(fd)
+                                view = memoryview(buffer)
+                            view[:received] = data
+                            used = received
+                            continue
+                if received <= 0:
+                    if received != _NOTHING_YET:
+                        return  # EOF (possibly mid-request), reset, or another socket error
                     if used == 0:
                         # Nothing buffered: hold nothing (not the buffer, not the last request or
                         # response) while waiting for the next request.
-                        view.release()
-                        buffer = view = request = response = body = None
-                        yield PARK
-                        buffer = table.read_buffer(fd)
-                        view = memoryview(buffer)
+                        if view is not None:
+                            view.release()
+                        buffer = view = request = response = body = head = data = None
+                        events = yield PARK
                     else:
-                        yield WANT_READ
+                        events = yield WANT_READ
+                    drained = False
+                    if events:
+                        peer_closed |= events & _PEER_CLOSED
                     continue
-                if received == 0:
-                    return  # EOF (possibly mid-request): the client is gone
                 used += received
                 head_length = find_head_end(buffer, used)
 
             request = table.new_request(fd)  # made once the head is complete, so a park never holds one
-            parse_head(bytes(view[:head_length]), request)
+            parse_head(head if head is not None else bytes(view[:head_length]), request)
             check_policy(request, server.max_body_bytes)
             keep_alive = request.keep_alive and server.running
             flags = table.flags(fd)
-            table.set_flags(fd, flags | KEEP_ALIVE if keep_alive else flags & ~KEEP_ALIVE)
+            if (flags & KEEP_ALIVE) != (KEEP_ALIVE if keep_alive else 0):  # it rarely changes
+                table.set_flags(fd, flags ^ KEEP_ALIVE)
 
             # --- body -------------------------------------------------------------------------
             consumed = head_length
             body = b""
-            if (request.chunked or request.content_length) and used == head_length and _expects_continue(request):
-                # The client waits for this before sending its body (RFC 9110 10.1.1); without it
-                # curl stalls a second on every large POST.
-                yield from _write_all(table, fd, _CONTINUE)
-            if request.chunked:
-                decoder = ChunkedDecoder(server.max_body_bytes)
-                # The decoder keeps a partial chunk-size line or CRLF itself; what it does not
-                # consume once the body is done belongs to the next pipelined request.
-                pending = bytes(view[head_length:used])
-                while True:
-                    pending = pending[decoder.feed(pending):]
-                    if decoder.done:
-                        break
-                    # The decoder leaves at most ~1 KiB unconsumed, so what is left after the body
-                    # always fits the buffer.
-                    data = yield from _read_some(fd, capacity - len(pending))
-                    if not data:
-                        return
-                    pending += data
-                # Bytes past the body belong to the next pipelined request.
-                view[: len(pending)] = pending
-                used, consumed = len(pending), 0
-                body = bytes(decoder.body)
-            elif request.content_length:
-                wanted = request.content_length
-                available = used - head_length
-                if wanted <= available:
-                    body = bytes(view[head_length : head_length + wanted])
-                    consumed += wanted
-                else:
-                    collected = bytearray(view[head_length:used])
-                    consumed = used
-                    while len(collected) < wanted:
-                        data = yield from _read_some(fd, min(wanted - len(collected), 65536))
+            if request.chunked or request.content_length:
+                drained = False  # the body's reads and waits below see events this frame does not
+                if head is not None:  # the body is read into the buffer, behind its head
+                    if buffer is None:
+                        buffer = table.read_buffer(fd)
+                        view = memoryview(buffer)
+                    view[:head_length] = head
+                    used = head_length
+                if used == head_length and _expects_continue(request):
+                    # The client waits for this before sending its body (RFC 9110 10.1.1); without
+                    # it curl stalls a second on every large POST.
+                    peer_closed |= (yield from _write_all(table, fd, _CONTINUE)) & _PEER_CLOSED
+                if request.chunked:
+                    decoder = ChunkedDecoder(server.max_body_bytes)
+                    # The decoder keeps a partial chunk-size line or CRLF itself; what it does not
+                    # consume once the body is done belongs to the next pipelined request.
+                    pending = bytes(view[head_length:used])
+                    while True:
+                        pending = pending[decoder.feed(pending):]
+                        if decoder.done:
+                            break
+                        # The decoder leaves at most ~1 KiB unconsumed, so what is left after the
+                        # body always fits the buffer.
+                        data, seen = yield from _read_some(fd, capacity - len(pending))
+                        peer_closed |= seen & _PEER_CLOSED
                         if not data:
                             return
-                        collected += data
-                    body = bytes(collected)
+                        pending += data
+                    # Bytes past the body belong to the next pipelined request.
+                    view[: len(pending)] = pending
+                    used, consumed = len(pending), 0
+                    body = bytes(decoder.body)
+                else:
+                    wanted = request.content_length
+                    available = used - head_length
+                    if wanted <= available:
+                        body = bytes(view[head_length : head_length + wanted])
+                        consumed += wanted
+                    else:
+                        collected = bytearray(view[head_length:used])
+                        consumed = used
+                        while len(collected) < wanted:
+                            data, seen = yield from _read_some(fd, min(wanted - len(collected), 65536))
+                            peer_closed |= seen & _PEER_CLOSED
+                            if not data:
+                                return
+                            collected += data
+                        body = bytes(collected)
         except HTTPError as error:
             response = build_response(
                 error.status, (error.reason + "\n").encode("ascii"),
@@ -141,10 +200,11 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
             return
 
         # Keep the bytes of the next pipelined request, if any, at the start of the buffer.
-        remaining = used - consumed
-        if remaining > 0:
-            view[:remaining] = view[consumed:used]
-        used = max(remaining, 0)
+        used -= consumed
+        if used > 0:
+            view[:used] = view[consumed : consumed + used]
+        else:
+            used = 0  # a body read beyond the buffer leaves nothing in it
 
         # --- response -------------------------------------------------------------------------
         try:
@@ -152,31 +212,33 @@ def serve_connection(server: Server, fd: int) -> Generator[int, None, None]:
         except Exception:  # a handler bug must not take the server down
             server.log_exception(f"handler failed on fd {fd}")
             status, payload, content_type, extra, keep_alive = 500, b"Internal Server Error\n", b"text/plain", (), False
-        http10 = request.version == b"1.0"
-        head_only = request.method == b"HEAD"
         date = server.date
         if date is not _cache_date[0]:
             _response_cache.clear()
             _cache_date[0] = date
-        key = (status, payload, content_type, keep_alive, http10, head_only, extra)
+        key = (status, payload, content_type, keep_alive, request.version, request.method, extra)
         response = _response_cache.get(key)
         if response is None:
             response = build_response(
                 status, payload, content_type=content_type, keep_alive=keep_alive,
-                http10=http10, head_only=head_only, date=date, extra_headers=extra,
+                http10=request.version == b"1.0", head_only=request.method == b"HEAD", date=date,
+                extra_headers=extra,
             )
             if len(_response_cache) < _RESPONSE_CACHE_ENTRIES and len(payload) <= 256:
                 _response_cache[key] = response
         written = _write_once(fd, response)
         if written != len(response) and written != _SOCKET_ERROR:
-            yield from _write_all(table, fd, memoryview(response)[written:])
+            peer_closed |= (yield from _write_all(table, fd, memoryview(response)[written:])) & _PEER_CLOSED
+            drained = False  # bytes may have come while it waited
         if not keep_alive:
             yield from _linger(server, fd)
             return
         server.restart_deadline(fd)  # progress: the timeout counts from here
         if used:
-            yield RUNNABLE
-
+            events = yield RUNNABLE
+            if events:  # resumed by an event, not from the runnable queue: bytes or a FIN came
+                drained = False
+                peer_closed |= events & _PEER_CLOSED
 
 _NOTHING_YET = -1
 _SOCKET_ERROR = -2
@@ -226,21 +288,36 @@ def _read_into(fd: int, view: memoryview) -> int:
         return _SOCKET_ERROR
 
 
-def _read_some(fd: int, size: int = _READ_CHUNK) -> Generator[int, None, bytes]:
-    """Read up to ``size`` bytes, waiting as needed; returns b"" on EOF or a socket error."""
+def _read_bytes(fd: int, size: int) -> bytes | None:
+    """Read up to ``size`` bytes: the bytes (b"" at EOF or on a socket error), or None (EAGAIN).
+    Outside the generator for the reason given at :func:`_read_into`."""
+    try:
+        return _read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def _read_some(fd: int, size: int = _READ_CHUNK) -> Generator[int, int | None, tuple[bytes, int]]:
+    """Read up to ``size`` bytes, waiting as needed. Returns the bytes (b"" on EOF or a socket
+    error) and the OR of the event masks it was resumed with."""
+    seen = 0
     while True:
         try:
-            return _read(fd, size)
+            return _read(fd, size), seen
         except BlockingIOError:
-            yield WANT_READ
+            seen |= (yield WANT_READ) or 0
         except OSError:
-            return b""
+            return b"", seen
 
 
-def _write_all(table, fd: int, data: bytes) -> Generator[int, None, None]:
+def _write_all(table, fd: int, data: bytes) -> Generator[int, int | None, int]:
     """Write all of ``data``, waiting for writability as needed. A dead peer ends it quietly (the
     coroutine's next read sees the EOF or error). At most one response is ever pending per
-    connection: the coroutine reads no further request until this one is written."""
+    connection: the coroutine reads no further request until this one is written. Returns the OR
+    of the event masks it was resumed with (a FIN or reset may come while it waits)."""
+    seen = 0
     waited = False  # whether WRITING was set, so it is cleared whichever way this ends
     while data:
         try:
@@ -249,7 +326,7 @@ def _write_all(table, fd: int, data: bytes) -> Generator[int, None, None]:
             if not waited:
                 waited = True
                 table.set_flags(fd, table.flags(fd) | WRITING)
-            yield WANT_WRITE
+            seen |= (yield WANT_WRITE) or 0
             continue
         except OSError:
             break
@@ -258,6 +335,7 @@ def _write_all(table, fd: int, data: bytes) -> Generator[int, None, None]:
         data = memoryview(data)[written:]  # a slice of a memoryview copies nothing
     if waited:
         table.set_flags(fd, table.flags(fd) & ~WRITING)
+    return seen
 
 
 def _linger(server: Server, fd: int) -> Generator[int, None, None]:

@@ -74,12 +74,36 @@ class DeathQueue:
         self.length -= 1
 
     def refresh(self, fd: int, expiry_ms: int) -> None:
-        """Give ``fd`` a new (latest) deadline: move it to the tail."""
-        if self.tail == fd:
-            self.table.set_expiry(fd, expiry_ms)
+        """Give ``fd`` a new deadline ``expiry_ms`` (which, as for :meth:`push`, must be >= every
+        deadline queued): move it to the tail, or queue it if it is not queued.
+
+        Called once per response, so it relinks in place (the QUEUED flag and the length stay as
+        they are) instead of a remove and a push: about half the field accesses."""
+        table = self.table
+        tail = self.tail
+        if tail == fd:
+            table.set_expiry(fd, expiry_ms)
             return
-        self.remove(fd)
-        self.push(fd, expiry_ms)
+        prev_fd = table.prev(fd)
+        if prev_fd == NO_SLOT and self.head != fd:  # not queued
+            self.push(fd, expiry_ms)
+            return
+        if table.expiry(fd) == expiry_ms:
+            # Queued with this very deadline already. As no deadline is later, every connection
+            # behind fd has it too: the queue is sorted as it stands. With deadlines rounded up to
+            # ticks (Server.deadline_tick_ms), that is the common case of a busy connection.
+            return
+        next_fd = table.next(fd)  # not NO_SLOT: fd is queued and not the tail
+        if prev_fd == NO_SLOT:
+            self.head = next_fd
+        else:
+            table.set_next(prev_fd, next_fd)
+        table.set_prev(next_fd, prev_fd)
+        table.set_expiry(fd, expiry_ms)
+        table.set_prev(fd, tail)
+        table.set_next(fd, NO_SLOT)
+        table.set_next(tail, fd)
+        self.tail = fd
 
     def pop_expired(self, now_ms: int) -> list[int]:
         """Unlink and return every fd whose deadline is at or before ``now_ms``."""

@@ -4,9 +4,11 @@ It knows nothing of layouts beyond the :class:`~server.layouts.base.ConnectionTa
 nothing of HTTP beyond starting :func:`~server.connection.serve_connection` for a connection.
 
 Connections are registered edge-triggered for input and output once, when accepted (as Lwan does), so
-the loop makes no ``epoll_ctl`` call per request; a coroutine only waits after its socket said
-``EAGAIN``, so no edge is missed. The one exception is ``RUNNABLE`` (a pipelined request is already
-buffered): the loop resumes that coroutine on its next turn without waiting for an event.
+the loop makes no ``epoll_ctl`` call per request. A coroutine only waits once its socket is known to be
+empty (it said ``EAGAIN``, or a read came back short and no FIN was announced), so no edge is missed;
+the loop hands it the event mask that woke it for that (see :mod:`server.connection`). The one
+exception is ``RUNNABLE`` (a pipelined request is already buffered): the loop resumes that coroutine
+on its next turn without waiting for an event, with a mask of 0.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from .connection import PARK, RUNNABLE, serve_connection
 from .http import build_response
-from .deathqueue import CLOCK_MODULUS, DeathQueue, clock_add
+from .deathqueue import CLOCK_MODULUS, DeathQueue
 from .layouts.base import ALIVE, IDLE, ConnectionTable
 
 _EPOLL_CONNECTION = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
@@ -65,6 +67,11 @@ class Server:
     ) -> None:
         self.table = table
         self.keep_alive_ms = max(1, int(keep_alive_timeout * 1000))
+        #: Deadlines are rounded up to a multiple of this many ms (1/32 of the timeout, within
+        #: 1..1000 ms; Lwan counts its death queue in whole seconds). A connection may so live up
+        #: to one tick past its timeout, never less; in exchange a busy connection refreshed again
+        #: within the same tick keeps its place in the expiry queue (see DeathQueue.refresh).
+        self.deadline_tick_ms = min(max(1, self.keep_alive_ms // 32), 1000)
         self.max_body_bytes = max_body_bytes
         self.local_addresses = local_addresses if local_addresses is not None else loopback_addresses()
         self.log_stream = log if log is not None else sys.stderr
@@ -79,7 +86,8 @@ class Server:
         self._started = time.monotonic()
         self._accept_paused = False
         self._logged_once: set[str] = set()
-        self._turn_ms = 0
+        #: Deadline of a connection that makes progress in this turn of the loop, in ms.
+        self._turn_deadline_ms = self._deadline_from(self.now_ms())
         #: fds whose coroutine yielded RUNNABLE: resumed on the next turn of the loop, without an event.
         self._runnable: deque[int] = deque()
 
@@ -106,10 +114,17 @@ class Server:
 
     def restart_deadline(self, fd: int) -> None:
         """Close ``fd`` if it is still open one keep-alive timeout from now (the coroutine calls it
-        after each response; the accept sets the first deadline). Every deadline is
-        "now + the same timeout", so the new one is the latest and the expiry queue stays sorted
-        by moving ``fd`` to its tail (a shorter delay for some connections would break that)."""
-        self.deathqueue.refresh(fd, clock_add(self._turn_ms, self.keep_alive_ms))
+        after each response; the accept sets the first deadline), rounded up to a tick. Every
+        deadline is "now + the same timeout", so the new one is the latest and the expiry queue
+        stays sorted by moving ``fd`` to its tail (a shorter delay for some connections would break
+        that)."""
+        self.deathqueue.refresh(fd, self._turn_deadline_ms)
+
+    def _deadline_from(self, now_ms: int) -> int:
+        """The deadline of a connection that makes progress at ``now_ms``: one keep-alive timeout
+        later, rounded up to the next tick (ms on the wrapping clock)."""
+        tick = self.deadline_tick_ms
+        return (-(-(now_ms + self.keep_alive_ms) // tick) * tick) % CLOCK_MODULUS
 
     def _update_date(self) -> None:
         second = int(time.time())
@@ -143,19 +158,20 @@ class Server:
             while self.running:
                 self._update_date()
                 events = epoll.poll(0 if runnable else self._poll_timeout())
-                self._turn_ms = self.now_ms()  # one clock read per turn, for every deadline it restarts
-                for fd, _events in events:
+                # One clock read per turn, for every deadline it restarts.
+                self._turn_deadline_ms = self._deadline_from(self.now_ms())
+                for fd, mask in events:
                     if fd == listen_fd:
                         self._accept()
                     elif fd == wake_fd:
                         self._drain_wakeups()
                     else:
-                        resume(fd)
+                        resume(fd, mask)
                 if runnable:
                     # Only those queued before this turn: one that yields RUNNABLE again waits for
                     # the next turn, after the events that came meanwhile.
                     for _ in range(len(runnable)):
-                        resume(runnable.popleft())
+                        resume(runnable.popleft(), 0)
                 if self.deathqueue.length:
                     for fd in self.deathqueue.pop_expired(self.now_ms()):
                         self.close_connection(fd)
@@ -226,7 +242,7 @@ class Server:
             table.open(fd, address)
             self.open_connections += 1
             self.epoll.register(fd, _EPOLL_CONNECTION)
-            self.deathqueue.push(fd, clock_add(self.now_ms(), self.keep_alive_ms))
+            self.deathqueue.push(fd, self._turn_deadline_ms)
 
     def _refuse(self, fd: int) -> None:
         """The table has no slot for ``fd``: answer 503 and close, without reading the request."""
@@ -247,19 +263,23 @@ class Server:
             self._accept_paused = True
             self.epoll.unregister(self.listener.fileno())
 
-    def _resume(self, fd: int) -> None:
+    def _resume(self, fd: int, events: int) -> None:
+        """Run ``fd``'s coroutine until it waits, starting one if the layout holds none. ``events``
+        is the epoll mask that woke it, 0 for a RUNNABLE resume (see :mod:`server.connection`)."""
         table = self.table
-        coroutine = table.coroutine(fd)
         flags = table.flags(fd)
         if not flags & ALIVE:
             return  # stale event (or RUNNABLE entry) for a connection closed since
-        if coroutine is None:
-            coroutine = serve_connection(self, fd)
-            table.set_coroutine(fd, coroutine)
         if flags & IDLE:
             table.set_flags(fd, flags & ~IDLE)
+        coroutine = table.coroutine(fd)
         try:
-            wants = next(coroutine)
+            if coroutine is None:
+                coroutine = serve_connection(self, fd, events)
+                table.set_coroutine(fd, coroutine)
+                wants = next(coroutine)
+            else:
+                wants = coroutine.send(events)
         except StopIteration:
             self.close_connection(fd)
             return

@@ -9,6 +9,7 @@ where a full send buffer can be forced.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from typing import Iterator
@@ -16,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from server.connection import PARK, RUNNABLE, WANT_WRITE, _write_all, serve_connection
+from server.deathqueue import CLOCK_MODULUS
 from server.http import HEAD_BUFFER_SIZE
 from server.layouts import make_table
 from server.layouts.base import ALIVE, WRITING
@@ -451,3 +453,102 @@ def test_pipelined_responses_through_a_full_socket_stay_in_order(layout: str, so
     responses = received.split(b"HTTP/1.1 ")[1:]
     assert len(responses) == count
     assert all(response.startswith(b"200 OK") and response.endswith(b"Hello, World!") for response in responses)
+
+
+# --- skipping the read that would only say EAGAIN ------------------------------------------------
+
+
+@pytest.fixture
+def counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the head reads the coroutine makes, into its buffer or into bytes of their own: each
+    entry is the bytes read, 0 at EOF, -1 for EAGAIN."""
+    import server.connection as connection
+
+    results: list[int] = []
+    read_into, read_bytes = connection._read_into, connection._read_bytes
+
+    def counting_read_into(fd: int, view) -> int:
+        results.append(read_into(fd, view))
+        return results[-1]
+
+    def counting_read_bytes(fd: int, size: int) -> bytes | None:
+        data = read_bytes(fd, size)
+        results.append(-1 if data is None else len(data))
+        return data
+
+    monkeypatch.setattr(connection, "_read_into", counting_read_into)
+    monkeypatch.setattr(connection, "_read_bytes", counting_read_bytes)
+    return results
+
+
+def _in_process_server(layout: str, server_end: socket.socket) -> tuple[Server, int]:
+    fd = server_end.fileno()
+    table = make_table(layout, fd + 1)
+    server = Server(table, "127.0.0.1", 0)
+    server.running = True
+    table.open(fd, ("127.0.0.1", 1))
+    return server, fd
+
+
+def test_a_short_read_parks_without_reading_again(layout: str, socket_pair, counted_reads: list[int]) -> None:
+    """After a read that left the socket empty (short), the answered coroutine parks at once: with
+    edge-triggered epoll the next byte raises a new event, so a second read would only say EAGAIN."""
+    server_end, client_end = socket_pair
+    server, fd = _in_process_server(layout, server_end)
+    try:
+        client_end.sendall(get("/"))
+        coroutine = serve_connection(server, fd, select.EPOLLIN)
+        assert next(coroutine) == PARK
+        assert len(counted_reads) == 1 and counted_reads[0] > 0
+        assert client_end.recv(65536).endswith(b"Hello, World!")
+        # The next request comes with its own event: the coroutine reads again.
+        client_end.sendall(get("/"))
+        assert coroutine.send(select.EPOLLIN) == PARK
+        assert len(counted_reads) == 2
+        coroutine.close()
+    finally:
+        server.table.close(fd)  # the socket is the fixture's to close
+        server.shutdown()
+
+
+@pytest.mark.parametrize("fin_in_first_event", [True, False], ids=["fin-with-request", "fin-later"])
+def test_a_fin_is_never_missed_by_the_skipped_read(layout: str, socket_pair, counted_reads: list[int],
+                                                   fin_in_first_event: bool) -> None:
+    """A FIN that came with the request is announced by EPOLLRDHUP in the event that woke the
+    coroutine: it then reads on to the EOF instead of parking (and returns, so the loop closes the
+    connection). A FIN after that event raises an event of its own, which the parked coroutine gets."""
+    server_end, client_end = socket_pair
+    server, fd = _in_process_server(layout, server_end)
+    try:
+        client_end.sendall(get("/"))
+        if fin_in_first_event:
+            client_end.shutdown(socket.SHUT_WR)
+            coroutine = serve_connection(server, fd, select.EPOLLIN | select.EPOLLRDHUP)
+            with pytest.raises(StopIteration):
+                next(coroutine)
+            assert counted_reads[-1] == 0  # it read the EOF
+        else:
+            coroutine = serve_connection(server, fd, select.EPOLLIN)
+            assert next(coroutine) == PARK
+            client_end.shutdown(socket.SHUT_WR)
+            with pytest.raises(StopIteration):
+                coroutine.send(select.EPOLLIN | select.EPOLLRDHUP)
+        assert client_end.recv(65536).endswith(b"Hello, World!")
+    finally:
+        server.table.close(fd)
+        server.shutdown()
+
+
+def test_deadlines_round_up_to_ticks() -> None:
+    """A deadline is at least one keep-alive timeout away and at most one tick more, on the tick grid."""
+    table = make_table("nofd", 8)
+    server = Server(table, "127.0.0.1", 0, keep_alive_timeout=15.0)
+    try:
+        tick = server.deadline_tick_ms
+        assert tick == 15_000 // 32
+        for now_ms in (0, 1, tick - 1, tick, 123_457, CLOCK_MODULUS - 20_000):
+            deadline = server._deadline_from(now_ms)
+            assert deadline % tick == 0 or deadline < tick  # on the grid (modulo the clock's wrap)
+            assert 15_000 <= (deadline - now_ms) % CLOCK_MODULUS < 15_000 + tick
+    finally:
+        server.shutdown()
