@@ -43,10 +43,11 @@ regress: $(STAMP)
 baseline: $(STAMP)
 	$(VENV)/bin/memdiet baseline --quick
 
-# Side-by-side with uvicorn, aiohttp and plain asyncio (QUICK=1: one trial, N = 1,000).
+# Side-by-side with uvicorn, aiohttp and plain asyncio (QUICK=1: one trial, N = 1,000), then one
+# throughput run per subject under cProfile (--profile: where each server's time goes, in bench.md).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	$(VENV)/bin/memdiet bench $(if $(QUICK),--quick)
+	$(VENV)/bin/memdiet bench --profile $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,9 +30,8 @@ It returns when the connection should be closed (EOF, reset, ``Connection: close
 response sent). Request state and the read buffer come from the layout, so the same code keeps them
 in the slot (naive) or on the coroutine (the others).
 
-Why these shortcuts: each one was measured under wrk (``memdiet bench --profile``, see
-``reports/bench/bench.md``); the skipped read and the unbuffered head each save a system call or an
-allocation and a copy per request.
+Both shortcuts are for throughput (``memdiet bench``): the skipped read saves a system call and an
+exception per request, the unbuffered head a buffer, a memoryview and a copy.
 """
 
 from __future__ import annotations
@@ -72,7 +71,6 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
     # The layout's read buffer, taken only when a request head does not arrive whole and alone in
     # one read (see below); None meanwhile.
     buffer = view = None
-    capacity = HEAD_BUFFER_SIZE  # the shared constant: len(buffer) would be a new int per coroutine
     used = 0  # bytes of buffer holding unprocessed input
     request = response = body = None
     # The last read was short and no event came since: the socket holds nothing to read.
@@ -84,23 +82,23 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
             head = None  # the head as bytes when it came whole and alone in one read
             head_length = find_head_end(buffer, used) if used else 0
             while not head_length:
-                if used == capacity:
+                if used == HEAD_BUFFER_SIZE:
                     raise HTTPError(431, "request head larger than the buffer")
                 if drained and not peer_closed:
                     received = _NOTHING_YET  # the read would only say EAGAIN (module docstring)
                 elif used:
                     received = _read_into(fd, view[used:])
-                    drained = 0 <= received < capacity - used
+                    drained = 0 <= received < HEAD_BUFFER_SIZE - used
                 else:
                     # Nothing buffered: read into a bytes object of its own. The common case, one
                     # whole request head and nothing after it, is parsed from it as it is: no
                     # buffer, no copy. Anything else goes into the buffer.
-                    data = _read_bytes(fd, capacity)
+                    data = _read_bytes(fd, HEAD_BUFFER_SIZE)
                     if data is None:
                         received = _NOTHING_YET
                     else:
                         received = len(data)
-                        drained = received < capacity
+                        drained = received < HEAD_BUFFER_SIZE
                         if received:
                             head_length = find_head_end(data, received)
                             if head_length == received:
@@ -116,11 +114,13 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
                     if received != _NOTHING_YET:
                         return  # EOF (possibly mid-request), reset, or another socket error
                     if used == 0:
-                        # Nothing buffered: hold nothing (not the buffer, not the last request or
-                        # response) while waiting for the next request.
+                        # Nothing buffered: hold nothing while waiting for the next request: not
+                        # the buffer, not the last request, its response or its cache key, not
+                        # even the lengths (ints over 256 are objects of 28 B each).
                         if view is not None:
                             view.release()
-                        buffer = view = request = response = body = head = data = None
+                        buffer = view = request = response = body = head = data = key = None
+                        received = head_length = consumed = written = None
                         events = yield PARK
                     else:
                         events = yield WANT_READ
@@ -165,7 +165,7 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
                             break
                         # The decoder leaves at most ~1 KiB unconsumed, so what is left after the
                         # body always fits the buffer.
-                        data, seen = yield from _read_some(fd, capacity - len(pending))
+                        data, seen = yield from _read_some(fd, HEAD_BUFFER_SIZE - len(pending))
                         peer_closed |= seen & _PEER_CLOSED
                         if not data:
                             return

@@ -8,21 +8,31 @@ says which). No test asserts on a timing: every wait is bounded by a deadline.
 
 from __future__ import annotations
 
+import cProfile
+import importlib.util
 import json
 import os
+import pstats
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from experiments.bench.document import evaluate_targets
 from experiments.bench.launch import BenchServer
+from experiments.bench.measure import BenchPlan, ProfiledRun
 from experiments.bench.metrics import catalog, ratios, spread, trial_values
+from experiments.bench.profile import (ASYNCIO, MEMDIET_FILES, PEER_APP, SYSTEM_CALLS, WAITING, CategoryRules,
+                                       category_rules, profile_dataset)
 from experiments.bench.quiet import MachineBusy, check_quiet, wait_for_quiet
-from experiments.bench.subjects import PEERS
-from experiments.bench.throughput import parse_wrk
+from experiments.bench.report import profile_section
+from experiments.bench.subjects import PEERS, Subject
+from experiments.bench.throughput import LoadgenTool, parse_wrk
 from experiments.cli import main
 from experiments.loadgen import fd_hard_limit
 
@@ -216,3 +226,257 @@ def test_quiet_check_sees_a_spinning_process_and_strict_refuses(tmp_path: Path) 
     finally:
         spinner.kill()
         spinner.wait(10)
+
+
+# --- the profile: a cProfile stats file to a dataset, the report section, a profiled run -----------
+#: Calls of each known function in the small profiled runs below.
+PROFILED_CALLS = 2_000
+HTTP_PARSING = dict(MEMDIET_FILES)["server/http.py"]
+LAYOUTS_CATEGORY = dict(MEMDIET_FILES)["server/layouts/"]
+
+
+def _module_at(path: Path, source: str) -> ModuleType:
+    """Import ``source`` written at ``path``: cProfile records that file for its functions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(f"profiled_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _profile_memdiet_shaped_run(root: Path) -> Path:
+    """A real cProfile run of known functions in files laid out as memdiet's server is (under
+    ``root``): a parser calling a C method, a layout accessor, a connection loop writing to a pipe."""
+    http = _module_at(root / "server" / "http.py", """
+        def parse(head):
+            return head.split(b"\\r\\n")  # a C method: counted with its caller, the parser
+    """)
+    layout = _module_at(root / "server" / "layouts" / "packed.py", """
+        def slot(table, fd):
+            return table[fd]
+    """)
+    connection = _module_at(root / "server" / "connection.py", """
+        import os
+
+        def serve(parse, slot, fd, calls):
+            table = list(range(16))
+            for _ in range(calls):
+                parse(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+                slot(table, 3)
+                os.write(fd, b"x")
+    """)
+    reader, writer = os.pipe()
+    try:
+        profiler = cProfile.Profile()
+        profiler.runcall(connection.serve, http.parse, layout.slot, writer, PROFILED_CALLS)
+    finally:
+        os.close(reader)
+        os.close(writer)
+    stats_path = root / "run.prof"
+    profiler.dump_stats(stats_path)
+    return stats_path
+
+
+def test_profile_dataset_groups_own_time_of_a_real_run_by_server_module(tmp_path: Path) -> None:
+    stats_path = _profile_memdiet_shaped_run(tmp_path)
+    rules = CategoryRules(tmp_path, MEMDIET_FILES)
+    dataset = profile_dataset(stats_path, PROFILED_CALLS, rules, top=100)
+    raw = pstats.Stats(str(stats_path)).stats
+
+    def own_time(*names: str) -> float:
+        return sum(entry[2] for (filename, _, name), entry in raw.items()
+                   if any(text in f"{filename}:{name}" for text in names))
+
+    seconds = {row["category"]: row["seconds"] for row in dataset["categories"]}
+    assert list(seconds) == rules.categories()
+    assert dataset["requests"] == PROFILED_CALLS
+    assert dataset["profiled_s"] == pytest.approx(own_time(""), abs=1e-5)
+    assert sum(seconds.values()) == pytest.approx(dataset["profiled_s"], abs=1e-5)
+    assert sum(row["share"] for row in dataset["categories"]) == pytest.approx(1.0, abs=1e-3)
+    # bytes.split is a C method that only the parser calls: its time is the parser's.
+    assert seconds[HTTP_PARSING] == pytest.approx(own_time("server/http.py", "'split' of 'bytes'"), abs=1e-5)
+    assert seconds[LAYOUTS_CATEGORY] == pytest.approx(own_time("server/layouts/packed.py"), abs=1e-5)
+    assert seconds[SYSTEM_CALLS] == pytest.approx(own_time("posix.write"), abs=1e-5)
+    assert min(seconds[HTTP_PARSING], seconds[LAYOUTS_CATEGORY], seconds[SYSTEM_CALLS]) > 0
+    assert seconds[dict(MEMDIET_FILES)["server/deathqueue.py"]] == 0
+    for row in dataset["categories"]:
+        assert row["us_per_request"] == pytest.approx(row["seconds"] / PROFILED_CALLS * 1e6, abs=1e-3)
+
+    functions = {row["function"]: row for row in dataset["top_functions"]}
+    assert functions["<built-in method posix.write>"]["calls"] == PROFILED_CALLS
+    assert functions["<built-in method posix.write>"]["category"] == SYSTEM_CALLS
+    assert functions["<method 'split' of 'bytes' objects>"]["category"] == HTTP_PARSING
+    assert functions["server/layouts/packed.py:2(slot)"]["category"] == LAYOUTS_CATEGORY
+    own = [row["seconds"] for row in dataset["top_functions"]]
+    assert own == sorted(own, reverse=True)
+
+
+def test_profile_dataset_groups_a_peer_run_into_app_asyncio_and_system_calls(tmp_path: Path) -> None:
+    app = _module_at(tmp_path / "experiments" / "bench" / "peers" / "fake_app.py", """
+        import asyncio
+        import socket
+
+        async def exchange(calls):
+            loop = asyncio.get_running_loop()
+            left, right = socket.socketpair()
+            left.setblocking(False)
+            right.setblocking(False)
+            with left, right:
+                for _ in range(calls):
+                    await loop.sock_sendall(left, b"ping")
+                    await loop.sock_recv(right, 16)
+
+        def main(calls):
+            asyncio.run(exchange(calls))
+    """)
+    profiler = cProfile.Profile()
+    profiler.runcall(app.main, PROFILED_CALLS)
+    profiler.dump_stats(tmp_path / "peer.prof")
+    rules = category_rules(PEERS["asyncio"], root=tmp_path)
+    dataset = profile_dataset(tmp_path / "peer.prof", PROFILED_CALLS, rules, top=10_000)
+    seconds = {row["category"]: row["seconds"] for row in dataset["categories"]}
+    assert min(seconds[PEER_APP], seconds[ASYNCIO], seconds[SYSTEM_CALLS]) > 0
+    for row in dataset["top_functions"]:
+        if row["function"].startswith("asyncio/"):
+            assert row["category"] == ASYNCIO, row
+        elif row["function"].startswith(("<method 'send", "<method 'recv")) and "'_socket.socket'" in row["function"]:
+            assert row["category"] == SYSTEM_CALLS, row
+        elif row["function"] == "<method 'poll' of 'select.epoll' objects>":
+            assert row["category"] == WAITING, row
+    assert "uvloop" in category_rules(PEERS["uvicorn"]).note  # what cProfile cannot see is said
+
+
+def test_profile_section_renders_categories_failures_and_top_functions(tmp_path: Path) -> None:
+    dataset = profile_dataset(_profile_memdiet_shaped_run(tmp_path), PROFILED_CALLS,
+                              CategoryRules(tmp_path, MEMDIET_FILES))
+    document = {
+        "plan": {"load_connections": 50, "duration_s": 3},
+        "throughput_tool": {"name": "wrk"},
+        "profiles": [
+            {"name": "nofd", "label": "memdiet nofd", "kind": "memdiet", "ok": True, "error": None,
+             "stats_file": "profiles/nofd.prof", "process_cpu_s": 1.5, "startup_s": 0.1, "profile": dataset,
+             "quiet_check": {"quiet": True, "others_cores": 0.05, "busy": []}},
+            {"name": "asyncio", "label": "asyncio", "kind": "peer", "ok": False, "stats_file": "profiles/asyncio.prof",
+             "error": "no stats file at profiles/asyncio.prof after the server exited with code -15"},
+        ],
+    }
+    text = "\n".join(profile_section(document))
+    assert text.startswith("## Where the server's CPU goes (cProfile)")
+    assert "fixed cost to every Python function call" in text and "not absolute timings" in text
+    assert "`wrk -t1 -c50 -d3s --latency`" in text
+    assert "| category | memdiet nofd |" in text  # subjects are columns
+    parsing = next(row for row in dataset["categories"] if row["category"] == HTTP_PARSING)
+    assert f"| {HTTP_PARSING} | {parsing['us_per_request']:,.1f} us ({parsing['share']:.1%}) |" in text
+    assert f"| memdiet nofd | {dataset['profiled_s']:,.2f} s | 1.50 s | 0.10 s | {PROFILED_CALLS:,} |" in text
+    assert "| quiet (others 0.05 cores) |" in text
+    assert "- **asyncio**: no profile: no stats file at profiles/asyncio.prof" in text
+    assert "| asyncio |" not in text  # no figures invented for it
+    assert "### memdiet nofd: top" in text and "| `<built-in method posix.write>` | system calls" in text
+    assert profile_section({**document, "profiles": None}) == []
+
+
+class _DiesBySigterm(Subject):
+    """A server that keeps SIGTERM's default action, as uvicorn re-raises it: the signal kills it
+    before cProfile can write its stats."""
+
+    kind = "peer"
+    clean_exit_codes = frozenset({0, -signal.SIGTERM})
+
+    def command(self, python: str) -> list[str]:
+        return [python, "-m", "dies_by_sigterm_app"]
+
+
+def test_profiled_run_of_a_server_killed_by_sigterm_reports_no_profile(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dies_by_sigterm_app.py").write_text(textwrap.dedent("""
+        import asyncio
+        from experiments.bench.peers.asyncio_app import respond
+
+        async def main():
+            server = await asyncio.start_server(respond, "127.0.0.1", 0)
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
+    """))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    stats_path = tmp_path / "profiles" / "dies.prof"
+    stats_path.parent.mkdir()
+    stats_path.write_bytes(b"left by an earlier run")  # must not pass for this run's profile
+    plan = BenchPlan(trials=1, held=(10,), duration_s=1, load_connections=5, cpu_check_s=0.1)
+    record = ProfiledRun(_DiesBySigterm("dies", "killed by SIGTERM"), plan, LoadgenTool(sys.executable),
+                         tmp_path / "logs", stats_path, lambda label, index, phase: None).run()
+    assert record["exit_code"] == -signal.SIGTERM and record["throughput"]["requests"] > 0
+    assert not record["ok"] and "profile" not in record
+    assert f"no stats file at {stats_path}" in record["error"] and "code -15" in record["error"]
+
+
+def test_profiled_bench_run_adds_a_profile_section_without_touching_throughput(tmp_path: Path) -> None:
+    """``--profile`` on one layout and the asyncio peer, loadgen, 1 s, 10 held, wrk hidden from PATH:
+    each subject gets one more run under cProfile, whose server-code rows are not empty."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if shutil.which("taskset"):
+        (bin_dir / "taskset").symlink_to(shutil.which("taskset"))
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "bench", "--layouts", "nofd", "--peers", "asyncio", "--held", "10",
+         "--trials", "1", "--duration", "1", "--settle", "0.1", "--cpu-check", "0.2", "--tool", "loadgen",
+         "--profile", "-o", str(out)],
+        cwd=REPO_ROOT, env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True,
+        timeout=TINY_RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads((out / "bench.json").read_text())
+    assert document["status"] == "complete"
+    runs = {run["name"]: run for run in document["profiles"]}
+    assert list(runs) == ["nofd", "asyncio"]
+    for subject in document["subjects"]:
+        run = runs[subject["name"]]
+        assert run["ok"], run["error"]
+        assert run["command"][-len(subject["command"]) + 1:] == subject["command"][1:]
+        assert run["command"][run["command"].index("-m") + 1] == "cProfile"
+        assert (out / run["stats_file"]).is_file()
+        assert run["profile"]["requests"] == run["throughput"]["requests"] > 0
+        # The profiled run is no throughput figure: the summary holds the one trial only.
+        [trial] = subject["trials"]
+        assert subject["summary"]["req_per_s"] == spread([trial["throughput"]["req_per_s"]])
+    seconds = {name: {row["category"]: row["seconds"] for row in run["profile"]["categories"]}
+               for name, run in runs.items()}
+    for category in ("server/http.py", "server/connection.py", "server/loop.py"):
+        assert seconds["nofd"][dict(MEMDIET_FILES)[category]] > 0
+    assert seconds["asyncio"][PEER_APP] > 0 and seconds["asyncio"][ASYNCIO] > 0
+
+    markdown = (out / "bench.md").read_text()
+    section = markdown.split("## Where the server's CPU goes (cProfile)")[1].split("\n## ")[0]
+    assert f"| {HTTP_PARSING} |" in section and "| category | memdiet nofd | asyncio |" in section
+    assert "### memdiet nofd: top" in section and "### asyncio: top" in section
+    assert {"nofd-profile.log", "asyncio-profile.log"} <= {p.name for p in (out / "logs").iterdir()}
+
+
+def test_limits_section_explains_only_the_layouts_below_the_asyncio_responder() -> None:
+    """The "What limits throughput" text quotes the run's own medians and profile shares, for the
+    layouts slower than the asyncio responder, and is absent when none is."""
+    from experiments.bench.report import limits_section
+
+    def subject(name: str, kind: str, rps: float, cpu_us: float) -> dict:
+        return {"name": name, "label": name if kind == "peer" else f"memdiet {name}", "kind": kind,
+                "summary": {"req_per_s": {"median": rps}, "cpu_us_per_request": {"median": cpu_us}}}
+
+    document = {
+        "subjects": [subject("nofd", "memdiet", 95_000, 10.0), subject("packed", "memdiet", 80_000, 12.0),
+                     subject("asyncio", "peer", 100_000, 9.5)],
+        "profiles": [{"name": "packed", "ok": True, "profile": {"categories": [
+            {"category": "HTTP parsing (server/http.py)", "share": 0.20},
+            {"category": "handlers and routing (server/handlers.py)", "share": 0.05},
+            {"category": "system calls (read, write, send, recv...)", "share": 0.30}]}}],
+    }
+    text = "\n".join(limits_section(document))
+    assert "**memdiet nofd**: 0.95x its req/s, 10.0 us of CPU per request." in text
+    assert "**memdiet packed**: 0.80x its req/s, 12.0 us" in text
+    assert "25.0% of its time goes to parsing" in text and "30.0% to system calls" in text
+    assert "less that share is 9.0 us, against the responder's 9.5 us" in text
+    document["subjects"][0]["summary"]["req_per_s"]["median"] = 120_000
+    document["subjects"][1]["summary"]["req_per_s"]["median"] = 100_000
+    assert limits_section(document) == []

@@ -8,7 +8,9 @@ a plain asyncio responder) is measured the same way, in one run:
 - :mod:`.procfs`: its memory (VmRSS, RssAnon), sockets and listening port, read from /proc;
 - :mod:`.quiet`: other processes' CPU before timing (recorded, or refused with ``--strict``);
 - :mod:`.throughput`: wrk, or experiments.loadgen without it;
-- :mod:`.measure`: the trials; :mod:`.metrics`: per-trial values, medians, ratios;
+- :mod:`.measure`: the trials (and, with ``--profile``, one run each under cProfile);
+  :mod:`.metrics`: per-trial values, medians, ratios; :mod:`.profile`: a cProfile stats file grouped
+  into where the server's time goes;
 - :mod:`.document` (``bench.json``), :mod:`.report` (``bench.md``), :mod:`.chart` (``bench.png``);
 - :mod:`.cli`: the ``bench`` subcommand.
 

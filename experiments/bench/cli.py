@@ -1,10 +1,15 @@
 """``memdiet bench``: plugged into ``memdiet`` by :func:`register` (see experiments.cli).
 
     memdiet bench [--quick] [--trials K] [--held 1000,5000] [--duration S] [--layouts a,b]
-                  [--peers uvicorn,aiohttp,asyncio] [--tool auto|wrk|loadgen] [--strict] [-o reports/bench]
+                  [--peers uvicorn,aiohttp,asyncio] [--tool auto|wrk|loadgen] [--strict] [--profile]
+                  [-o reports/bench]
 
-Exit codes: 0 every trial completed; 1 a trial failed or ``--strict`` refused to time (the report is
-written with what was measured); 2 bad arguments (one line); 130 interrupted.
+``--profile`` adds, after the trials, one throughput run per subject under cProfile (stats in
+``<output>/profiles/``, a section in bench.md; see :mod:`.profile`).
+
+Exit codes: 0 every trial (and profile) completed; 1 a trial failed, a profile could not be obtained
+or ``--strict`` refused to time (the report is written with what was measured); 2 bad arguments (one
+line); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="seconds before each memory reading (default: 1; --quick: 0.5)")
     bench.add_argument("--cpu-check", type=bounded(float, 0.1, 10, "seconds"), default=1.0,
                        help="seconds over which other processes' CPU is measured before timing (default: 1)")
+    bench.add_argument("--profile", action="store_true",
+                       help="after the trials, one more throughput run per subject under cProfile: where the "
+                            "server's time goes, by category, in bench.md (stats in <output>/profiles/)")
     bench.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                        help="folder for bench.json, bench.md, bench.png and the servers' logs (default: reports/bench)")
     bench.set_defaults(func=run_command)
@@ -85,7 +93,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from rich.console import Console
 
     from .document import build_document, describe_machine
-    from .measure import run_bench
+    from .measure import PROFILED_RUN, run_bench, run_profiles
     from .report import MARKDOWN_FILE, write_reports
     from .subjects import INSTALL_HINT, PEERS, layout_subjects
     from .throughput import ThroughputError, choose_tool
@@ -119,12 +127,18 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     machine = describe_machine(subjects, tool.version())
     with console.status("bench: starting") as status:
         def progress(label: str, index: int, phase: str) -> None:
-            status.update(f"bench: {label}, trial {index}/{plan.trials}: {phase}")
+            run = "profiled run" if index == PROFILED_RUN else f"trial {index}/{plan.trials}"
+            status.update(f"bench: {label}, {run}: {phase}")
 
         trials, refused = run_bench(subjects, plan, tool, args.output / "logs", progress)
+        profiles = None
+        if args.profile:
+            profiles = (run_profiles(subjects, plan, tool, args.output, progress) if refused is None else
+                        {subject.name: {"ok": False, "error": f"not profiled: {refused}"} for subject in subjects})
     document = build_document(plan=plan, subjects=subjects, trials=trials, tool_name=tool.name,
                               tool_version=tool.version(), tool_note=tool_note, refused=refused,
-                              started_utc=started, quick=args.quick, machine=machine, notes=notes)
+                              started_utc=started, quick=args.quick, machine=machine, notes=notes,
+                              profiles=profiles)
     paths = write_reports(document, args.output)
     _print_summary(console, document)
     if tool_note:
@@ -135,6 +149,9 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for trial in subject["trials"]:
             if not trial["ok"]:
                 console.print(f"[red]failed:[/red] {subject['label']} trial {trial['trial']}: {trial['error']}")
+    for run in document["profiles"] or []:
+        if not run["ok"]:
+            console.print(f"[red]no profile:[/red] {run['label']}: {run['error']}")
     console.print(f"report: {args.output / MARKDOWN_FILE} ({', '.join(p.name for p in paths)})")
     return 0 if document["status"] == "complete" else 1
 

@@ -5,6 +5,15 @@ Schema ``memdiet.bench/1``. Sizes in bytes, times in seconds unless the key says
 its raw ``trials`` (failed ones with ``ok`` false and ``error``), ``summary`` (``{metric: {median,
 min, max, n}}`` over the trials that reached it) and ``ratios`` (``{metric: {baseline: median /
 baseline median}}``).
+
+``profiles`` (null without ``--profile``; added within schema 1, readers that do not know it can skip
+it): one entry per subject, in the same order, for its extra throughput run under cProfile: ``name``,
+``label``, ``kind``, ``ok`` and ``error`` (why no profile was obtained), ``stats_file`` (relative to
+the report's folder), the run's ``throughput`` (slowed by the profiler: never a throughput figure),
+``cpu_s`` (server CPU over that run), ``process_cpu_s`` (server CPU from its start to the run's end),
+``startup_s`` (launch to listening), ``quiet_check`` (other processes, before the start) and
+``profile``: :func:`.profile.profile_dataset`'s ``profiled_s``, ``requests``, ``categories`` and
+``top_functions`` (seconds, share of ``profiled_s``, ``us_per_request``).
 """
 
 from __future__ import annotations
@@ -91,9 +100,10 @@ def evaluate_targets(summaries: dict[str, dict[str, dict]], layouts: Sequence[st
 def build_document(*, plan: BenchPlan, subjects: Sequence[Subject], trials: dict[str, list[dict[str, Any]]],
                    tool_name: str, tool_version: str, tool_note: str | None, refused: str | None,
                    started_utc: str, quick: bool, machine: dict[str, Any],
-                   notes: Sequence[str] = ()) -> dict[str, Any]:
+                   notes: Sequence[str] = (), profiles: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The whole ``bench.json`` document (see the module's docstring); ``notes`` are lines the
-    report shows under its introduction (subjects skipped, and why)."""
+    report shows under its introduction (subjects skipped, and why); ``profiles`` are the
+    ``{subject name: record}`` of :func:`.measure.run_profiles` (None: not asked for)."""
     metrics = catalog(plan.held)
     summaries: dict[str, dict[str, dict]] = {}
     for subject in subjects:
@@ -106,9 +116,13 @@ def build_document(*, plan: BenchPlan, subjects: Sequence[Subject], trials: dict
     all_trials = [trial for name in trials for trial in trials[name]]
     timed = [trial for trial in all_trials if trial.get("quiet_check")]
     failed = [trial for trial in all_trials if not trial["ok"]]
+    profile_runs = None if profiles is None else [
+        {"name": subject.name, "label": subject.label, "kind": subject.kind, **profiles[subject.name]}
+        for subject in subjects if subject.name in profiles]
+    unprofiled = [run for run in profile_runs or [] if not run["ok"]]
     return {
         "schema": SCHEMA,
-        "status": "incomplete" if refused or failed else "complete",
+        "status": "incomplete" if refused or failed or unprofiled else "complete",
         "refused": refused,
         "started_utc": started_utc,
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -140,4 +154,5 @@ def build_document(*, plan: BenchPlan, subjects: Sequence[Subject], trials: dict
         ],
         "targets": evaluate_targets(
             summaries, [subject.name for subject in subjects if subject.kind == "memdiet"], plan.held),
+        "profiles": profile_runs,
     }

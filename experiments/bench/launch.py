@@ -55,13 +55,16 @@ def pin_running(pid: int, cpus: Sequence[int]) -> None:
 class BenchServer:
     """One subject's process. :meth:`start` returns its port once it listens; :meth:`stop` sends
     SIGTERM to its PID and waits for the exit, raising :class:`ServerError` if it was not clean.
-    Its stdout and stderr (after the first line) go to ``log_path``."""
+    Its stdout and stderr (after the first line) go to ``log_path``. With ``profile_path`` it runs
+    under cProfile (:meth:`Subject.profiled_command`), which writes its stats there on a clean exit."""
 
-    def __init__(self, subject: Subject, python: str, log_path: Path, cpus: Sequence[int] | None = None) -> None:
+    def __init__(self, subject: Subject, python: str, log_path: Path, cpus: Sequence[int] | None = None,
+                 profile_path: Path | None = None) -> None:
         self.subject = subject
         self.python = python
         self.log_path = log_path
         self.cpus = list(cpus) if cpus else None
+        self.profile_path = profile_path
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         #: How the process was pinned: ``taskset``, ``sched_setaffinity`` or None.
@@ -75,7 +78,10 @@ class BenchServer:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> int:
         subject = self.subject
-        self.command, self.pinning = pin_command(subject.command(self.python), self.cpus)
+        # Resolved here: the server runs in REPO_ROOT, which need not be this process's directory.
+        command = (subject.profiled_command(self.python, self.profile_path.resolve()) if self.profile_path
+                   else subject.command(self.python))
+        self.command, self.pinning = pin_command(command, self.cpus)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -5,6 +5,9 @@ keep-alive connections to each N in turn (experiments.loadgen, one request each)
 them held; drain; check that no other process is busy; run the throughput tool against it while
 counting its CPU seconds; stop it with SIGTERM and check it exited cleanly. Trials go round-robin
 (trial 1 of every subject, then trial 2...) so a change in the machine's load spreads over all.
+
+With ``--profile``, :func:`run_profiles` then runs every subject once more under cProfile
+(:class:`ProfiledRun`): the same throughput run, nothing else, and :mod:`.profile` reads the stats.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import psutil
 from ..loadgen import LoadGeneratorError, LoadGeneratorProcess
 from .launch import BenchServer, ServerError, pin_running
 from .procfs import ProcessGone, sample_memory, socket_count
+from .profile import ProfileError, category_rules, profile_dataset
 from .quiet import MachineBusy, wait_for_quiet
 from .subjects import Subject
 from .throughput import LoadgenTool, ThroughputError, WrkTool
@@ -29,6 +33,10 @@ from .throughput import LoadgenTool, ThroughputError, WrkTool
 DRAIN_TIMEOUT_S = 15.0
 MEMORY_SAMPLES = 5
 MEMORY_SAMPLE_INTERVAL_S = 0.1
+#: The ``index`` progress callbacks get for a profiled run (trials count from 1).
+PROFILED_RUN = 0
+#: Folder of the cProfile stats files, inside the bench's output folder.
+PROFILES_DIR = "profiles"
 
 Progress = Callable[[str, int, str], None]
 
@@ -78,9 +86,13 @@ class Trial:
         self.plan = plan
         self.tool = tool
         self.server_cpus, self.client_cpus = cpu_split()
-        self.server = BenchServer(subject, plan.python, log_dir / f"{subject.name}-{index}.log", self.server_cpus)
+        self.server = self._make_server(log_dir)
         self.progress = lambda phase: progress(subject.label, index, phase)
         self.record: dict[str, Any] = {"trial": index, "ok": False, "error": None}
+
+    def _make_server(self, log_dir: Path) -> BenchServer:
+        return BenchServer(self.subject, self.plan.python, log_dir / f"{self.subject.name}-{self.index}.log",
+                           self.server_cpus)
 
     def run(self) -> dict[str, Any]:
         """The trial's readings; ``ok`` false and ``error`` set when it failed. Raises only
@@ -115,6 +127,12 @@ class Trial:
         self.progress("quiet check")
         check = wait_for_quiet(plan.cpu_check_s, exclude=[server.pid], strict=plan.strict)
         record["quiet_check"] = check.to_dict()
+        self._time_throughput()
+
+    def _time_throughput(self) -> float:
+        """Run the throughput tool against the server; record its result and the server's CPU
+        seconds (user + system) over it. Returns the server's CPU seconds since its start."""
+        plan, record, server = self.plan, self.record, self.server
         self.progress(f"throughput ({self.tool.name}, {plan.duration_s} s)")
         process = psutil.Process(server.pid)
         before = process.cpu_times()
@@ -125,6 +143,7 @@ class Trial:
         record["cpu_s"] = round((after.user + after.system) - (before.user + before.system), 4)
         if not result.requests:
             raise TrialFailed(f"{self.subject.label}: no response during the throughput run ({result.errors})")
+        return after.user + after.system
 
     def _hold_connections(self, idle_sockets: int) -> None:
         """Ramp to each held count in turn and read memory there; then drain and wait until the
@@ -166,6 +185,72 @@ class Trial:
                 raise TrialFailed(f"{self.subject.label}: still holds {left} connections "
                                   f"{DRAIN_TIMEOUT_S:g} s after the clients closed")
             time.sleep(0.05)
+
+
+class ProfiledRun(Trial):
+    """One throughput run of a subject started under cProfile (``python -m cProfile -o FILE -m ...``,
+    see :meth:`Subject.profiled_command`), pinned as the trials are. The profiler slows the server,
+    so its req/s is not a throughput figure. :meth:`run` returns the record with ``profile`` (the
+    :func:`.profile.profile_dataset`) or ``ok`` false and ``error`` saying why there is none."""
+
+    def __init__(self, subject: Subject, plan: BenchPlan, tool: WrkTool | LoadgenTool, log_dir: Path,
+                 stats_path: Path, progress: Progress) -> None:
+        self.stats_path = stats_path
+        super().__init__(subject, PROFILED_RUN, plan, tool, log_dir, progress)
+        self.record = {"ok": False, "error": None}
+
+    def _make_server(self, log_dir: Path) -> BenchServer:
+        return BenchServer(self.subject, self.plan.python, log_dir / f"{self.subject.name}-profile.log",
+                           self.server_cpus, profile_path=self.stats_path)
+
+    def run(self) -> dict[str, Any]:
+        self.stats_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stats_path.unlink(missing_ok=True)  # a file left by an earlier run must not pass for this one
+        record = super().run()
+        if record["ok"]:
+            try:
+                record["profile"] = profile_dataset(self.stats_path, record["throughput"]["requests"],
+                                                    category_rules(self.subject))
+            except ProfileError as error:
+                record["ok"] = False
+                record["error"] = (f"{error} after the server exited with code {record.get('exit_code')}; cProfile "
+                                   f"writes it only when the server's main returns or raises SystemExit")
+        return record
+
+    def _measure(self) -> None:
+        plan, record, server = self.plan, self.record, self.server
+        # Checked before the start: a second of idling under the profiler would land in epoll.poll.
+        self.progress("quiet check")
+        record["quiet_check"] = wait_for_quiet(plan.cpu_check_s, exclude=[], strict=plan.strict).to_dict()
+        self.progress("starting under cProfile")
+        started = time.monotonic()
+        record["port"] = server.start()
+        record["startup_s"] = round(time.monotonic() - started, 3)
+        record.update(pid=server.pid, command=server.command, pinning=server.pinning,
+                      server_cpus=self.server_cpus, client_cpus=self.client_cpus)
+        record["process_cpu_s"] = round(self._time_throughput(), 4)
+
+
+def run_profiles(subjects: Sequence[Subject], plan: BenchPlan, tool: WrkTool | LoadgenTool, out_dir: Path,
+                 progress: Progress | None = None) -> dict[str, dict[str, Any]]:
+    """One :class:`ProfiledRun` per subject: ``{subject name: record}``, each record with
+    ``stats_file`` (relative to ``out_dir``: ``profiles/<name>.prof``). Logs go to ``out_dir/logs``.
+    When ``--strict`` refuses to time, that subject and those after it get the refusal as ``error``."""
+    progress = progress or (lambda label, index, phase: None)
+    records: dict[str, dict[str, Any]] = {}
+    refused: str | None = None
+    for subject in subjects:
+        stats_file = f"{PROFILES_DIR}/{subject.name}.prof"
+        if refused is None:
+            try:
+                records[subject.name] = ProfiledRun(subject, plan, tool, out_dir / "logs", out_dir / stats_file,
+                                                    progress).run()
+            except MachineBusy as busy:
+                refused = str(busy)
+        if refused is not None:
+            records[subject.name] = {"ok": False, "error": f"not profiled: {refused}"}
+        records[subject.name]["stats_file"] = stats_file
+    return records
 
 
 def run_bench(subjects: Sequence[Subject], plan: BenchPlan, tool: WrkTool | LoadgenTool, log_dir: Path,

@@ -1,5 +1,6 @@
 """``bench.md`` from a ``bench.json`` document: the machine, the targets, a summary, a table per
-metric with ratios to the baselines, and the trials (which machine load each was timed under)."""
+metric with ratios to the baselines, the trials (which machine load each was timed under) and, with
+``--profile``, where each server's time goes under cProfile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ..render.units import MISSING, human_bytes
 from ..results import write_atomic, write_json
 from .chart import render_chart
 from .metrics import held_key
+from .profile import SHARED_CATEGORIES, SYSTEM_CALLS
 
 JSON_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"
@@ -118,18 +120,21 @@ def _metric_sections(document: dict[str, Any]) -> list[str]:
             "", *lines]
 
 
+def _describe_load(check: dict[str, Any] | None) -> str:
+    """Other processes' CPU use before a timed run (a QuietCheck's dict), in a few words."""
+    if check is None:
+        return MISSING
+    if check["quiet"]:
+        return f"quiet (others {check['others_cores']:.2f} cores)"
+    top = check["busy"][0]
+    return f"busy: {top['name']} {top['cores']:.2f} cores (others {check['others_cores']:.2f})"
+
+
 def _trials_section(document: dict[str, Any]) -> list[str]:
     rows = []
     for subject in document["subjects"]:
         for trial in subject["trials"]:
-            check = trial.get("quiet_check")
-            if check is None:
-                load = MISSING
-            elif check["quiet"]:
-                load = f"quiet (others {check['others_cores']:.2f} cores)"
-            else:
-                top = check["busy"][0]
-                load = f"busy: {top['name']} {top['cores']:.2f} cores (others {check['others_cores']:.2f})"
+            load = _describe_load(trial.get("quiet_check"))
             throughput = trial.get("throughput") or {}
             errors = throughput.get("errors")
             rows.append([subject["label"], str(trial["trial"]), "ok" if trial["ok"] else f"failed: {trial['error']}",
@@ -142,12 +147,127 @@ def _trials_section(document: dict[str, Any]) -> list[str]:
             ""]
 
 
+def _tool_command(document: dict[str, Any]) -> str:
+    """The throughput run as the report names it: ``wrk -t1 -c50 -d10s --latency`` or the load generator."""
+    plan = document["plan"]
+    if document["throughput_tool"]["name"] == "wrk":
+        return f"`wrk -t1 -c{plan['load_connections']} -d{plan['duration_s']}s --latency`"
+    return f"experiments.loadgen ({plan['load_connections']} connections, {plan['duration_s']} s)"
+
+
+def _format_us(value: float | None) -> str:
+    return MISSING if value is None else f"{value:,.1f} us"
+
+
+def _format_share(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.1%}"
+
+
+def profile_section(document: dict[str, Any]) -> list[str]:
+    """Where each server's time goes under cProfile: totals per subject, own time per category
+    (subjects as columns), the subjects without a profile and why, and each one's top functions."""
+    runs = document.get("profiles")
+    if runs is None:
+        return []
+    lines = [
+        "## Where the server's CPU goes (cProfile)", "",
+        f"After the trials, one more {_tool_command(document)} run per subject with the server started as "
+        "`python -m cProfile -o profiles/<subject>.prof -m ...` (open one with `python -m pstats`); its req/s, "
+        "slowed by the profiler, is in no table above. cProfile adds a fixed cost to every Python function call, "
+        "so call-heavy code is over-weighted: the shares are for comparing subjects and categories, not "
+        "absolute timings. Its clock is the wall clock over the server's whole life, start-up included, so "
+        "time spent blocked waiting for events is a row of its own, and another busy process would stretch "
+        "every row (the first table's last column says whether one was). C functions other than system "
+        "calls and a package's own (len, bytes and regex methods...) count with the code that called them.", "",
+    ]
+    profiled = [run for run in runs if run["ok"]]
+    if profiled:
+        totals = [[run["label"], f"{run['profile']['profiled_s']:,.2f} s", f"{run['process_cpu_s']:,.2f} s",
+                   f"{run['startup_s']:,.2f} s", f"{run['profile']['requests']:,}",
+                   _format_us(run["profile"]["us_per_request"]), _describe_load(run.get("quiet_check"))]
+                  for run in profiled]
+        lines += _table(["subject", "profiled time", "server CPU, start to end of load", "start-up", "requests",
+                         "profiled time / request", "other processes before the run"], totals) + [""]
+        categories = [row["category"] for run in profiled for row in run["profile"]["categories"]]
+        order = [c for c in dict.fromkeys(categories) if c not in SHARED_CATEGORIES] + list(SHARED_CATEGORIES)
+        cells = {(run["name"], row["category"]): f"{_format_us(row['us_per_request'])} ({_format_share(row['share'])})"
+                 for run in profiled for row in run["profile"]["categories"]}
+        rows = [[category] + [cells.get((run["name"], category), "") for run in profiled] for category in order]
+        lines += ["Own time per request under cProfile, and its share of the profiled time (empty: not a "
+                  "category of that subject):", "", *_table(["category"] + [run["label"] for run in profiled], rows), ""]
+    lines += [f"- {run['label']}: {run['profile']['note']}." for run in profiled if run["profile"].get("note")]
+    lines += [f"- **{run['label']}**: no profile: {run['error']}." for run in runs if not run["ok"]]
+    if lines[-1]:
+        lines.append("")
+    for run in profiled:
+        profile = run["profile"]
+        rows = [[f"`{row['function']}`", row["category"], f"{row['calls']:,}", f"{row['seconds']:,.3f} s",
+                 _format_share(row["share"]), _format_us(row["us_per_request"])] for row in profile["top_functions"]]
+        lines += [f"### {run['label']}: top {len(rows)} functions by own time", "",
+                  f"Stats: [{run['stats_file']}]({run['stats_file']}).", "",
+                  *_table(["function", "counted in", "calls", "own time", "share", "per request"], rows, right_aligned=4),
+                  ""]
+    return lines
+
+
+#: The memdiet categories that are HTTP work the asyncio responder does not do: it only searches for
+#: the blank line that ends a head and answers with a fixed response.
+HTTP_WORK_CATEGORIES = ("HTTP parsing (server/http.py)", "handlers and routing (server/handlers.py)",
+                        "request state (server/request.py)")
+
+
+def limits_section(document: dict[str, Any]) -> list[str]:
+    """What limits each memdiet layout that answers fewer keep-alive req/s than the asyncio responder,
+    in this run's own figures: CPU per request side by side and, with ``--profile``, the share of
+    memdiet's profiled time spent on HTTP work the responder skips. Empty when every layout keeps up."""
+    subjects = {subject["name"]: subject for subject in document["subjects"]}
+    baseline = subjects.get("asyncio")
+    if baseline is None:
+        return []
+
+    def median(subject: dict[str, Any], key: str) -> float | None:
+        summary = subject["summary"].get(key)
+        return summary["median"] if summary else None
+
+    base_rps, base_cpu = median(baseline, "req_per_s"), median(baseline, "cpu_us_per_request")
+    if not base_rps:
+        return []
+    slower = [subject for subject in document["subjects"] if subject["kind"] == "memdiet"
+              and (median(subject, "req_per_s") or 0) < base_rps]
+    if not slower:
+        return []
+    profiles = {run["name"]: run["profile"] for run in document.get("profiles") or [] if run["ok"]}
+    lines = ["## What limits throughput", "",
+             f"The asyncio responder answered {format_value('req/s', base_rps)} for "
+             f"{format_value('us', base_cpu)} of server CPU per request. Below it in this run:", ""]
+    for subject in slower:
+        rps, cpu = median(subject, "req_per_s"), median(subject, "cpu_us_per_request")
+        text = (f"- **{subject['label']}**: {format_ratio(rps / base_rps)} its req/s, "
+                f"{format_value('us', cpu)} of CPU per request")
+        profile = profiles.get(subject["name"])
+        if profile:
+            shares = {row["category"]: row["share"] for row in profile["categories"]}
+            http_share = sum(shares.get(category, 0.0) for category in HTTP_WORK_CATEGORIES)
+            text += (f"; under cProfile, {_format_share(http_share)} of its time goes to parsing the head, "
+                     f"routing and request state, and {_format_share(shares.get(SYSTEM_CALLS, 0.0))} to system calls")
+            if cpu is not None:
+                text += (f"; its CPU per request less that share is {format_value('us', cpu * (1 - http_share))}, "
+                         f"against the responder's {format_value('us', base_cpu)}")
+        lines.append(text + ".")
+    lines += ["", "memdiet parses every request head in full (the grammar h11 accepts: every header, "
+              "Content-Length, Transfer-Encoding, Connection, Host) and routes it; the asyncio responder only "
+              "finds the blank line that ends a head and writes a fixed answer, so that HTTP work is CPU per "
+              "request the responder does not spend. The estimate without it applies cProfile's shares, which "
+              "over-weight call-heavy code, to the unprofiled CPU: a rough figure. The packed layout also starts "
+              "a fresh coroutine for every request, as it keeps none for an idle connection. Category by "
+              "category: \"Where the server's CPU goes\" below (with `--profile`).", ""]
+    return lines
+
+
 def _method_section(document: dict[str, Any]) -> list[str]:
     plan = document["plan"]
     held = " and ".join(f"{n:,}" for n in plan["held"])
-    tool = document["throughput_tool"]["name"]
-    command = (f"`wrk -t1 -c{plan['load_connections']} -d{plan['duration_s']}s --latency`" if tool == "wrk" else
-               f"experiments.loadgen ({plan['load_connections']} connections, {plan['duration_s']} s)")
+    command = _tool_command(document)
     lines = [
         "## Method", "",
         f"- {plan['trials']} trial(s) per subject, round-robin, each in a fresh process bound to 127.0.0.1, one "
@@ -181,9 +301,14 @@ def render_markdown(document: dict[str, Any]) -> str:
         failed = sum(not t["ok"] for s in document["subjects"] for t in s["trials"])
         if failed:
             reasons.append(f"{failed} trial(s) failed (see Trials)")
+        unprofiled = sum(not run["ok"] for run in document.get("profiles") or [])
+        if unprofiled:
+            reasons.append(f"{unprofiled} profile(s) not obtained (see Where the server's CPU goes)")
         lines += [f"**Incomplete run:** {'; '.join(reasons)}.", ""]
-    lines += _summary_section(document) + _targets_section(document) + _machine_section(document)
-    lines += _metric_sections(document) + _trials_section(document) + _method_section(document)
+    lines += _summary_section(document) + _targets_section(document) + limits_section(document)
+    lines += _machine_section(document)
+    lines += _metric_sections(document) + profile_section(document) + _trials_section(document)
+    lines += _method_section(document)
     return "\n".join(lines).rstrip() + "\n"
 
 

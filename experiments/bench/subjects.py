@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 from importlib import metadata, util
+from pathlib import Path
 
 from server.layouts import LAYOUTS
 
@@ -38,8 +39,16 @@ class Subject:
         return self.name
 
     def command(self, python: str) -> list[str]:
-        """The argv that starts it on 127.0.0.1, a free port."""
+        """The argv that starts it on 127.0.0.1, a free port: ``[python, "-m", module, ...]``."""
         raise NotImplementedError
+
+    def profiled_command(self, python: str, stats_path: Path) -> list[str]:
+        """:meth:`command` under ``python -m cProfile -o stats_path``. cProfile writes the file when
+        the module's main returns or raises SystemExit, not when a signal kills the process."""
+        command = self.command(python)
+        if command[:2] != [python, "-m"]:
+            raise ValueError(f"{self.label}: cannot profile {command!r}, which is not `python -m module`")
+        return [python, "-m", "cProfile", "-o", str(stats_path), *command[1:]]
 
     def missing_packages(self) -> list[str]:
         """Distributions it needs that are not installed (empty: it can run)."""
@@ -98,8 +107,9 @@ class Peer(Subject):
 
 
 PEERS: dict[str, Peer] = {peer.name: peer for peer in (
-    # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done (since 0.29), so a
-    # clean stop ends "by the signal".
+    # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is done (since 0.29): the app
+    # installs a handler first, so the re-raise exits 0; "by the signal" stays accepted for a SIGTERM
+    # that lands before the app installed it.
     Peer("uvicorn", "uvicorn + httptools + uvloop, a bare ASGI callable", ("uvicorn", "httptools", "uvloop"),
          frozenset({0, -signal.SIGTERM})),
     Peer("aiohttp", "aiohttp's web server (web.run_app, asyncio event loop)", ("aiohttp",)),
