@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Generator
 
 from .handlers import dispatch
 from .http import HEAD_BUFFER_SIZE, ChunkedDecoder, HTTPError, build_response, check_policy, find_head_end, parse_head
-from .layouts.base import KEEP_ALIVE, WRITING
+from .layouts.base import IDLE, KEEP_ALIVE, WRITING
 
 if TYPE_CHECKING:
     from .loop import Server
@@ -135,9 +135,10 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
             parse_head(head if head is not None else bytes(view[:head_length]), request)
             check_policy(request, server.max_body_bytes)
             keep_alive = request.keep_alive and server.running
+            # A request is in progress (IDLE off) and asked to be kept alive or not: one write.
             flags = table.flags(fd)
-            if (flags & KEEP_ALIVE) != (KEEP_ALIVE if keep_alive else 0):  # it rarely changes
-                table.set_flags(fd, flags ^ KEEP_ALIVE)
+            if flags & (IDLE | KEEP_ALIVE) != (KEEP_ALIVE if keep_alive else 0):
+                table.set_flags(fd, flags & ~(IDLE | KEEP_ALIVE) | (KEEP_ALIVE if keep_alive else 0))
 
             # --- body -------------------------------------------------------------------------
             consumed = head_length

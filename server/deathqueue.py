@@ -58,8 +58,15 @@ class DeathQueue:
         flags = table.flags(fd)
         if not flags & QUEUED:
             return
-        prev_fd = table.prev(fd)
-        next_fd = table.next(fd)
+        self._unlink(table.prev(fd), table.next(fd))
+        table.set_prev(fd, NO_SLOT)
+        table.set_next(fd, NO_SLOT)
+        table.set_flags(fd, flags & ~QUEUED)
+        self.length -= 1
+
+    def _unlink(self, prev_fd: int, next_fd: int) -> None:
+        """Join the neighbours of a slot leaving the queue (its own links are left as they are)."""
+        table = self.table
         if prev_fd == NO_SLOT:
             self.head = next_fd
         else:
@@ -68,10 +75,6 @@ class DeathQueue:
             self.tail = prev_fd
         else:
             table.set_prev(next_fd, prev_fd)
-        table.set_prev(fd, NO_SLOT)
-        table.set_next(fd, NO_SLOT)
-        table.set_flags(fd, flags & ~QUEUED)
-        self.length -= 1
 
     def refresh(self, fd: int, expiry_ms: int) -> None:
         """Give ``fd`` a new deadline ``expiry_ms`` (which, as for :meth:`push`, must be >= every
@@ -93,12 +96,7 @@ class DeathQueue:
             # behind fd has it too: the queue is sorted as it stands. With deadlines rounded up to
             # ticks (Server.deadline_tick_ms), that is the common case of a busy connection.
             return
-        next_fd = table.next(fd)  # not NO_SLOT: fd is queued and not the tail
-        if prev_fd == NO_SLOT:
-            self.head = next_fd
-        else:
-            table.set_next(prev_fd, next_fd)
-        table.set_prev(next_fd, prev_fd)
+        self._unlink(prev_fd, table.next(fd))
         table.set_expiry(fd, expiry_ms)
         table.set_prev(fd, tail)
         table.set_next(fd, NO_SLOT)

@@ -27,7 +27,7 @@ from typing import Any
 from .connection import PARK, RUNNABLE, serve_connection
 from .http import build_response
 from .deathqueue import CLOCK_MODULUS, DeathQueue
-from .layouts.base import ALIVE, IDLE, ConnectionTable
+from .layouts.base import ALIVE, ConnectionTable
 
 _EPOLL_CONNECTION = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 #: Connections accepted per readiness event before the loop serves others (fairness under a ramp).
@@ -270,14 +270,13 @@ class Server:
         flags = table.flags(fd)
         if not flags & ALIVE:
             return  # stale event (or RUNNABLE entry) for a connection closed since
-        if flags & IDLE:
-            table.set_flags(fd, flags & ~IDLE)
         coroutine = table.coroutine(fd)
         try:
             if coroutine is None:
                 coroutine = serve_connection(self, fd, events)
-                table.set_coroutine(fd, coroutine)
                 wants = next(coroutine)
+                if wants != PARK:  # a park hands it to the layout below; packed drops it there
+                    table.set_coroutine(fd, coroutine)
             else:
                 wants = coroutine.send(events)
         except StopIteration:
@@ -288,7 +287,6 @@ class Server:
             self.close_connection(fd)
             return
         if wants == PARK:
-            table.set_flags(fd, table.flags(fd) | IDLE)
             table.park(fd, coroutine)
         elif wants == RUNNABLE:
             self._runnable.append(fd)

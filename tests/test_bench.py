@@ -65,20 +65,26 @@ def test_peer_starts_answers_keep_alive_and_stops(name: str, tmp_path: Path) -> 
 
 
 # --- a tiny real run ----------------------------------------------------------------------------
-def test_tiny_bench_run_writes_reports_and_falls_back_without_wrk(tmp_path: Path) -> None:
-    """One layout and the asyncio peer, N = 20 and 50, a 1 s throughput run, with wrk hidden from
-    PATH (taskset kept): experiments.loadgen measures, and the report says so."""
+def _tiny_bench(tmp_path: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``memdiet bench`` on nofd and the asyncio peer, one trial, a 1 s throughput run, with wrk hidden
+    from PATH (taskset kept), writing to ``out``."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if shutil.which("taskset"):
         (bin_dir / "taskset").symlink_to(shutil.which("taskset"))
-    out = tmp_path / "bench"
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments", "bench", "--layouts", "nofd", "--peers", "asyncio", "--held", "20,50",
-         "--trials", "1", "--duration", "1", "--settle", "0.1", "--cpu-check", "0.2", "-o", str(out)],
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", "bench", "--layouts", "nofd", "--peers", "asyncio", "--trials", "1",
+         "--duration", "1", "--settle", "0.1", "--cpu-check", "0.2", *options, "-o", str(out)],
         cwd=REPO_ROOT, env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True,
         timeout=TINY_RUN_TIMEOUT_S,
     )
+
+
+def test_tiny_bench_run_writes_reports_and_falls_back_without_wrk(tmp_path: Path) -> None:
+    """One layout and the asyncio peer, N = 20 and 50, a 1 s throughput run, with wrk hidden from
+    PATH (taskset kept): experiments.loadgen measures, and the report says so."""
+    out = tmp_path / "bench"
+    result = _tiny_bench(tmp_path, out, "--held", "20,50")
     assert result.returncode == 0, result.stderr
     assert "sudo apt-get install wrk" in result.stderr
 
@@ -415,18 +421,8 @@ def test_profiled_run_of_a_server_killed_by_sigterm_reports_no_profile(tmp_path:
 def test_profiled_bench_run_adds_a_profile_section_without_touching_throughput(tmp_path: Path) -> None:
     """``--profile`` on one layout and the asyncio peer, loadgen, 1 s, 10 held, wrk hidden from PATH:
     each subject gets one more run under cProfile, whose server-code rows are not empty."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    if shutil.which("taskset"):
-        (bin_dir / "taskset").symlink_to(shutil.which("taskset"))
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments", "bench", "--layouts", "nofd", "--peers", "asyncio", "--held", "10",
-         "--trials", "1", "--duration", "1", "--settle", "0.1", "--cpu-check", "0.2", "--tool", "loadgen",
-         "--profile", "-o", str(out)],
-        cwd=REPO_ROOT, env={**os.environ, "PATH": str(bin_dir)}, capture_output=True, text=True,
-        timeout=TINY_RUN_TIMEOUT_S,
-    )
+    result = _tiny_bench(tmp_path, out, "--held", "10", "--tool", "loadgen", "--profile")
     assert result.returncode == 0, result.stderr
     document = json.loads((out / "bench.json").read_text())
     assert document["status"] == "complete"

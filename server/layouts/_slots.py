@@ -83,11 +83,16 @@ class BooleanFlags:
 
     def set_flags(self, fd: int, flags: int) -> None:
         slot = self.slots[fd]
-        slot.is_alive = bool(flags & ALIVE)
-        slot.is_keep_alive = bool(flags & KEEP_ALIVE)
-        slot.is_writing = bool(flags & WRITING)
-        slot.is_idle = bool(flags & IDLE)
-        slot.is_queued = bool(flags & QUEUED)
+        slot.is_alive = flags & ALIVE != 0  # a comparison, not bool(): no call per field
+        slot.is_keep_alive = flags & KEEP_ALIVE != 0
+        slot.is_writing = flags & WRITING != 0
+        slot.is_idle = flags & IDLE != 0
+        slot.is_queued = flags & QUEUED != 0
+
+    def park(self, fd: int, coroutine) -> None:
+        slot = self.slots[fd]
+        slot.is_idle = True
+        slot.coroutine = coroutine
 
 
 class StoredAddress:

@@ -25,7 +25,7 @@ from typing import Any, Callable, ClassVar, Generator
 ALIVE = 1  #: the slot holds an open connection
 KEEP_ALIVE = 2  #: the current request asked for a persistent connection
 WRITING = 4  #: the coroutine is waiting for the socket to become writable
-IDLE = 8  #: between requests, nothing buffered: the coroutine is parked
+IDLE = 8  #: no request in progress: set at a park, cleared once the next request head is complete
 QUEUED = 16  #: linked into the expiry queue
 
 NO_SLOT = -1  #: ``prev``/``next`` value meaning "no neighbour"
@@ -112,9 +112,10 @@ class ConnectionTable:
         raise NotImplementedError
 
     def park(self, fd: int, coroutine: Coroutine) -> None:
-        """``coroutine`` waits for the next request with nothing buffered. A layout may keep it
-        (Lwan keeps a coroutine per connection) or drop it and let the loop start a fresh one when
-        bytes arrive."""
+        """``coroutine`` waits for the next request with nothing buffered: set IDLE, and keep the
+        coroutine (Lwan keeps one per connection) or drop it and let the loop start a fresh one
+        when bytes arrive. Once per request, so layouts override it with direct field access."""
+        self.set_flags(fd, self.flags(fd) | IDLE)
         self.set_coroutine(fd, coroutine)
 
     # --- request state -----------------------------------------------------------------------

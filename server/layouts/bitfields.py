@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .base import ALIVE, NO_SLOT
+from .base import ALIVE, IDLE, NO_SLOT
 from ._slots import SlotObjectTable, StoredAddress
 
 
@@ -53,6 +53,11 @@ class IntFlags:
 
     def set_flags(self, fd: int, flags: int) -> None:
         self.slots[fd].flags = flags
+
+    def park(self, fd: int, coroutine) -> None:
+        slot = self.slots[fd]
+        slot.flags |= IDLE
+        slot.coroutine = coroutine
 
 
 class BitfieldsTable(IntFlags, StoredAddress, SlotObjectTable):

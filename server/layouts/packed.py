@@ -14,7 +14,7 @@ from typing import Any
 
 from ..http import HEAD_BUFFER_SIZE
 from ..request import Request
-from .base import ALIVE, NO_SLOT, ConnectionTable, Peer, PeerLookup
+from .base import ALIVE, IDLE, NO_SLOT, ConnectionTable, Peer, PeerLookup
 
 _FLAGS, _EXPIRY, _PREV, _NEXT = range(4)
 _WORDS_PER_SLOT = 4
@@ -98,6 +98,7 @@ class PackedTable(ConnectionTable):
     def park(self, fd: int, coroutine) -> None:
         # Nothing is buffered at a park, so the coroutine holds no state worth keeping: drop it and
         # let the loop start a fresh one when the next request arrives.
+        self.words[fd * _WORDS_PER_SLOT + _FLAGS] |= IDLE
         self.active.pop(fd, None)
 
     def read_buffer(self, fd: int) -> bytearray:
