@@ -109,6 +109,7 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
                                 view = memoryview(buffer)
                             view[:received] = data
                             used = received
+                            data = None  # the buffer holds it now: do not keep a second copy
                             continue
                 if received <= 0:
                     if received != _NOTHING_YET:
