@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..render.units import MISSING, human_bytes
+from ..render.units import MISSING, format_in_unit, human_bytes
 from ..results import write_atomic, write_json
 from .chart import render_chart
 from .metrics import held_key
@@ -19,19 +19,8 @@ CHART_FILE = "bench.png"
 TITLE = "memdiet bench: the layouts beside uvicorn, aiohttp and plain asyncio"
 
 
-def format_value(unit: str, value: float | None) -> str:
-    """A metric's value in its unit: ``5.4 KiB``, ``36,120 req/s``, ``9.81 s``, ``27.2 us``."""
-    if value is None:
-        return MISSING
-    if unit == "bytes":
-        return human_bytes(value)
-    if unit == "req/s":
-        return f"{value:,.0f} req/s"
-    if unit == "s":
-        return f"{value:,.2f} s"
-    if unit == "us":
-        return f"{value:,.1f} us"
-    return f"{value:,.4g}"
+#: A bench metric's value in its unit: ``5.4 KiB``, ``36,120 req/s``, ``9.81 s``, ``27.2 us``.
+format_value = format_in_unit
 
 
 def format_ratio(ratio: float | None) -> str:
@@ -155,10 +144,6 @@ def _tool_command(document: dict[str, Any]) -> str:
     return f"experiments.loadgen ({plan['load_connections']} connections, {plan['duration_s']} s)"
 
 
-def _format_us(value: float | None) -> str:
-    return MISSING if value is None else f"{value:,.1f} us"
-
-
 def _format_share(value: float | None) -> str:
     return MISSING if value is None else f"{value:.1%}"
 
@@ -184,13 +169,13 @@ def profile_section(document: dict[str, Any]) -> list[str]:
     if profiled:
         totals = [[run["label"], f"{run['profile']['profiled_s']:,.2f} s", f"{run['process_cpu_s']:,.2f} s",
                    f"{run['startup_s']:,.2f} s", f"{run['profile']['requests']:,}",
-                   _format_us(run["profile"]["us_per_request"]), _describe_load(run.get("quiet_check"))]
+                   format_value('us', run["profile"]["us_per_request"]), _describe_load(run.get("quiet_check"))]
                   for run in profiled]
         lines += _table(["subject", "profiled time", "server CPU, start to end of load", "start-up", "requests",
                          "profiled time / request", "other processes before the run"], totals) + [""]
         categories = [row["category"] for run in profiled for row in run["profile"]["categories"]]
         order = [c for c in dict.fromkeys(categories) if c not in SHARED_CATEGORIES] + list(SHARED_CATEGORIES)
-        cells = {(run["name"], row["category"]): f"{_format_us(row['us_per_request'])} ({_format_share(row['share'])})"
+        cells = {(run["name"], row["category"]): f"{format_value('us', row['us_per_request'])} ({_format_share(row['share'])})"
                  for run in profiled for row in run["profile"]["categories"]}
         rows = [[category] + [cells.get((run["name"], category), "") for run in profiled] for category in order]
         lines += ["Own time per request under cProfile, and its share of the profiled time (empty: not a "
@@ -202,7 +187,7 @@ def profile_section(document: dict[str, Any]) -> list[str]:
     for run in profiled:
         profile = run["profile"]
         rows = [[f"`{row['function']}`", row["category"], f"{row['calls']:,}", f"{row['seconds']:,.3f} s",
-                 _format_share(row["share"]), _format_us(row["us_per_request"])] for row in profile["top_functions"]]
+                 _format_share(row["share"]), format_value('us', row["us_per_request"])] for row in profile["top_functions"]]
         lines += [f"### {run['label']}: top {len(rows)} functions by own time", "",
                   f"Stats: [{run['stats_file']}]({run['stats_file']}).", "",
                   *_table(["function", "counted in", "calls", "own time", "share", "per request"], rows, right_aligned=4),

@@ -44,6 +44,26 @@ def percent_change(fraction_saved: float | None, decimals: int = 0) -> str:
     return text[1:] if float(text[:-1]) == 0 else text
 
 
+def format_in_unit(unit: str, value: float | int | None) -> str:
+    """``value`` in ``unit``: ``bytes`` (B/KiB/MiB), ``req/s``, ``s``, ``ms``, ``us``, ``count``;
+    any other unit as a plain number."""
+    if value is None:
+        return MISSING
+    if unit == "bytes":
+        return human_bytes(value)
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "s":
+        return f"{value:,.2f} s"
+    if unit == "ms":
+        return f"{value:,.2f} ms"
+    if unit == "us":
+        return f"{value:,.1f} us"
+    if unit == "count":
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
+
+
 def format_metric(name: str, value: float | int | None) -> str:
     """``value`` of metric ``name`` in its unit, as the report's tables show it."""
     if value is None:
@@ -52,13 +72,4 @@ def format_metric(name: str, value: float | int | None) -> str:
         return f"{value:,.0f} B"  # a C size is whole bytes
     if name in PER_SLOT_METRICS:
         return slot_bytes(value)
-    unit = METRICS[name].unit if name in METRICS else ""
-    if unit == "bytes":
-        return human_bytes(value)
-    if unit == "req/s":
-        return f"{value:,.0f} req/s"
-    if unit == "ms":
-        return f"{value:,.2f} ms"
-    if unit == "count":
-        return f"{value:,.0f}"
-    return f"{value:,.4g}"
+    return format_in_unit(METRICS[name].unit if name in METRICS else "", value)
