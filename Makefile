@@ -2,24 +2,37 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# The extras .venv gets: dev (the tests); CI adds bench (EXTRAS=dev,bench), so the peers uvicorn and
+# aiohttp are tested too. One stamp per set of extras: asking for more installs them.
+EXTRAS ?= dev
+STAMP := $(VENV)/.installed-$(EXTRAS)
+# What .ci/run installs through apt (Debian): valgrind (ms_print reads our massif.out exports), wrk
+# (the bench's throughput path); nginx-light, chromium and chromium-driver are for coming work and
+# not used yet.
+SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver
 
-.PHONY: venv test experiment soak notebooks lab regress baseline bench clean
+.PHONY: venv system-deps test experiment soak notebooks lab regress baseline bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# System tools the tests use that pip cannot install (as root, on Debian or Ubuntu).
+system-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null
 
 # The suite, then the memory ceilings, which pytest-memray enforces only under --memray.
 test: $(STAMP)
 	$(PY) -m pytest -m "not memray_ceiling" $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
 
-# The full study (QUICK=1: a reduced matrix in well under a minute); writes reports/latest/.
+# The full study into reports/latest/ (committed). QUICK=1: a reduced matrix in well under a minute,
+# into reports/quick/ (git-ignored, so it leaves the committed report and git status alone).
 experiment: $(STAMP)
 	$(VENV)/bin/memdiet matrix $(if $(QUICK),--quick)
 

@@ -1,11 +1,12 @@
 """``memdiet``: run experiments and render their reports.
 
     memdiet run --layout nofd --probe tracemalloc [--max-conns N --connections C ...]
-    memdiet matrix [--quick] [--layouts a,b] [--probes rss,tracemalloc]
-    memdiet report RUN_DIR... [-o reports/latest]
+    memdiet matrix [--quick] [--layouts a,b] [--probes rss,tracemalloc] [--latest-dir DIR]
+    memdiet report RUN_DIR... [-o reports/latest] [--allow-mixed]
 
-Bad arguments print one line and exit 2; an interrupted run (Ctrl-C, SIGTERM) stops the server and the
-load generator it started, marks itself incomplete and exits 130.
+Bad arguments print one line and exit 2, and so does a run that would need more memory than the
+machine has available (see :mod:`experiments.memory_budget`); an interrupted run (Ctrl-C, SIGTERM)
+stops the server and the load generator it started, marks itself incomplete and exits 130.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from server.cli import bounded
 from server.layouts import LAYOUTS
@@ -24,6 +25,9 @@ from server.layouts import LAYOUTS
 from .probes import PROBES
 from .results import ResultError, load_run
 from .runner import DEFAULT_RUNS_DIR, Interrupted, RunConfig, RunFailed
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -55,13 +59,17 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> Non
                         help=f"seconds of the load phase, D (default: {defaults.load_s})")
     parser.add_argument("--sample-hz", type=bounded(float, 1, 1000, "samples per second"), default=None,
                         help=f"samples per second for RSS and heap totals (default: {defaults.sample_hz})")
+    parser.add_argument("--detail-interval", type=bounded(float, 0.05, 600, "seconds"), default=None,
+                        help="seconds between the tracemalloc probe's per-site snapshots, stretched when a snapshot "
+                             f"takes longer (default: {defaults.detail_interval_s}); sites are also recorded at every "
+                             "phase end")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run folders go (default: reports/runs)")
 
 
 def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     overrides = {
         "max_conns": args.max_conns, "connections": args.connections, "idle_s": args.idle,
-        "load_s": args.load, "sample_hz": args.sample_hz,
+        "load_s": args.load, "sample_hz": args.sample_hz, "detail_interval_s": args.detail_interval,
     }
     config = replace(base, runs_dir=args.runs_dir, **{k: v for k, v in overrides.items() if v is not None})
     if config.connections > config.max_conns:
@@ -70,26 +78,40 @@ def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .matrix import FULL
+    from .matrix import DEFAULT_LATEST_DIR, FULL, FULL_PROBES, QUICK_LATEST_DIR, QUICK_PROBES
 
     parser = _ArgumentParser(prog="memdiet", description="Measure where a server's memory goes, layout by layout.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     run = commands.add_parser("run", help="run one layout under one probe")
-    run.add_argument("--layout", required=True, choices=list(LAYOUTS))
-    run.add_argument("--probe", default="rss", choices=list(PROBES))
+    run.add_argument("--layout", required=True, choices=list(LAYOUTS), help="connection-table layout to run")
+    run.add_argument("--probe", default="rss", choices=list(PROBES),
+                     help="how memory is measured: rss from outside (default), or the tracemalloc or memray tracer "
+                          "inside the server")
     add_run_options(run, FULL)
 
-    matrix = commands.add_parser("matrix", help="run every layout under every probe and write reports/latest")
+    matrix = commands.add_parser("matrix", help="run every layout under every probe and write its report "
+                                 f"({DEFAULT_LATEST_DIR}; {QUICK_LATEST_DIR} with --quick)")
     matrix.add_argument("--quick", action="store_true", help="small and short: well under a minute")
-    matrix.add_argument("--layouts", type=choices_list(list(LAYOUTS), "layout"), default=None)
-    matrix.add_argument("--probes", type=choices_list(list(PROBES), "probe"), default=None)
-    matrix.add_argument("--latest-dir", type=Path, default=Path("reports/latest"))
+    matrix.add_argument("--layouts", type=choices_list(list(LAYOUTS), "layout"), default=None,
+                        help=f"comma-separated layouts to run (default: all, {','.join(LAYOUTS)})")
+    matrix.add_argument("--probes", type=choices_list(list(PROBES), "probe"), default=None,
+                        help=f"comma-separated probes to run each layout under, from {','.join(PROBES)} "
+                             f"(default: {','.join(FULL_PROBES)}; with --quick {','.join(QUICK_PROBES)})")
+    matrix.add_argument("--latest-dir", type=Path, default=None,
+                        help=f"where matrix.json and the report go (default: {DEFAULT_LATEST_DIR}, the committed "
+                             f"full report; with --quick {QUICK_LATEST_DIR}, git-ignored)")
     add_run_options(matrix, FULL)
 
     report = commands.add_parser("report", help="render the report of existing run folders")
-    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
-    report.add_argument("-o", "--output", type=Path, default=Path("reports/latest"))
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="run folders (reports/runs/<time>-<layout>-<probe>); of several runs of one layout and "
+                             "probe the latest complete one is used")
+    report.add_argument("-o", "--output", type=Path, default=DEFAULT_LATEST_DIR,
+                        help=f"folder for index.md and its charts (default: {DEFAULT_LATEST_DIR})")
+    report.add_argument("--allow-mixed", action="store_true",
+                        help="runs made with different parameters (max_conns, connections, phase lengths...): write "
+                             "one report per parameter set instead of refusing")
 
     run.set_defaults(func=_cmd_run)
     matrix.set_defaults(func=_cmd_matrix)
@@ -137,10 +159,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _console():
+#: Columns rich may use when stderr is not a terminal (a pipe, ``| tee``, a CI log): wide enough
+#: that no table cell is cut (rich would assume 80 and print ``compl…``); tables still take only
+#: the width they need.
+LOG_WIDTH = 1000
+
+
+def stderr_console() -> Console:
+    """The console progress and tables go to (stderr); outside a terminal, never narrower than
+    :data:`LOG_WIDTH`. Every memdiet command that prints a rich table should print it here."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=LOG_WIDTH)
+
+
+def _refuse_if_too_big(configs, parser: argparse.ArgumentParser) -> None:
+    """Exit 2 with one line when the largest run would not fit in the memory available."""
+    from .memory_budget import memory_problem
+
+    problem = memory_problem(configs)
+    if problem:
+        parser.error(problem)
 
 
 def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -151,7 +191,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    console = _console()
+    _refuse_if_too_big([config], parser)
+    console = stderr_console()
     install_interrupt_handlers()
     with console.status(f"{config.layout}/{config.probe}: starting") as status:
         try:
@@ -168,7 +209,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .matrix import FULL_PROBES, QUICK, QUICK_PROBES, FULL, MatrixPlan, run_matrix
+    from .matrix import FULL_PROBES, QUICK, QUICK_PROBES, FULL, MatrixPlan, default_latest_dir, run_matrix
 
     base = QUICK if args.quick else FULL
     try:
@@ -180,7 +221,9 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         layouts=args.layouts or list(LAYOUTS),
         probes=args.probes or (QUICK_PROBES if args.quick else FULL_PROBES),
     )
-    console = _console()
+    _refuse_if_too_big(plan.configs(), parser)
+    latest_dir = args.latest_dir or default_latest_dir(args.quick)
+    console = stderr_console()
     install_interrupt_handlers()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -195,7 +238,7 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         def on_phase(phase: str) -> None:
             progress.update(task, description=f"{current['label']}: {phase}")
 
-        outcome = run_matrix(plan, latest_dir=args.latest_dir, on_run_start=on_run_start, on_phase=on_phase)
+        outcome = run_matrix(plan, latest_dir=latest_dir, on_run_start=on_run_start, on_phase=on_phase)
         progress.update(task, completed=len(plan.configs()), description="matrix done")
     _print_summary(console, outcome.runs)
     for failure in outcome.failures:
@@ -206,10 +249,15 @@ def _cmd_matrix(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .render.report_md import build_report
+    from .render.report_md import IncomparableRuns, build_report
 
     runs = [load_run(path) for path in args.runs]
-    path = build_report(runs, args.output, matrix_info={"runs": [str(p) for p in args.runs]})
+    try:
+        path = build_report(runs, args.output, allow_mixed=args.allow_mixed)
+    except IncomparableRuns as error:
+        print(f"memdiet: error: {error}; give the runs of one matrix, or --allow-mixed for one report "
+              "per parameter set", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"report: {path}")
     return 0
 
@@ -217,8 +265,11 @@ def _cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 def _print_summary(console, runs) -> None:
     from rich.table import Table
 
+    from .render.units import format_in_unit
+
     table = Table(title="memdiet runs")
-    for column in ("layout", "probe", "status", "idle RSS", "held RSS", "B/slot", "B/held conn", "req/s", "errors"):
+    for column in ("layout", "probe", "status", "idle RSS", "held RSS", "B/slot", "B/held conn", "req/s",
+                   "CPU/req", "errors"):
         table.add_column(column, justify="right" if column not in ("layout", "probe", "status") else "left")
     for run in runs:
         s = run.summary
@@ -226,9 +277,14 @@ def _print_summary(console, runs) -> None:
         table.add_row(
             run.layout, run.probe, run.status,
             _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")),
-            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0), _num(s.get("errors"), 0),
+            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0),
+            format_in_unit("us", s.get("cpu_us_per_request")), _num(s.get("errors"), 0),
         )
     console.print(table)
+    # A run can complete and still have failed some clients (503s, resets): say so under the table.
+    for run in runs:
+        for warning in run.document.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {run.layout}/{run.probe}: {warning}")
 
 
 def _mib(value) -> str:

@@ -16,14 +16,17 @@ from .results import Phase, Series
 
 @dataclass(frozen=True)
 class Metric:
-    """A summary metric: ``unit`` (``bytes``, ``req/s``, ``ms``, ``count``), whether the same code
-    gives the same figure on every run (``deterministic``), and which direction is better."""
+    """A summary metric: ``unit`` (``bytes``, ``req/s``, ``ms``, ``us``, ``count``), whether the same code
+    gives the same figure on every run (``deterministic``), and which direction is better.
+    ``spread``: for a deterministic figure that still moves a little with timing, the largest
+    relative range (max - min) / median measured over identical runs; 0.0 when exact."""
 
     name: str
     unit: str
     description: str
     deterministic: bool
     lower_is_better: bool = True
+    spread: float = 0.0
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -42,7 +45,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # Not deterministic: what stays allocated after the load (free lists, resized dicts) depends
     # on how many requests the load phase happened to serve.
     Metric("after_heap_bytes", "bytes", "median traced heap in idle-after", False),
-    Metric("heap_bytes_per_held_connection", "bytes", "(held heap - idle heap) / C", True),
+    # Deterministic within 2%: 0.5-1.8% range measured over 3-5 identical nofd runs at 2,048 to
+    # 65,536 slots (before the probe kept its own spare tuples out: 5.6% over 3 full-size runs).
+    # What still moves is the server's own int objects, 32 B each: one deadline per loop turn that
+    # answered ramp requests (shared by that turn's connections), and, for fds above 256, whether
+    # the expiry queue's links keep the accept's int for an fd or the epoll event's.
+    Metric("heap_bytes_per_held_connection", "bytes",
+           "(live heap at the end of idle-held - at the end of idle-empty) / C: from the phase-end dumps, "
+           "after a full collection and without the probe's own allocations (tracemalloc); else "
+           "(held heap - idle heap) / C", True, spread=0.02),
     Metric("heap_bytes_per_active_connection", "bytes", "(median heap under load - idle heap) / C", False),
     Metric("tracer_bytes", "bytes", "the tracer's own bookkeeping memory at the end of idle-held", False),
     Metric("c_bytes_per_slot", "bytes", "the slot's size as a C struct (ctypes.sizeof)", True),
@@ -51,6 +62,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("errors", "count", "load-generator errors over the whole run", True),
     Metric("latency_p50_ms", "ms", "median request latency under load", False),
     Metric("latency_p99_ms", "ms", "99th percentile request latency under load", False),
+    # What a probe costs the server, whoever the bottleneck is: req/s also counts the load
+    # generator's limits (one asyncio process), CPU per request counts only the server's work.
+    Metric("cpu_us_per_request", "us",
+           "server CPU time (user + system, every thread: a probe's own sampler too) per request answered in load",
+           False),
+    Metric("main_thread_cpu_us_per_request", "us",
+           "CPU time of the server's serving thread alone per request answered in load", False),
 )}
 
 
@@ -101,11 +119,17 @@ def summarize(
     load: dict[str, Any] | None,
     parameters: dict[str, Any],
     table: dict[str, Any] | None,
+    *,
+    server_cpu_s: dict[str, dict[str, float]] | None = None,
+    phase_end_heap: dict[str, int] | None = None,
 ) -> dict[str, float | int | None]:
     """Compute every metric of :data:`METRICS` that this run's data supports (others are left out).
 
     ``load`` holds the load generator's replies by phase (``ramp``, ``load``, ``drain``);
-    ``table`` what the server reported about its table (``table_heap_bytes``, ``c_bytes_per_slot``).
+    ``table`` what the server reported about its table (``table_heap_bytes``, ``c_bytes_per_slot``);
+    ``server_cpu_s`` the server's CPU seconds by phase (``{"load": {"process": s, "main_thread": s}}``);
+    ``phase_end_heap`` the live heap at each phase's end, bytes by phase (the tracemalloc probe's
+    phase-end dumps, after a full collection, without the probe's own allocations).
     """
     connections = int(parameters.get("connections", 0))
     max_conns = int(parameters.get("max_conns", 0))
@@ -129,6 +153,12 @@ def summarize(
         summary["after_heap_bytes"] = by_phase["idle-after"]
         summary["loaded_peak_heap_bytes"] = by_phase["load-max"]
         summary["heap_bytes_per_held_connection"] = _per_connection(by_phase["idle-held"], by_phase["idle-empty"], connections)
+    live = phase_end_heap or {}
+    if live.get("idle-held") is not None and live.get("idle-empty") is not None:
+        # Where the probe dumps, the live heaps at the two phases' ends: the medians above also
+        # count the interpreter's free lists and garbage not yet collected, whose fill depends on
+        # timing (up to 30 KB apart at C = 1,000 in three identical runs).
+        summary["heap_bytes_per_held_connection"] = _per_connection(live["idle-held"], live["idle-empty"], connections)
         summary["heap_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase["idle-empty"], connections)
         tracer = _phase_stats(heap, "tracer_bytes", phases)
         summary["tracer_bytes"] = tracer.get("idle-held")
@@ -148,7 +178,64 @@ def summarize(
         summary["errors"] = sum(
             sum((load.get(phase) or {}).get("errors", {}).values()) for phase in ("ramp", "load", "drain")
         )
+        load_cpu_s = (server_cpu_s or {}).get("load") or {}
+        requests = loaded.get("requests") or 0
+        if requests > 0:
+            for metric, thread in (("cpu_us_per_request", "process"), ("main_thread_cpu_us_per_request", "main_thread")):
+                if load_cpu_s.get(thread) is not None:
+                    summary[metric] = load_cpu_s[thread] * 1e6 / requests
     return {k: v for k, v in summary.items() if v is not None}
+
+
+#: The phases in which the load generator reports client errors.
+CLIENT_PHASES = ("ramp", "load", "drain")
+
+
+def errors_text(reply: dict[str, Any]) -> str:
+    """A load-generator reply's errors as text: ``"5 client errors: status_503 2, unsolicited 3"``."""
+    errors = reply.get("errors") or {}
+    if not errors:
+        return "no client errors"
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(errors.items()))
+    count = sum(errors.values())
+    return f"{count} client error{'' if count == 1 else 's'}: {kinds}"
+
+
+def client_warnings(load: dict[str, Any], connections: int) -> list[str]:
+    """What went wrong for the clients of a run, one line each; empty when the C clients were all
+    held and every request was answered. A run with warnings measured fewer clients than its figures
+    per connection divide by, or requests that failed (503 when the table was full, resets)."""
+    warnings = []
+    ramp = load.get("ramp") or {}
+    held = ramp.get("connections_open")
+    if held is not None and held < connections:
+        warnings.append(f"ramp: only {held} of {connections} clients were held")
+    for phase in CLIENT_PHASES:
+        reply = load.get(phase) or {}
+        if reply.get("errors"):
+            warnings.append(f"{phase}: {errors_text(reply)}")
+    return warnings
+
+
+def probe_cpu_slowdown(traced: dict[str, Any], untraced: dict[str, Any],
+                       metric: str = "cpu_us_per_request") -> float | None:
+    """How many times the server's CPU per request a probe multiplies: ``metric`` of the traced
+    run's summary over the untraced (rss) run's, of the same layout in the same matrix; None when
+    either lacks it. Unlike a ratio of req/s, a load generator that saturates first cannot hide it."""
+    mine, clean = traced.get(metric), untraced.get(metric)
+    if mine is None or clean is None or clean <= 0:
+        return None
+    return mine / clean
+
+
+def probe_throughput_slowdown(traced: dict[str, Any], untraced: dict[str, Any]) -> float | None:
+    """Untraced req/s over traced req/s, of two summaries: how much less the load generator got
+    served. A lower bound on the probe's cost: when the generator is the bottleneck the ratio shrinks
+    towards 1 whatever the probe costs (:func:`probe_cpu_slowdown` does not)."""
+    mine, clean = traced.get("req_per_s"), untraced.get("req_per_s")
+    if not mine or clean is None:
+        return None
+    return clean / mine
 
 
 def reduction(value: float | None, baseline: float | None) -> float | None:

@@ -5,7 +5,9 @@ chosen for the run adds what is measured from inside:
 
 - ``rss``: nothing inside; the server runs untouched, so its RSS and req/s are the clean figures;
 - ``tracemalloc``: the server traces its allocations (``server/tracing.py``): heap totals at a fixed
-  rate, detailed per-site snapshots, full snapshot dumps at the end of each phase;
+  rate, detailed per-site snapshots, full snapshot dumps at the end of each phase; each dump also
+  gives a set of per-site rows (so every run has sites at least at every phase end, however long
+  naive's detailed snapshots take) and the live heap at that phase's end;
 - ``memray``: the server runs under ``memray.Tracker`` with Python allocators traced; the capture is
   read back with ``memray.FileReader`` and turned into the same heap and per-site series, and memray's
   flame graph is rendered next to the results.
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import psutil
+
+from server.tracing import site_rows
 
 from .results import OTHER_SITE, PROBE_SITE
 
@@ -156,6 +160,9 @@ class ProbeData:
     table: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: The live heap at the end of each phase, bytes by phase name: the server's allocations in the
+    #: phase-end dump (taken after a full collection), the probe's own left out.
+    phase_end_heap: dict[str, int] = field(default_factory=dict)
 
 
 class Probe:
@@ -201,7 +208,9 @@ class TracemallocProbe(Probe):
     note = ("tracemalloc traces every Python allocation (1 frame) from before the table is built. Totals "
             "(get_traced_memory) at the sample rate; detailed per-line snapshots at the detail interval, "
             "stretched to keep the sampler under 20% of the server's time; a full Snapshot.dump at the end "
-            "of each phase (the server pauses while it is taken). tracemalloc's own memory is reported as "
+            "of each phase (the server pauses while it is taken), whose sites join sites.csv. A full garbage "
+            "collection runs before each dump and after each snapshot, so the free lists do not hold the "
+            "snapshot's spare tuples as heap. tracemalloc's own memory is reported as "
             "tracer_bytes and is not in the heap figures, but it is in RSS.")
     dumps_at_phase_end = True
     startup_timeout_s = 120.0
@@ -217,14 +226,9 @@ class TracemallocProbe(Probe):
             (float(row[0]) - t0, int(row[1]), int(row[2]), int(row[3]))
             for row in _csv_rows(trace_dir / "heap.csv")
         ]
-        for row in _csv_rows(trace_dir / "sites.csv"):
-            site = row[1]
-            if site not in (OTHER_SITE, PROBE_SITE):
-                filename, _, lineno = site.rpartition(":")
-                site = site_label(filename, int(lineno)) if lineno.isdigit() else site
-            data.site_rows.append((float(row[0]) - t0, site, int(row[2]), int(row[3])))
-        # Name each full dump after the phase it ends.
-        snapshots = []
+        raw_sites = [(float(row[0]), row[1], int(row[2]), int(row[3])) for row in _csv_rows(trace_dir / "sites.csv")]
+        # Name each full dump after the phase it ends; its sites join the sampler's.
+        snapshots, snapshot_times = [], {}
         for index, phase in enumerate(dumps):
             source = trace_dir / "snapshots" / f"{index:03d}.tmsnap"
             if source.exists():
@@ -232,8 +236,43 @@ class TracemallocProbe(Probe):
                 target.parent.mkdir(exist_ok=True)
                 os.replace(source, target)
                 snapshots.append(str(target.relative_to(run_dir)))
+                dumped = _dump_sites(target, trace_dir / "snapshots" / f"{index:03d}.json")
+                if dumped is None:
+                    data.notes.append(f"dump {target.name}: no time beside it, so no sites from it")
+                    continue
+                rows, data.phase_end_heap[phase] = dumped
+                raw_sites.extend(rows)
+                # When the server took it, on the run's clock: readers place the dump there.
+                snapshot_times[snapshots[-1]] = round(rows[0][0] - t0, 6)
+        for time_s, site, size, count in sorted(raw_sites, key=lambda row: row[0]):
+            if site not in (OTHER_SITE, PROBE_SITE):
+                filename, _, lineno = site.rpartition(":")
+                site = site_label(filename, int(lineno)) if lineno.isdigit() else site
+            data.site_rows.append((time_s - t0, site, size, count))
         data.files["snapshots"] = snapshots
+        data.files["snapshot_times_s"] = snapshot_times
         return data
+
+
+def _dump_sites(dump: Path, sidecar: Path) -> tuple[list[tuple[float, str, int, int]], int] | None:
+    """Per-site rows of a phase-end dump as the sampler writes them (``monotonic_s, file:line, bytes,
+    count``, the top :data:`TOP_SITES`, ``(other)`` and ``(probe)``), at the time the server took it,
+    and the live heap it holds without the probe's own allocations; None without the time (a dump
+    of an older server)."""
+    import json
+
+    from tracemalloc_viewer import load_snapshot
+
+    try:
+        taken = json.loads(sidecar.read_text())
+        when, probe_files = float(taken["monotonic_s"]), frozenset(taken["probe_files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stats = load_snapshot(dump).statistics("lineno")
+    total = sum(stat.size for stat in stats)
+    rows = site_rows(stats, probe_files, TOP_SITES, total)
+    probe_bytes = sum(size for site, size, _count in rows if site == PROBE_SITE)
+    return [(when, site, size, count) for site, size, count in rows], total - probe_bytes
 
 
 class MemrayProbe(Probe):

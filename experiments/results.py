@@ -46,6 +46,14 @@ PROBE_SITE = "(probe)"
 PHASES = ("idle-empty", "ramp", "idle-held", "load", "drain", "idle-after")
 STATUSES = ("running", "complete", "incomplete")
 
+#: Run parameters that must be equal for runs' figures to share a table or be compared (the report,
+#: regress): the table size and the number of clients (every memory and load figure scales with
+#: them), the phase lengths (requests counted, peaks reached, time to settle), the sampling (peaks
+#: are sampled maxima; detailed snapshots cost the tracer time and memory) and the workload (the
+#: request path, the keep-alive timeout). Where the files went (``runs_dir``) does not count.
+COMPARED_PARAMETERS = ("max_conns", "connections", "idle_s", "load_s", "sample_hz", "detail_interval_s",
+                       "path", "keep_alive_timeout_s")
+
 RSS_COLUMNS = ("time_s", "rss_bytes", "uss_bytes", "pss_bytes")
 HEAP_COLUMNS = ("time_s", "heap_bytes", "peak_bytes", "tracer_bytes")
 SITES_COLUMNS = ("time_s", "site", "bytes", "count")

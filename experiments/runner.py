@@ -23,10 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
+
 from . import environment
 from .loadgen import LoadGeneratorProcess
-from .metrics import summarize
-from .probes import PROBES, Probe, RssSampler
+from .metrics import client_warnings, errors_text, summarize
+from .probes import PROBES, Probe, RssSampler, _read_table
 from .results import (
     HEAP_COLUMNS, HEAP_FILE, PHASES, RESULT_FILE, RSS_COLUMNS, RSS_FILE, SCHEMA, SITES_COLUMNS, SITES_FILE,
     Phase, Series, write_csv, write_json,
@@ -96,6 +98,8 @@ class Run:
         self.trace_dir = self.run_dir / "raw"
         self.phases: list[Phase] = []
         self.load_results: dict[str, Any] = {}
+        #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
+        self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
         self.phase = "start"
         self.server: subprocess.Popen | None = None
@@ -131,9 +135,9 @@ class Run:
             self._phase("idle-empty", lambda: self._idle(config.idle_s))
             self.loadgen = LoadGeneratorProcess(python=config.python)
             self.loadgen.start("127.0.0.1", self.port, path=config.path)
-            self._phase("ramp", lambda: self._load_command("ramp", f"ramp {config.connections}", 60 + config.connections / 20))
+            self._phase("ramp", self._ramp)
             self._phase("idle-held", lambda: self._idle(config.idle_s))
-            self._phase("load", lambda: self._load_command("load", f"load {config.load_s}", config.load_s + 60))
+            self._phase("load", self._load)
             self._phase("drain", lambda: self._load_command("drain", "drain", 60))
             self._phase("idle-after", lambda: self._idle(config.idle_s))
             self.phase = "stop"
@@ -168,6 +172,41 @@ class Run:
         while (left := deadline - time.monotonic()) > 0:
             self._check_server()
             time.sleep(min(left, 0.1))
+
+    def _ramp(self) -> None:
+        """Open the C clients; fail when the server did not keep them all: every figure per held
+        connection divides by C."""
+        connections = self.config.connections
+        self._load_command("ramp", f"ramp {connections}", 60 + connections / 20)
+        held = self.load_results["ramp"].get("connections_open", connections)
+        if held < connections:
+            raise RunFailed(f"{self.config.layout}: only {held} of {connections} clients were held after phase "
+                            f"{self.phase} ({errors_text(self.load_results['ramp'])})")
+
+    def _load(self) -> None:
+        """The load phase, with the server's CPU time over it (user + system, read from outside
+        through psutil): CPU per request is what a probe costs the server, which req/s can hide
+        when the load generator is the bottleneck."""
+        before = self._server_cpu_s()
+        self._load_command("load", f"load {self.config.load_s}", self.config.load_s + 60)
+        after = self._server_cpu_s()
+        self.server_cpu_s["load"] = {key: round(after[key] - before[key], 6) for key in before if key in after}
+
+    def _server_cpu_s(self) -> dict[str, float]:
+        """CPU seconds (user + system) the server has used so far: ``process`` (every thread, the
+        probe's own included) and ``main_thread`` (the thread that serves)."""
+        assert self.server is not None
+        process = psutil.Process(self.server.pid)
+        try:
+            total = process.cpu_times()
+            main = next((t for t in process.threads() if t.id == self.server.pid), None)
+        except psutil.Error:
+            self._check_server()
+            raise
+        times = {"process": total.user + total.system}
+        if main is not None:
+            times["main_thread"] = main.user_time + main.system_time
+        return times
 
     def _load_command(self, key: str, command: str, timeout_s: float) -> None:
         assert self.loadgen is not None
@@ -209,6 +248,22 @@ class Run:
                 if time.monotonic() > deadline:
                     raise RunFailed(f"{config.layout}: the {self.probe.name} probe was not ready within {self.probe.startup_timeout_s:.0f} s")
                 time.sleep(0.02)
+        self._refuse_unholdable_clients()
+
+    def _refuse_unholdable_clients(self) -> None:
+        """Fail before the first phase when the server cannot hold C clients: a slot's index is its
+        fd, so the server's own descriptors (stdio, listener, epoll, tracer files) take slots too;
+        the server counts the rest into table.json as ``usable_slots``."""
+        config = self.config
+        usable = _read_table(self.trace_dir).get("usable_slots")
+        if usable is None or usable >= config.connections:
+            return
+        raise RunFailed(
+            f"{config.layout}: refused in phase {self.phase}: the server can hold {usable} clients, not "
+            f"--connections {config.connections}: {config.max_conns - usable} of its {config.max_conns} slots "
+            f"are taken by its own file descriptors (a slot's index is its fd); "
+            f"use --max-conns {config.max_conns + config.connections - usable} or more"
+        )
 
     def _check_server(self) -> None:
         if self.server is not None and self.server.poll() is not None:
@@ -287,13 +342,18 @@ class Run:
             if probe_data.site_rows:
                 write_csv(self.run_dir / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in probe_data.site_rows))
                 document["files"]["sites"] = SITES_FILE
+            if probe_data.phase_end_heap:
+                document["phase_end_heap_bytes"] = probe_data.phase_end_heap
         rss_series = Series({c: [r[i] for r in rss_rows] for i, c in enumerate(RSS_COLUMNS)})
         document["phases"] = [asdict(p) for p in self.phases]
         document["load"] = self.load_results
+        document["server_cpu_s"] = self.server_cpu_s
         document["summary"] = summarize(
             self.phases, rss_series, heap_series, self.load_results, document["parameters"],
-            probe_data.table if probe_data else None,
+            probe_data.table if probe_data else None, server_cpu_s=self.server_cpu_s,
+            phase_end_heap=probe_data.phase_end_heap if probe_data else None,
         )
+        document["warnings"] = client_warnings(self.load_results, self.config.connections)
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"

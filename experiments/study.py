@@ -4,38 +4,47 @@ Notebooks read results only through this module and :mod:`experiments.results`, 
 files themselves, so a change of file format is made in one place.
 
 Where results live: ``$MEMDIET_REPORTS`` when set (the tests point it at a temporary matrix), else
-the repository's ``reports/`` folder, whatever the notebook's working directory. A matrix
-(``make experiment``) writes ``<reports>/latest/matrix.json`` naming its run folders;
-:func:`latest_runs` reads them back and :func:`ensure_results` makes a quick matrix first when there
-is none. ``$MEMDIET_NOTEBOOK_QUICK=1`` shrinks the notebooks' own work (the sweep of notebook 02) for
-tests and CI.
+the repository's ``reports/`` folder, whatever the notebook's working directory. A matrix writes
+``matrix.json`` naming its run folders: the full one (``make experiment``) into ``<reports>/latest/``,
+the quick one (``make experiment QUICK=1``, or :func:`ensure_results`) into ``<reports>/quick/``.
+:func:`latest_runs` reads back the newest of them whose run folders are all present (run folders
+are never committed, so on a fresh clone the committed report's matrix counts as no results), and
+:func:`ensure_results` makes a quick matrix first when there is none. ``$MEMDIET_NOTEBOOK_QUICK=1``
+shrinks the notebooks' own work (the sweep of notebook 02) for tests and CI.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tracemalloc
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .matrix import QUICK, MatrixPlan, default_plan, run_matrix
+from .matrix import (DEFAULT_LATEST_DIR, MATRIX_FILE, QUICK, QUICK_LATEST_DIR, MatrixPlan, MatrixRecord, default_plan,
+                     read_matrix, run_matrix)
 from .metrics import METRICS
 from .probes import site_label
-from .results import OTHER_SITE, PROBE_SITE, ResultError, RunResult, load_run
+from .results import OTHER_SITE, PROBE_SITE, RunResult, load_run
 from .runner import RunConfig, run_once
 from .render.selection import CURVE_PROBES, latest_runs as runs_by_layout, merged_metrics, pick_run
 
 REPORTS_ENV = "MEMDIET_REPORTS"
 QUICK_ENV = "MEMDIET_NOTEBOOK_QUICK"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MATRIX_FILE = "matrix.json"
+#: The folders under the reports folder where a matrix leaves its matrix.json: the full study's, the
+#: quick one's.
+MATRIX_DIRS = (DEFAULT_LATEST_DIR.name, QUICK_LATEST_DIR.name)
 BASELINE_FILE = "baseline.json"
 
 
 class NoResults(Exception):
-    """No matrix has been run where the notebooks look; the message says where and what to run."""
+    """No matrix has been run where the notebooks look; the message says where and what to run,
+    ``reason`` only what is missing."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(f"{reason}: {hint}" if hint else reason)
+        self.reason = reason
 
 
 # --- where results are ------------------------------------------------------------------------------
@@ -50,48 +59,56 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _run_path(recorded: str, root: Path) -> Path:
-    """A run folder named in matrix.json; if the repository moved since, the folder of the same name
-    under ``<root>/runs``."""
-    path = Path(recorded)
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    moved = root / "runs" / path.name
-    return moved if not path.exists() and moved.exists() else path
+def latest_matrix(root: str | os.PathLike[str] | None = None) -> MatrixRecord:
+    """The newest matrix under ``root`` (default :func:`reports_dir`) whose run folders are all
+    there, of ``<root>/latest/matrix.json`` and ``<root>/quick/matrix.json``; raises
+    :class:`NoResults` when neither qualifies (none made yet, or made on another machine: the
+    committed report names run folders that are not committed)."""
+    root = Path(root) if root is not None else reports_dir()
+    usable, without_runs = [], []
+    for name in MATRIX_DIRS:
+        matrix_file = root / name / MATRIX_FILE
+        if not matrix_file.is_file():
+            continue
+        record = read_matrix(matrix_file)
+        missing = record.missing_runs()
+        if missing:
+            without_runs.append(f"{matrix_file} names {len(missing)} run folder(s) not here, e.g. {missing[0].name}")
+        elif record.run_paths:
+            usable.append(record)
+    if not usable:
+        why = "; ".join(without_runs) or "no matrix.json"
+        raise NoResults(f"no results under {root} ({why})",
+                        "run `make experiment QUICK=1` or call experiments.study.ensure_results()")
+    # ISO 8601 UTC stamps of one format sort as text; a file without one counts as oldest.
+    return max(usable, key=lambda record: record.created_utc)
 
 
 def latest_runs(root: str | os.PathLike[str] | None = None) -> list[RunResult]:
-    """Every run of the latest matrix under ``root`` (default :func:`reports_dir`), as recorded in
-    ``<root>/latest/matrix.json``; raises :class:`NoResults` when there is no matrix there."""
-    root = Path(root) if root is not None else reports_dir()
-    matrix_file = root / "latest" / MATRIX_FILE
-    if not matrix_file.is_file():
-        raise NoResults(f"no results under {root}: run `make experiment QUICK=1` or call "
-                        "experiments.study.ensure_results()")
-    try:
-        recorded = json.loads(matrix_file.read_text())["runs"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ResultError(f"{matrix_file}: not a matrix description ({error!r})") from None
-    return [load_run(_run_path(path, root)) for path in recorded]
+    """Every run of :func:`latest_matrix` under ``root`` (default :func:`reports_dir`); raises
+    :class:`NoResults` when there is no matrix with its run folders there."""
+    return [load_run(path) for path in latest_matrix(root).run_paths]
 
 
 def ensure_results(quick: bool = True, root: str | os.PathLike[str] | None = None,
-                   progress: Callable[[str], None] | None = print) -> list[RunResult]:
-    """The latest matrix's runs; when there is none yet, run the matrix first (the quick one by
-    default: every layout under the rss and tracemalloc probes, about 40 s on 2 cores) into
-    ``<root>/runs`` and ``<root>/latest``."""
+                   progress: Callable[[str], None] | None = print, plan: MatrixPlan | None = None) -> list[RunResult]:
+    """The latest matrix's runs (:func:`latest_runs`); when there is none yet, run a matrix first
+    into ``<root>/runs``, with its report in ``<root>/quick`` (``<root>/latest`` for the full one,
+    ``quick=False``). The quick one by default: every layout under the rss and tracemalloc probes,
+    about 40 s on 2 cores; ``plan`` replaces it (its ``runs_dir`` is set to ``<root>/runs``)."""
     root = Path(root) if root is not None else reports_dir()
     try:
         return latest_runs(root)
-    except NoResults:
-        pass
-    plan = default_plan(quick)
+    except NoResults as no_results:
+        reason = no_results.reason
+    plan = plan or default_plan(quick)
     plan = MatrixPlan(base=replace(plan.base, runs_dir=root / "runs"), layouts=plan.layouts, probes=plan.probes)
+    latest_dir = root / (QUICK_LATEST_DIR.name if quick else DEFAULT_LATEST_DIR.name)
     if progress:
-        progress(f"no results under {root}: running the {'quick ' if quick else ''}matrix "
-                 f"({len(plan.configs())} runs)")
+        progress(f"{reason}: running the {'quick ' if quick else ''}matrix ({len(plan.configs())} runs) "
+                 f"into {latest_dir}")
     on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.layout}/{c.probe}")) if progress else None
-    outcome = run_matrix(plan, latest_dir=root / "latest", on_run_start=on_start)
+    outcome = run_matrix(plan, latest_dir=latest_dir, on_run_start=on_start)
     if outcome.failures:
         raise RuntimeError("the matrix had failed runs: " + "; ".join(outcome.failures))
     return latest_runs(root)
@@ -135,14 +152,17 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: 
 # --- the full snapshot dumps of a tracemalloc run ---------------------------------------------------
 def phase_snapshots(run: RunResult) -> list[tuple[str, tracemalloc.Snapshot]]:
     """(phase, full tracemalloc snapshot taken when it ended) for every phase of ``run`` that has a
-    dump, in scenario order; empty for a run of another probe. Dumps are pickles: load only runs you
-    made yourself."""
+    dump, in scenario order; empty for a run of another probe. Dumps are pickles, loaded with
+    :func:`tracemalloc_viewer.load_snapshot`, which runs no code: a dump naming anything but
+    tracemalloc's own classes raises :class:`tracemalloc_viewer.ViewerInputError` (one line)."""
+    from tracemalloc_viewer import load_snapshot
+
     snapshots = []
     for name in run.document.get("files", {}).get("snapshots", []):
         path = run.path / name
         if path.is_file():
             # The tracemalloc probe names each dump <index>-<phase>.tmsnap.
-            snapshots.append((path.stem.split("-", 1)[-1], tracemalloc.Snapshot.load(str(path))))
+            snapshots.append((path.stem.split("-", 1)[-1], load_snapshot(path)))
     return snapshots
 
 

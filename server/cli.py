@@ -133,16 +133,23 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
         # (imports, building the table) are left out; the table itself stays in the current figure.
         tracemalloc.reset_peak()
     sampler = None
+    if args.trace == "tracemalloc" and trace_dir is not None:
+        from .tracing import TracemallocSampler
+
+        sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
+        sampler.start()
+    # Counted once every descriptor the server keeps is open (the sampler's files too).
+    usable_slots = server.usable_slots()
+    if usable_slots is not None and usable_slots < min(max_conns, nofile) * 0.9:
+        server.log(f"only {usable_slots} of the {max_conns} slots can hold a connection: the server's own "
+                   f"{min(max_conns, nofile) - usable_slots} descriptors take the others (a slot's index is its fd)")
     if trace_dir is not None:
-        from .tracing import TracemallocSampler, write_json_atomic
+        from .tracing import write_json_atomic
 
         write_json_atomic(trace_dir / "table.json", {
             "layout": args.layout, "max_conns": max_conns, "table_heap_bytes": table_heap_bytes,
-            "c_bytes_per_slot": table.c_bytes_per_slot(), "pid": os.getpid(),
+            "c_bytes_per_slot": table.c_bytes_per_slot(), "pid": os.getpid(), "usable_slots": usable_slots,
         })
-        if args.trace == "tracemalloc":
-            sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
-            sampler.start()
     server.install_signal_handlers({signal.SIGUSR1: sampler.request_dump} if sampler else None)
     host, port = server.address
     shown_host = f"[{host}]" if ":" in host else host

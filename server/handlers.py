@@ -4,8 +4,9 @@
 - ``/``        GET/HEAD: 200 ``Hello, World!``
 - ``/echo``    GET/HEAD/POST: the request as text: method, target, header count, client address and
   port (from the layout, which in ``nofd`` and ``packed`` means ``getpeername()``), body length
-- ``/__stats`` GET/HEAD, loopback clients only: JSON with layout, max_conns, open connections, RSS and
-  tracemalloc totals when tracing
+- ``/__stats`` GET/HEAD, loopback clients only: JSON with layout, max_conns, usable slots (those the
+  server's own file descriptors leave to clients), open connections, RSS and tracemalloc totals when
+  tracing
 """
 
 from __future__ import annotations

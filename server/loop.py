@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -81,6 +82,9 @@ class Server:
         #: Connections refused with 503 because their fd had no slot.
         self.refused_connections = 0
         self.running = False
+        #: Set by :meth:`stop` and SIGTERM/SIGINT, and kept: a stop asked before serve_forever
+        #: starts (a runner that refuses the run as soon as the server listens) must still stop it.
+        self._stop_requested = False
         self.date = b""
         self._date_second = -1
         self._started = time.monotonic()
@@ -144,11 +148,12 @@ class Server:
             signal.signal(signum, lambda signum, frame: None)  # the wakeup fd carries it
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
         self.running = False
 
     def serve_forever(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT), then close every connection."""
-        self.running = True
+        self.running = not self._stop_requested
         epoll = self.epoll
         listen_fd = self.listener.fileno()
         wake_fd = self._wake_reader.fileno()
@@ -158,8 +163,12 @@ class Server:
             while self.running:
                 self._update_date()
                 events = epoll.poll(0 if runnable else self._poll_timeout())
-                # One clock read per turn, for every deadline it restarts.
-                self._turn_deadline_ms = self._deadline_from(self.now_ms())
+                # One clock read per turn, for every deadline it restarts. An unchanged deadline keeps
+                # its int object, so the connections refreshed within one tick share it instead of
+                # each holding a 32-byte copy (heap per held connection stays exact across runs).
+                deadline_ms = self._deadline_from(self.now_ms())
+                if deadline_ms != self._turn_deadline_ms:
+                    self._turn_deadline_ms = deadline_ms
                 for fd, mask in events:
                     if fd == listen_fd:
                         self._accept()
@@ -180,6 +189,7 @@ class Server:
 
     def stop(self) -> None:
         """Ask the loop to stop (safe from another thread or a signal handler)."""
+        self._stop_requested = True
         self.running = False
         try:
             self._wake_writer.send(b"\0")
@@ -324,6 +334,7 @@ class Server:
             "max_conns": self.table.max_conns,
             "open_connections": self.open_connections,
             "refused_connections": self.refused_connections,
+            "usable_slots": self.usable_slots(),
             "rss_bytes": _rss_bytes_or_none(),
             "c_bytes_per_slot": self.table.c_bytes_per_slot(),
         }
@@ -333,6 +344,21 @@ class Server:
             result["tracemalloc_peak_bytes"] = peak
             result["tracemalloc_overhead_bytes"] = tracemalloc.get_tracemalloc_memory()
         return result
+
+    def usable_slots(self) -> int | None:
+        """How many connections the table can hold at most, now: its slots below RLIMIT_NOFILE
+        whose fd number is not one of the server's own descriptors (stdio, listener, epoll, wake-up
+        pair, tracer files). A slot's index is the fd the kernel hands out, so every descriptor the
+        process holds below ``max_conns`` is a slot no client can get: at ``--max-conns 10`` the
+        server's own 7 descriptors leave 3. None while the process is out of descriptors (EMFILE)."""
+        table = self.table
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limit = table.max_conns if nofile == resource.RLIM_INFINITY else min(table.max_conns, nofile)
+        held = held_fds_below(limit)
+        if held is None:
+            return None
+        own = sum(1 for fd in held if not table.flags(fd) & ALIVE)
+        return limit - own
 
     def log(self, message: str) -> None:
         print(f"memdiet-server: {message}", file=self.log_stream, flush=True)
@@ -359,6 +385,26 @@ def _getpeername(fd: int) -> tuple:
         return UNKNOWN_PEER
     finally:
         sock.detach()
+
+
+def held_fds_below(limit: int) -> list[int] | None:
+    """The file descriptors below ``limit`` this process holds open, from /proc/self/fd; None
+    when it cannot be read (no descriptor left to open the directory with)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    held = []
+    for name in names:
+        fd = int(name)
+        if fd >= limit:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:  # the listing's own directory descriptor, closed by now
+            continue
+        held.append(fd)
+    return held
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")

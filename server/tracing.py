@@ -10,10 +10,27 @@
   snapshot of a naive table at 65,536 slots takes seconds, so the interval stretches to keep the
   sampler under ``max_overhead`` of the server's time;
 - ``snapshots/NNN.tmsnap``: the full snapshot (``Snapshot.dump``) each time :meth:`request_dump` is
-  called (the runner sends SIGUSR1 at the end of each phase), for the viewer.
+  called (the runner sends SIGUSR1 at the end of each phase), for the viewer and for the runner,
+  which turns each into per-site rows too (a detailed snapshot of naive's table may come only once
+  a run); beside it ``snapshots/NNN.json`` says when it was taken and which files are the probe's.
 
 ``tracer_bytes`` is tracemalloc's own bookkeeping (``get_tracemalloc_memory()``), reported beside the
 figures rather than hidden in them. Times are ``time.monotonic()`` seconds, the clock the runner shares.
+
+The probe keeps its own allocations out of the server's figures where it can, so that the same
+server state gives the same heap on every run:
+
+- tracemalloc counts a block until it goes back to the allocator, and a freed tuple, list, dict or
+  float first waits in the interpreter's free lists (up to 2,000 tuples of each size), still counted
+  under the line that made it. A snapshot makes a tuple or more per trace, so it would leave up to
+  76 KB of "heap" behind (8,192 nofd slots), more or less as the server happens to reuse them. A
+  full collection after each snapshot or dump, and before each dump, empties the free lists (and
+  collects the cycles that were due anyway): a dump holds the live heap, and an idle phase's heap
+  samples a level that does not depend on when the probe last worked;
+- CSV lines go straight into binary buffers: a text file keeps each pending line as a str object,
+  a sawtooth of up to 0.5 s of lines in the heap;
+- what the first snapshot and dump make once and keep (tracemalloc's caches, pickle's slot names)
+  is made before the probe says it is ready; the dumps' side files are written with os calls.
 
 ``memray``: the server runs inside ``memray.Tracker`` with Python allocators traced; the capture is
 read back by the runner after the server exits.
@@ -22,13 +39,16 @@ read back by the runner after the server exits.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
+import pickle
 import threading
 import time
 import tracemalloc
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
@@ -38,6 +58,53 @@ def write_json_atomic(path: Path, document: Any) -> None:
     temp = path.with_name(path.name + ".tmp")
     temp.write_text(json.dumps(document))
     os.replace(temp, path)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    temp = path + ".tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+
+
+def probe_files() -> tuple[str, ...]:
+    """File names (as tracemalloc records them) whose lines are the probe's, not the server's:
+    tracemalloc's own module and this one."""
+    return (tracemalloc.__file__, __file__)
+
+
+def site_rows(
+    stats: Sequence[tracemalloc.Statistic], probe_files: Collection[str], top_sites: int, traced_total: int,
+) -> list[tuple[str, int, int]]:
+    """``(site, bytes, count)`` rows of one snapshot's ``statistics("lineno")``: the ``top_sites``
+    largest lines of the server as ``file:line``, the rest summed into ``(other)``, and ``(probe)``:
+    ``traced_total`` (the traced bytes when the snapshot was taken) less the server's lines, so the
+    rows add up to the total. One place for the sampler's snapshots and the runner's dumps alike."""
+    server = [stat for stat in stats if stat.traceback[0].filename not in probe_files]
+    rows = [(f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}", stat.size, stat.count)
+            for stat in server[:top_sites]]
+    rest = server[top_sites:]
+    if rest:
+        rows.append((OTHER_SITE, sum(s.size for s in rest), sum(s.count for s in rest)))
+    probe_bytes = traced_total - sum(s.size for s in server)
+    if probe_bytes > 0:
+        rows.append((PROBE_SITE, probe_bytes, 0))
+    return rows
+
+
+class _EncodedLines:
+    """A text sink for :mod:`csv` that encodes each line into a binary buffered file at once: a text
+    file keeps pending lines as str objects until its chunk fills, heap the probe would add to the
+    server's figures."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        return self.raw.write(text.encode())
 
 
 class TracemallocSampler:
@@ -66,18 +133,20 @@ class TracemallocSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracemalloc-sampler", daemon=True)
         # Frames of this module and tracemalloc's are the probe, not the server: left out of sites.
-        self._filters = [
-            tracemalloc.Filter(False, tracemalloc.__file__),
-            tracemalloc.Filter(False, __file__),
-        ]
+        self.probe_files = frozenset(probe_files())
+        self._snapshots_dir = str(self.out_dir / "snapshots")  # a str: no Path objects made per dump
+        self._probe_files_json = json.dumps(sorted(self.probe_files))
 
     def start(self) -> None:
-        (self.out_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-        self._heap = open(self.out_dir / "heap.csv", "w", buffering=1 << 16)
-        self._heap.write("monotonic_s,heap_bytes,peak_bytes,tracer_bytes\n")
-        self._sites = open(self.out_dir / "sites.csv", "w", buffering=1 << 16)
-        self._sites_writer = csv.writer(self._sites, lineterminator="\n")
+        os.makedirs(self._snapshots_dir, exist_ok=True)
+        self._heap = open(self.out_dir / "heap.csv", "wb", buffering=1 << 16)
+        self._heap.write(b"monotonic_s,heap_bytes,peak_bytes,tracer_bytes\n")
+        self._sites = open(self.out_dir / "sites.csv", "wb", buffering=1 << 16)
+        self._sites_writer = csv.writer(_EncodedLines(self._sites), lineterminator="\n")
         self._sites_writer.writerow(("monotonic_s", "site", "bytes", "count"))
+        # Pickle caches each class's slot names on the class the first time it pickles one
+        # (copyreg.__slotnames__): made now, not inside the first phase by the first dump.
+        pickle.dumps(tracemalloc.Snapshot((), 1))
         self._thread.start()
 
     def request_dump(self) -> None:
@@ -102,11 +171,12 @@ class TracemallocSampler:
             now = time.monotonic()
             self._sample(now)
             if self.dumps_written < self._dump_requests:
-                self._dump()
+                self._dump(now)
                 self._after_probe_work()
             elif now >= next_detail:
-                cost = self._detailed_snapshot(now)
+                self._detailed_snapshot(now)
                 self._after_probe_work()
+                cost = time.monotonic() - now
                 if not self._ready:
                     self._ready = True
                     write_json_atomic(self.ready_path, {"first_snapshot_s": cost})
@@ -125,39 +195,39 @@ class TracemallocSampler:
         """One heap.csv row. ``peak_bytes`` is the highest traced total since the previous row (the
         peak is reset after each), so short spikes between samples still show."""
         current, peak = tracemalloc.get_traced_memory()
-        self._heap.write(f"{now:.6f},{current},{peak},{tracemalloc.get_tracemalloc_memory()}\n")
+        self._heap.write(f"{now:.6f},{current},{peak},{tracemalloc.get_tracemalloc_memory()}\n".encode())
         tracemalloc.reset_peak()
 
     def _after_probe_work(self) -> None:
-        """Sample again right after a snapshot or dump (the server was paused meanwhile, so its heap
-        is what it was), and forget the peak the probe's own snapshot objects made."""
+        """Give back what a snapshot or dump left in the free lists (a tuple or more per trace: up
+        to 2,000 of each size stay there, still traced, until the server happens to reuse them), then
+        sample again (the server was paused meanwhile, so its heap is what it was) and forget the
+        peak the probe's own snapshot objects made. A full collection is the only way to empty the
+        free lists; it also collects the cycles that were due anyway."""
+        gc.collect()
         tracemalloc.reset_peak()
         self._sample(time.monotonic())
 
-    def _detailed_snapshot(self, now: float) -> float:
-        started = time.monotonic()
+    def _detailed_snapshot(self, now: float) -> None:
         traced_total = tracemalloc.get_traced_memory()[0]
-        snapshot = tracemalloc.take_snapshot().filter_traces(self._filters)
-        stats = snapshot.statistics("lineno")
+        # Grouped first, the probe's lines dropped after: the same rows as filter_traces() then
+        # statistics(), without matching every trace's file name (9 of naive's 16 s at 65,536 slots).
+        stats = tracemalloc.take_snapshot().statistics("lineno")
         when = f"{now:.6f}"
-        rows = []
-        for stat in stats[: self.top_sites]:
-            frame = stat.traceback[0]
-            rows.append((when, f"{frame.filename}:{frame.lineno}", stat.size, stat.count))
-        rest = stats[self.top_sites:]
-        if rest:
-            rows.append((when, OTHER_SITE, sum(s.size for s in rest), sum(s.count for s in rest)))
-        # What the filters left out is this probe's own: shown, so the rows add up to the total.
-        probe_bytes = traced_total - sum(s.size for s in stats)
-        if probe_bytes > 0:
-            rows.append((when, PROBE_SITE, probe_bytes, 0))
-        self._sites_writer.writerows(rows)
-        return time.monotonic() - started
+        self._sites_writer.writerows((when, *row) for row in site_rows(stats, self.probe_files, self.top_sites, traced_total))
 
-    def _dump(self) -> None:
+    def _dump(self, now: float) -> None:
+        """Write the full snapshot ``snapshots/NNN.tmsnap`` and ``NNN.json`` beside it:
+        ``monotonic_s`` (``now``, the time of the heap row just written) and ``probe_files``. A full
+        collection first, so the dump holds the live heap: not the free lists' spare blocks, whose
+        fill depends on what the server and the probe happened to free (see the module docstring)."""
+        gc.collect()
         snapshot = tracemalloc.take_snapshot()
-        path = self.out_dir / "snapshots" / f"{self.dumps_written:03d}.tmsnap"
-        temp = path.with_name(path.name + ".tmp")
-        snapshot.dump(str(temp))
-        os.replace(temp, path)  # the runner waits for this name: it must appear complete
+        stem = os.path.join(self._snapshots_dir, f"{self.dumps_written:03d}")
+        # Written with os calls and a str made on this line (json and pathlib would keep small
+        # caches of their own, counted under their lines as the server's); the time as heap.csv
+        # writes it, so the dump's rows and that heap row share one time.
+        _write_atomic(stem + ".json", f'{{"monotonic_s": {now:.6f}, "probe_files": {self._probe_files_json}}}'.encode())
+        snapshot.dump(stem + ".tmsnap.tmp")
+        os.replace(stem + ".tmsnap.tmp", stem + ".tmsnap")  # the runner waits for this name: it must appear complete
         self.dumps_written += 1

@@ -91,12 +91,15 @@ def write_fake_run(
     status: str = "complete",
     stamp: str = "20260101T000000Z",
     seed: int = 1,
+    rss_noise_bytes: float = 60_000.0,
 ) -> Path:
     """Write the run folder ``root/<stamp>-<layout>-<probe>/`` and return its path.
 
     ``probe`` is ``rss`` (rss.csv only), ``tracemalloc`` (plus heap.csv, sites.csv and a massif.out
     file) or ``memray`` (plus heap.csv, sites.csv and a flamegraph.html). An ``incomplete`` run
-    stops after the ramp, as an interrupted run does.
+    stops after the ramp, as an interrupted run does. Each RSS sample carries up to
+    ``rss_noise_bytes`` of seeded noise; with 0, every figure follows by hand from the constants
+    above (tests/test_render.py works its expected figures out that way).
     """
     rng = random.Random(f"{seed}-{layout}-{probe}")
     folder = Path(root) / f"{stamp}-{layout}-{probe}"
@@ -117,7 +120,7 @@ def write_fake_run(
         active = load_factor * connections * 1500.0 * (1 + 0.3 * rng.random())
         heap = BASE_HEAP_BYTES + table + held + active
         tracer = 0.35 * heap if probe == "tracemalloc" else (2_000_000.0 if probe == "memray" else 0.0)
-        rss = INTERPRETER_BYTES + heap * 1.05 + tracer + rng.uniform(0, 60_000)
+        rss = INTERPRETER_BYTES + heap * 1.05 + tracer + rng.uniform(0, rss_noise_bytes)
         rss_rows.append((round(t, 4), int(rss), int(rss * 0.8), int(rss * 0.85)))
         if tracing:
             peak_heap = max(peak_heap, heap)

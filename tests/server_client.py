@@ -320,6 +320,22 @@ class RawClient:
         self.close()
 
 
+def tcp_unacknowledged_bytes() -> dict[tuple[int, int], int]:
+    """Bytes each IPv4 TCP connection of this machine has written and its peer's kernel has not yet
+    acknowledged (``tx_queue`` of /proc/net/tcp: write_seq - snd_una), by (local port, remote port).
+    On loopback a byte is acknowledged as soon as it lands in the peer's receive buffer, so bytes
+    stay here only while the peer's receive window is closed: the peer is not reading."""
+    queues: dict[tuple[int, int], int] = {}
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header line
+        for line in table:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            queues[local_port, remote_port] = int(fields[4].split(":")[0], 16)
+    return queues
+
+
 def poll_until(condition, timeout: float, interval: float = 0.02, message: str = "condition") -> None:
     """Call ``condition()`` until it returns true, failing after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import pstats
+import resource
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,6 @@ from experiments.bench.report import profile_section
 from experiments.bench.subjects import PEERS, Subject
 from experiments.bench.throughput import LoadgenTool, parse_wrk
 from experiments.cli import main
-from experiments.loadgen import fd_hard_limit
 
 from .server_client import REPO_ROOT, RawClient, request_bytes
 
@@ -117,6 +117,44 @@ def test_tiny_bench_run_writes_reports_and_falls_back_without_wrk(tmp_path: Path
     assert {p.name for p in (out / "logs").iterdir()} == {"nofd-1.log", "asyncio-1.log"}
 
 
+#: The layout the reduced bench runs beside every peer `make bench` measures (CI: through wrk).
+EVERY_PEER_BENCH_LAYOUT = "packed"
+
+
+def test_reduced_bench_runs_every_peer_through_wrk(tmp_path: Path) -> None:
+    """What `make bench` runs, reduced (one layout beside uvicorn, aiohttp and the asyncio responder;
+    one trial, N = 20 held, a 1 s wrk run): every subject starts, holds, is timed by wrk and stops
+    cleanly, and the reports are written. Skipped (outside the CI allow-list) without wrk or the
+    bench extra."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    missing = sorted({package for peer in PEERS.values() for package in peer.missing_packages()})
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (the bench extra: pip install -e '.[bench]')")
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "bench", "--layouts", EVERY_PEER_BENCH_LAYOUT, "--trials", "1",
+         "--held", "20", "--duration", "1", "--settle", "0.1", "--cpu-check", "0.2", "--tool", "wrk", "-o", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=TINY_RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+
+    document = json.loads((out / "bench.json").read_text())
+    assert document["status"] == "complete"
+    assert document["throughput_tool"]["name"] == "wrk"
+    assert [s["name"] for s in document["subjects"]] == [EVERY_PEER_BENCH_LAYOUT, *PEERS]
+    for subject in document["subjects"]:
+        [trial] = subject["trials"]
+        assert trial["ok"], (subject["name"], trial["error"])
+        assert trial["exit_code"] in (PEERS[subject["name"]].clean_exit_codes if subject["name"] in PEERS else {0})
+        assert trial["held"]["20"]["sockets"] == 20
+        assert trial["throughput"]["requests"] > 0 and not trial["throughput"]["errors"], trial["throughput"]
+    markdown = (out / "bench.md").read_text()
+    for label in (f"memdiet {EVERY_PEER_BENCH_LAYOUT}", *PEERS):
+        assert f"| {label} |" in markdown
+    assert "wrk" in markdown and (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # --- bad arguments --------------------------------------------------------------------------------
 @pytest.mark.parametrize("arguments", [
     ["--trials", "0"], ["--held", "0"], ["--held", "many"], ["--duration", "1.5"], ["--layouts", "fat"],
@@ -130,15 +168,22 @@ def test_bench_refuses_bad_arguments_in_one_line(arguments: list[str], capsys: p
     assert error.startswith("memdiet: error: ") and error.count("\n") == 1
 
 
-def test_bench_refuses_more_connections_than_the_fd_limit(capsys: pytest.CaptureFixture) -> None:
-    hard = fd_hard_limit()
-    if hard > 1_000_000:
-        pytest.skip(f"RLIMIT_NOFILE's hard limit ({hard}) is above --held's own bound")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--held", str(hard), "--layouts", "nofd", "--peers", "asyncio"])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert "RLIMIT_NOFILE" in error and error.count("\n") == 1
+#: RLIMIT_NOFILE (soft, hard) of the child that must refuse --held above it: low enough on any
+#: machine (a hard limit above --held's own bound of 1,000,000 would otherwise hide the check).
+LOW_NOFILE_LIMIT = (256, 1024)
+
+
+def test_bench_refuses_more_connections_than_the_fd_limit() -> None:
+    def lower_fd_limit() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, LOW_NOFILE_LIMIT)
+
+    hard = LOW_NOFILE_LIMIT[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments", "bench", "--held", str(hard), "--layouts", "nofd", "--peers", "asyncio"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, preexec_fn=lower_fd_limit)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert f"RLIMIT_NOFILE's hard limit of {hard}" in result.stderr
 
 
 def test_bench_refuses_wrk_when_it_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -476,3 +521,15 @@ def test_limits_section_explains_only_the_layouts_below_the_asyncio_responder() 
     document["subjects"][0]["summary"]["req_per_s"]["median"] = 120_000
     document["subjects"][1]["summary"]["req_per_s"]["median"] = 100_000
     assert limits_section(document) == []
+
+
+def test_bench_records_commands_without_this_machines_paths(monkeypatch, tmp_path):
+    from experiments.bench.measure import portable_command
+
+    monkeypatch.chdir(tmp_path)
+    python = "/opt/venv/bin/python3"
+    command = ["taskset", "-c", "0", python, "-m", "cProfile", "-o", str(tmp_path / "reports/bench/profiles/x.prof"),
+               "-m", "server", "--max-conns", "/not/below/cwd"]
+    assert portable_command(command, python) == [
+        "taskset", "-c", "0", "python", "-m", "cProfile", "-o", "reports/bench/profiles/x.prof",
+        "-m", "server", "--max-conns", "/not/below/cwd"]

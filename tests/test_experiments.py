@@ -4,7 +4,6 @@ and what an interrupted run leaves behind."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,31 +16,19 @@ import pytest
 from experiments.results import PHASES, ResultError, find_runs, load_run
 from server.layouts import LAYOUTS
 
+from .conftest import TINY_RUN_ARGS as TINY, QuickMatrix, memdiet
+from .server_client import RawClient, request_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 MEMDIET = [sys.executable, "-m", "experiments"]
-#: Small and short, so the whole module stays within a minute or so on 2 cores.
-TINY = ["--max-conns", "4096", "--connections", "50", "--idle", "0.4", "--load", "0.6"]
-
-
-def memdiet(*args: str, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*MEMDIET, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def quick_matrix(tmp_path_factory):
-    """The real quick matrix (every layout, rss and tracemalloc probes), in a temporary folder."""
-    root = tmp_path_factory.mktemp("matrix")
-    result = memdiet("matrix", "--quick", *TINY, "--runs-dir", str(root / "runs"), "--latest-dir", str(root / "latest"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
 
 
 def _monotonic(values):
     return all(b >= a for a, b in zip(values, values[1:]))
 
 
-def test_quick_matrix_runs_every_layout_and_probe(quick_matrix):
-    runs = [load_run(path) for path in find_runs(quick_matrix / "runs")]
+def test_quick_matrix_runs_every_layout_and_probe(quick_matrix: QuickMatrix):
+    runs = [load_run(path) for path in quick_matrix.run_dirs()]
     assert sorted((r.layout, r.probe) for r in runs) == sorted(
         (layout, probe) for layout in LAYOUTS for probe in ("rss", "tracemalloc")
     )
@@ -57,8 +44,8 @@ def test_quick_matrix_runs_every_layout_and_probe(quick_matrix):
             assert key in env
 
 
-def test_every_probe_gives_a_monotonic_non_empty_series(quick_matrix):
-    for run in (load_run(p) for p in find_runs(quick_matrix / "runs")):
+def test_every_probe_gives_a_monotonic_non_empty_series(quick_matrix: QuickMatrix):
+    for run in (load_run(p) for p in quick_matrix.run_dirs()):
         times = run.rss["time_s"]
         assert len(times) > 20, run.path
         assert _monotonic(times)
@@ -72,9 +59,9 @@ def test_every_probe_gives_a_monotonic_non_empty_series(quick_matrix):
             assert [Path(s).stem.split("-", 1)[1] for s in snapshots] == list(PHASES)
 
 
-def test_bytes_per_slot_follows_the_study_order(quick_matrix):
+def test_bytes_per_slot_follows_the_study_order(quick_matrix: QuickMatrix):
     per_slot = {}
-    for run in (load_run(p) for p in find_runs(quick_matrix / "runs")):
+    for run in (load_run(p) for p in quick_matrix.run_dirs()):
         if run.probe == "tracemalloc":
             per_slot[run.layout] = run.summary["bytes_per_slot"]
     ordered = [per_slot[layout] for layout in LAYOUTS]
@@ -82,17 +69,17 @@ def test_bytes_per_slot_follows_the_study_order(quick_matrix):
     assert per_slot["naive"] >= 4096 and per_slot["packed"] <= 32
 
 
-def test_bytes_per_slot_repeats_within_one_percent(quick_matrix, tmp_path):
+def test_bytes_per_slot_repeats_within_one_percent(quick_matrix: QuickMatrix, tmp_path):
     first = {load_run(p).layout: load_run(p).summary["bytes_per_slot"]
-             for p in find_runs(quick_matrix / "runs") if load_run(p).probe == "tracemalloc"}
+             for p in quick_matrix.run_dirs() if load_run(p).probe == "tracemalloc"}
     result = memdiet("run", "--layout", "nofd", "--probe", "tracemalloc", *TINY, "--runs-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     again = load_run(find_runs(tmp_path)[0]).summary["bytes_per_slot"]
     assert abs(again - first["nofd"]) <= 0.01 * first["nofd"]
 
 
-def test_report_ties_the_matrix_together(quick_matrix):
-    latest = quick_matrix / "latest"
+def test_report_ties_the_matrix_together(quick_matrix: QuickMatrix):
+    latest = quick_matrix.latest
     index = (latest / "index.md").read_text()
     for layout in LAYOUTS:
         assert layout in index
@@ -157,6 +144,32 @@ def test_interrupted_run_is_marked_incomplete_and_leaves_no_process(tmp_path):
     assert load_run(earlier_dir).status == "complete"
 
 
+def serving_server_of(run: subprocess.Popen, timeout_s: float) -> psutil.Process:
+    """The server a ``memdiet run`` started, once it answers ``/__stats``: it then has printed its
+    ``listening on`` line, so the run has left its start-up (the line stays readable in the pipe
+    even if the run reads it late) and the first thing to notice a dead server is idle-empty's
+    check. Fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert run.poll() is None, f"the run exited {run.returncode} before its server served"
+        for child in psutil.Process(run.pid).children(recursive=True):
+            try:
+                if "server" not in child.cmdline():
+                    continue
+                ports = [c.laddr.port for c in child.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:
+                continue
+            for port in ports:
+                try:
+                    with RawClient.connect(("127.0.0.1", port)) as client:
+                        if client.exchange(request_bytes("GET", "/__stats")).status == 200:
+                            return child
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise AssertionError(f"the run's server did not answer /__stats within {timeout_s} s")
+
+
 def test_dead_server_names_layout_and_phase(tmp_path):
     process = subprocess.Popen(
         [*MEMDIET, "run", "--layout", "bitfields", "--probe", "rss", "--max-conns", "4096",
@@ -164,15 +177,7 @@ def test_dead_server_names_layout_and_phase(tmp_path):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        server = None
-        while time.monotonic() < deadline and server is None:
-            for child in psutil.Process(process.pid).children(recursive=True):
-                if "server" in child.cmdline():
-                    server = child
-            time.sleep(0.1)
-        assert server is not None
-        time.sleep(0.5)
+        server = serving_server_of(process, timeout_s=60)
         server.kill()
         _out, err = process.communicate(timeout=60)
     finally:

@@ -1,16 +1,13 @@
 """The notebooks run top to bottom on real results, and the committed ones carry no outputs.
 
-One small real matrix is made for the module (every layout, rss and tracemalloc probes) with a
-baseline written from it; each notebook is then executed headless (experiments.notebook_runner)
-with ``MEMDIET_REPORTS`` pointing at that matrix and ``MEMDIET_NOTEBOOK_QUICK=1`` shrinking the
-sweep notebook 02 runs itself.
+They read the session's small real matrix (every layout, rss and tracemalloc probes, with a
+baseline written from it: ``quick_matrix`` in tests/conftest.py); each notebook is executed headless
+(experiments.notebook_runner) with ``MEMDIET_REPORTS`` pointing at that matrix and
+``MEMDIET_NOTEBOOK_QUICK=1`` shrinking the sweep notebook 02 runs itself.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -19,29 +16,18 @@ import pytest
 from experiments.notebook_runner import execute_notebook, main, notebooks_in
 from experiments.study import QUICK_ENV, REPORTS_ENV
 
+from .conftest import QuickMatrix
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = ("01-slot-anatomy", "02-idle-vs-loaded", "03-massif-curves", "04-regressions")
-#: The small matrix of tests/test_experiments.py: about 30 s on 2 cores.
-TINY = ["--max-conns", "4096", "--connections", "50", "--idle", "0.4", "--load", "0.6"]
-
-
-def memdiet(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=240)
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reports(quick_matrix: QuickMatrix) -> Path:
     """A reports folder as `make experiment` leaves it (runs/, latest/), plus a baseline.json made
-    from the same runs."""
-    root = tmp_path_factory.mktemp("reports")
-    made = memdiet("matrix", "--quick", *TINY, "--runs-dir", str(root / "runs"), "--latest-dir", str(root / "latest"))
-    assert made.returncode == 0, made.stderr[-3000:]
-    runs = json.loads((root / "latest" / "matrix.json").read_text())["runs"]
-    baseline = memdiet("baseline", *runs, "-o", str(root / "baseline.json"))
-    assert baseline.returncode == 0, baseline.stderr[-3000:]
-    return root
+    from the same runs: the session's shared small matrix (tests/conftest.py)."""
+    return quick_matrix.root
 
 
 def _outputs(notebook: nbformat.NotebookNode) -> list[dict]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -28,7 +29,7 @@ from server.http import HEAD_BUFFER_SIZE
 from server.layouts import make_table
 from server.loop import Server
 
-from .server_client import READ_TIMEOUT, RawClient, ServerProcess, poll_until, request_bytes
+from .server_client import READ_TIMEOUT, RawClient, ServerProcess, poll_until, request_bytes, tcp_unacknowledged_bytes
 
 SOAK = os.environ.get("MEMDIET_SOAK") == "1"
 SOAK_MARKS = (
@@ -101,8 +102,9 @@ def wait_until_empty(server: ServerProcess) -> None:
 #: An /echo request whose head nearly fills the server's 4 KiB buffer; its response is as large, so a
 #: client that never reads fills the kernel's buffers after a thousand or so requests.
 LARGE_ECHO = get("/echo?" + "x" * (HEAD_BUFFER_SIZE - 200))
-#: Seconds the kernel must refuse more bytes before a client counts the server as no longer reading.
-STALL_SECONDS = 0.5
+#: Seconds a set of non-reading clients may take to jam the server before the test fails instead of
+#: hanging (they jam in well under a second when the server is not starved of CPU).
+STALL_TIMEOUT_S = 60.0
 #: Bytes a non-reading client sends at most: far more than loopback buffers hold, so reaching it
 #: means the server buffers without bound (or answers into a void).
 STALL_SEND_LIMIT = 256 << 20
@@ -110,21 +112,52 @@ STALL_SEND_LIMIT = 256 << 20
 STALLED_CLIENT_BUFFERS = 65536
 
 
-def pipeline_until_stalled(clients: list[RawClient], request: bytes) -> list[int]:
-    """Send ``request`` over and over on every client without reading, until the kernel has refused
-    more on all of them for ``STALL_SECONDS``: the server has stopped reading them, because it only
-    reads a request once the response before it is written. Returns the bytes sent per client."""
+def jammed_queues(server: ServerProcess, clients: list[RawClient]) -> dict[int, tuple[int, int]] | None:
+    """``{client port: (client's unacknowledged bytes, server's unacknowledged bytes)}`` when every
+    connection is jammed both ways: the client has sent bytes the server's kernel cannot take (the
+    server is not reading them) and the server has written response bytes the client's kernel cannot
+    take (the client is not reading). None while any connection still moves either way freely."""
+    unacknowledged = tcp_unacknowledged_bytes()
+    server_port = server.address[1]
+    queues = {}
+    for client in clients:
+        port = client.local_port
+        both = (unacknowledged.get((port, server_port), 0), unacknowledged.get((server_port, port), 0))
+        if not all(both):
+            return None
+        queues[port] = both
+    return queues
+
+
+def pipeline_until_stalled(server: ServerProcess, clients: list[RawClient], request: bytes) -> list[int]:
+    """Send ``request`` over and over on every client without reading, until the server has stopped
+    reading all of them, because it only reads a request once the response before it is written.
+    Returns the bytes sent per client.
+
+    Stopped is a state, not a pause: every connection jammed both ways (:func:`jammed_queues`), and
+    still exactly so after the server has answered two ``/__stats`` requests on other connections.
+    A server that is running would, meanwhile, have written another response on any connection
+    whose coroutine could still go on; a server paused by the machine (2 busy cores) answers no
+    ``/__stats`` until it runs again, and then moves the queues."""
     batch = request * max(1, 65536 // len(request))
     sent = {client: 0 for client in clients}
     views = {client: memoryview(batch) for client in clients}
+    deadline = time.monotonic() + STALL_TIMEOUT_S
     with selectors.DefaultSelector() as selector:
         for client in clients:
             client.sock.setblocking(False)
             selector.register(client.sock, selectors.EVENT_WRITE, client)
         while True:
-            ready = selector.select(STALL_SECONDS)
+            ready = selector.select(0.05)
             if not ready:
-                break  # nobody writable for STALL_SECONDS: every client is stalled
+                jammed = jammed_queues(server, clients)
+                if jammed is not None:
+                    server.stats()
+                    server.stats()
+                    if jammed_queues(server, clients) == jammed and not selector.select(0):
+                        break  # the server runs, and takes nothing more from any of them
+                assert time.monotonic() < deadline, \
+                    f"the server did not stop reading {len(clients)} non-reading clients within {STALL_TIMEOUT_S} s"
             for key, _ in ready:
                 client = key.data
                 try:
@@ -142,7 +175,10 @@ def pipeline_until_stalled(clients: list[RawClient], request: bytes) -> list[int
 def stalled_clients(server: ServerProcess, count: int) -> tuple[list[RawClient], list[int]]:
     clients = [RawClient.connect(server.address, socket_buffers=STALLED_CLIENT_BUFFERS) for _ in range(count)]
     try:
-        return clients, pipeline_until_stalled(clients, LARGE_ECHO)
+        sent = pipeline_until_stalled(server, clients, LARGE_ECHO)
+        # The /__stats connections that checked the stall are closed by now, or about to be.
+        poll_until(lambda: open_connections(server) == count, SETTLE_TIMEOUT, message="only the stalled clients open")
+        return clients, sent
     except BaseException:
         for client in clients:
             client.close()
@@ -182,6 +218,28 @@ def test_clients_that_never_read_hold_bounded_memory(start_server, layout: str, 
     assert heap_stalled - heap_before <= bound
     # RSS grows by whole pages and pymalloc arenas; the same bound plus one 1 MiB arena of slack.
     assert rss_stalled - rss_before <= bound + (1 << 20)
+    wait_until_empty(server)
+    server.assert_serving()
+
+
+def test_a_paused_server_is_not_taken_for_a_stalled_one(start_server) -> None:
+    """The stall is a state, not a quiet moment: a server the machine stops for 1.5 s (SIGSTOP, as
+    two busy cores can) just as non-reading clients start pipelining is waited for, and the clients
+    still push far more than the floor the test above asserts (a wait for 0.5 s without progress
+    stopped here at 0.25 MB per client)."""
+    server = start_server("nofd", max_conns=256)
+    clients = [RawClient.connect(server.address, socket_buffers=STALLED_CLIENT_BUFFERS) for _ in range(2)]
+    resume = threading.Timer(1.5, server.process.send_signal, (signal.SIGCONT,))
+    try:
+        server.process.send_signal(signal.SIGSTOP)
+        resume.start()
+        sent = pipeline_until_stalled(server, clients, LARGE_ECHO)
+    finally:
+        resume.join()
+        server.process.send_signal(signal.SIGCONT)  # whatever happened, it must not stay stopped
+        for client in clients:
+            client.reset()
+    assert min(sent) > 20 * BUFFERED_BYTES_PER_STALLED_CONNECTION
     wait_until_empty(server)
     server.assert_serving()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.anatomy import all_anatomies
-from experiments.metrics import METRICS, reduction
+from experiments.metrics import METRICS
 from experiments.render.anatomy_chart import render_anatomy
 from experiments.render.comparison import render_comparison
 from experiments.render.massif_curve import render_massif_curve, short_site, top_sites
@@ -38,9 +38,10 @@ def matrix(tmp_path_factory):
     """Every layout under rss and tracemalloc, a memray run of packed, and an interrupted naive run
     made later than the complete ones, with a far larger table (so its figures would show if used)."""
     root = tmp_path_factory.mktemp("runs")
-    write_fake_matrix(root)
-    write_fake_run(root, "packed", "memray")
-    incomplete = write_fake_run(root, "naive", "rss", status="incomplete", stamp="20260102T000000Z", max_conns=40_000)
+    write_fake_matrix(root, rss_noise_bytes=0)  # no noise: the figures below follow by hand
+    write_fake_run(root, "packed", "memray", rss_noise_bytes=0)
+    incomplete = write_fake_run(root, "naive", "rss", status="incomplete", stamp="20260102T000000Z", max_conns=40_000,
+                                rss_noise_bytes=0)
     runs = [load_run(p) for p in find_runs(root)]
     return root, runs, load_run(incomplete)
 
@@ -114,16 +115,55 @@ def test_anatomy_chart_writes_png_and_svg(tmp_path):
 
 
 # --- selection and reductions ----------------------------------------------------------------------
-def test_reductions_equal_the_figures(matrix):
+# The fake matrix's figures, worked out by hand from tests/fake_runs.py (max_conns 4,096 slots, C = 200
+# connections, no RSS noise). Table heap = int(B/slot x 4,096), with FAKE_BYTES_PER_SLOT:
+#   naive 6,105.3 x 4,096 = 25,007,308.8; split 128.7 x 4,096 = 527,155.2; bitfields 96.7 x 4,096 =
+#   396,083.2; nofd 80.7 x 4,096 = 330,547.2; packed 16 x 4,096 = 65,536.
+# Idle RSS = int(14 MiB + 1.05 x (400,000 heap before the table + table)), 14 MiB = 14,680,064:
+#   naive 14,680,064 + 1.05 x 25,407,308.8 = 14,680,064 + 26,677,674.24 = 41,357,738
+#   split 14,680,064 + 1.05 x 927,155.2 = 14,680,064 + 973,512.96 = 15,653,576
+#   bitfields 14,680,064 + 1.05 x 796,083.2 = 14,680,064 + 835,887.36 = 15,515,951
+#   nofd 14,680,064 + 1.05 x 730,547.2 = 14,680,064 + 767,074.56 = 15,447,138
+#   packed 14,680,064 + 1.05 x 465,536 = 14,680,064 + 488,812.8 = 15,168,876
+# Held RSS = that + 1.05 x 200 x FAKE_BYTES_PER_HELD: naive + 1.05 x 480,000 = + 504,000; split and
+#   bitfields + 1.05 x 620,000 = + 651,000; nofd + 1.05 x 600,000 = + 630,000; packed + 1.05 x 180,000 = + 189,000.
+FAKE_TABLE_HEAP = {"naive": 25_007_308, "split": 527_155, "bitfields": 396_083, "nofd": 330_547, "packed": 65_536}
+FAKE_IDLE_RSS = {"naive": 41_357_738, "split": 15_653_576, "bitfields": 15_515_951, "nofd": 15_447_138,
+                 "packed": 15_168_876}
+FAKE_HELD_RSS = {"naive": 41_861_738, "split": 16_304_576, "bitfields": 16_166_951, "nofd": 16_077_138,
+                 "packed": 15_357_876}
+# Fraction saved versus naive, 1 - layout / naive, to 5 decimals:
+#   idle RSS: split 1 - 15,653,576 / 41,357,738 = 1 - 0.378489 = 0.621508; bitfields 1 - 0.375164 = 0.624836;
+#     nofd 1 - 0.373501 = 0.626499; packed 1 - 0.366772 = 0.633228
+#   held RSS: split 1 - 16,304,576 / 41,861,738 = 1 - 0.389486 = 0.610514; bitfields 1 - 0.386199 = 0.613801;
+#     nofd 1 - 0.384053 = 0.615947; packed 1 - 0.366871 = 0.633129
+#   bytes per slot (= table heap, same max_conns): split 1 - 527,155 / 25,007,308 = 1 - 0.021080 = 0.978920;
+#     bitfields 1 - 0.015839 = 0.984161; nofd 1 - 0.013218 = 0.986782; packed 1 - 0.002621 = 0.997379
+FAKE_REDUCTIONS = {
+    "split": {"idle_rss_bytes": 0.621508, "held_rss_bytes": 0.610514, "bytes_per_slot": 0.978920},
+    "bitfields": {"idle_rss_bytes": 0.624836, "held_rss_bytes": 0.613801, "bytes_per_slot": 0.984161},
+    "nofd": {"idle_rss_bytes": 0.626499, "held_rss_bytes": 0.615947, "bytes_per_slot": 0.986782},
+    "packed": {"idle_rss_bytes": 0.633228, "held_rss_bytes": 0.633129, "bytes_per_slot": 0.997379},
+}
+
+
+def test_fake_summaries_are_the_figures_worked_out_by_hand(matrix):
+    _root, runs, _ = matrix
+    for layout in LAYOUTS:
+        assert run_of(runs, layout, "rss").summary["idle_rss_bytes"] == FAKE_IDLE_RSS[layout]
+        assert run_of(runs, layout, "rss").summary["held_rss_bytes"] == FAKE_HELD_RSS[layout]
+        traced = run_of(runs, layout, "tracemalloc").summary
+        assert traced["table_heap_bytes"] == FAKE_TABLE_HEAP[layout]
+        assert traced["bytes_per_slot"] == FAKE_TABLE_HEAP[layout] / 4096
+
+
+def test_reductions_equal_the_figures_worked_out_by_hand(matrix):
     _root, runs, _ = matrix
     table = reduction_table(runs)
     assert list(table) == [name for name in LAYOUTS if name != "naive"]
+    assert [metric for metric, _label in REDUCTION_METRICS] == ["idle_rss_bytes", "held_rss_bytes", "bytes_per_slot"]
     for layout, by_metric in table.items():
-        for metric, _label in REDUCTION_METRICS:
-            probe = "tracemalloc" if metric == "bytes_per_slot" else "rss"
-            expected = reduction(run_of(runs, layout, probe).summary[metric], run_of(runs, "naive", probe).summary[metric])
-            assert by_metric[metric] == pytest.approx(expected, rel=1e-12)
-            assert 0 < by_metric[metric] < 1
+        assert by_metric == pytest.approx(FAKE_REDUCTIONS[layout], abs=1e-6), layout
 
 
 def test_metrics_come_from_the_probe_that_measures_them(matrix):
@@ -172,20 +212,24 @@ def test_report_table_has_every_layout_and_metric(matrix, report):
     by_metric = {row[0].strip("`"): row for row in rows[1:]}
     for metric in present:
         assert by_metric[metric][1] == METRICS[metric].unit
-    merged = merged_metrics(runs)
-    for column, layout in enumerate(LAYOUTS, start=3):
-        assert by_metric["bytes_per_slot"][column] == format_metric("bytes_per_slot", merged[layout]["bytes_per_slot"].value)
-        assert by_metric["idle_rss_bytes"][column] == human_bytes(run_of(runs, layout, "rss").summary["idle_rss_bytes"])
+    # FAKE_TABLE_HEAP / 4,096 to one decimal: 25,007,308 / 4,096 = 6,105.2998...; 527,155 / 4,096 =
+    # 128.6999...; 96.6999...; 80.6999...; 16.
+    assert by_metric["bytes_per_slot"][3:8] == ["6,105.3 B", "128.7 B", "96.7 B", "80.7 B", "16.0 B"]
+    # FAKE_IDLE_RSS / 1,048,576: 39.44, 14.93, 14.797, 14.73, 14.466 MiB.
+    assert by_metric["idle_rss_bytes"][3:8] == ["39.4 MiB", "14.9 MiB", "14.8 MiB", "14.7 MiB", "14.5 MiB"]
+    assert by_metric["c_bytes_per_slot"][3:8] == ["4,392 B", "40 B", "32 B", "24 B", "16 B"]
 
 
-def test_report_reduction_table_matches_reduction_table(matrix, report):
-    _root, runs, _ = matrix
+def test_report_reduction_table_shows_the_reductions_worked_out_by_hand(report):
     rows = table_rows(report[1], "| figure |")
-    layouts = rows[0][2:]
-    numbers = reduction_table(runs)
-    for row, (metric, label) in zip(rows[1:], REDUCTION_METRICS):
-        assert row[0] == label
-        assert row[2:] == [percent_change(numbers[layout][metric], 1) for layout in layouts]
+    assert rows[0] == ["figure", *LAYOUTS]
+    # naive's own figure (FAKE_IDLE_RSS / MiB: 39.44; FAKE_HELD_RSS: 41,861,738 / 1,048,576 = 39.92),
+    # then -100 x FAKE_REDUCTIONS to one decimal.
+    assert rows[1:] == [
+        ["idle RSS (no clients)", "39.4 MiB", "-62.2%", "-62.5%", "-62.6%", "-63.3%"],
+        ["RSS with C connections held", "39.9 MiB", "-61.1%", "-61.4%", "-61.6%", "-63.3%"],
+        ["heap bytes per slot", "6,105.3 B", "-97.9%", "-98.4%", "-98.7%", "-99.7%"],
+    ]
 
 
 def test_report_lists_incomplete_runs_but_uses_them_nowhere(matrix, report):
@@ -205,8 +249,8 @@ def test_report_links_charts_runs_and_captures(matrix, report):
         assert (out_dir / target).exists(), target
     for layout in LAYOUTS:
         assert f"(curve-{layout}.png)" in text
-    for run in runs:
-        assert f"({Path('..') / run.path.parent.name / run.path.name}".replace("\\", "/") in text
+    for run in runs:  # every run folder named by its path relative to the report (linked or not)
+        assert f"../{run.path.parent.name}/{run.path.name}" in text
     assert "flame graph" in text and "massif.out" in text
     assert not [p for p in out_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
 

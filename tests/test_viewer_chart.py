@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.test_viewer_support import memray_capture, ms_print, tracemalloc_series, viewer  # noqa: F401 (fixtures)
+from tests.viewer_support import memray_capture, ms_print, tracemalloc_series, viewer  # noqa: F401 (fixtures)
 
 _TREE_LINE = re.compile(r"^[| ]*(->)?\d\d\.\d\d% \(")
 

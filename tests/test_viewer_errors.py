@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from tests.test_viewer_support import memray_capture, tracemalloc_series, viewer  # noqa: F401 (fixtures)
+from tests.viewer_support import memray_capture, tracemalloc_series, viewer  # noqa: F401 (fixtures)
 
 PREFIX = "python -m tracemalloc_viewer: error: "
 

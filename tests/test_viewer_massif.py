@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from tests.test_viewer_support import (memray_capture, ms_print, tracemalloc_series, viewer)  # noqa: F401 (fixtures)
+from tests.viewer_support import (memray_capture, ms_print, tracemalloc_series, viewer)  # noqa: F401 (fixtures)
 from tracemalloc_viewer.massif_check import MassifFormatError, check_file, parse
 
 

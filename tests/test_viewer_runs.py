@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_viewer_support import REPO, _session_directory, ms_print, viewer
+from tests.viewer_support import REPO, _session_directory, ms_print, viewer
 from tracemalloc_viewer import Detail, LoadOptions, ViewerInputError, open_series
 from tracemalloc_viewer.massif_check import check_file, parse
 from tracemalloc_viewer.model import Frame, Sample, Series, Site, detailed_indices
@@ -124,8 +124,9 @@ def run_samples(run: Path) -> RunSamples:
     for name in document["files"]["snapshots"]:
         snapshot = tracemalloc.Snapshot.load(str(run / name))
         end_s = ends[re.fullmatch(r"\d+-(.+)\.tmsnap", Path(name).name).group(1)]
-        # The sampler writes a heap row, then takes the dump: the first row at or after the phase's end.
-        time_s = next(t for t, _b in heap if t >= end_s)
+        # The run records when the server took the dump; the sampler wrote a heap row just before.
+        time_s = document["files"]["snapshot_times_s"][name]
+        assert any(abs(t - time_s) < 1e-6 for t, _b in heap) and time_s >= end_s
         lines = {(s.traceback[0].filename, s.traceback[0].lineno): s.size for s in snapshot.statistics("lineno")}
         dumps.append((time_s, sum(trace.size for trace in snapshot.traces), lines))
     return RunSamples(heap, dict(recorded), dumps)
@@ -140,8 +141,11 @@ def tracemalloc_samples(tracemalloc_run) -> RunSamples:
 
 def test_run_massif_curve_is_heap_csv_and_peak_is_the_probes(tracemalloc_massif, tracemalloc_samples):
     heap = tracemalloc_samples.heap
-    recorded = [(t, sum(sites.values())) for t, sites in tracemalloc_samples.recorded.items()]
     dumps = [(t, total) for t, total, _lines in tracemalloc_samples.dumps]
+    # The probe also writes each dump's top sites into sites.csv at the dump's time: the viewer shows
+    # that moment once, from the dump.
+    recorded = [(t, sum(sites.values())) for t, sites in tracemalloc_samples.recorded.items()
+                if not any(abs(t - dump_t) < 1e-6 for dump_t, _total in dumps)]
     massif_file = check_file(tracemalloc_massif)
     # Every heap.csv row is a snapshot (at its time, in ms on the run's clock), and so is each
     # sites.csv snapshot whose bytes differ from the heap row of its moment, and each dump.
@@ -164,31 +168,52 @@ def _named_children(snapshot) -> dict[str, int]:
     return {_site_of(child.label): child.size for child in snapshot.tree.children if not child.below_threshold}
 
 
-def test_run_massif_detailed_trees_hold_sites_csv_and_the_dumps(tracemalloc_massif, tracemalloc_samples):
-    massif_file = check_file(tracemalloc_massif)
+def _holds_the_dump(children: dict[str, int], lines: dict[tuple[str, int], int]) -> bool:
+    """True if a massif tree's named children are tracemalloc's own figure for each line of a dump,
+    labelled with the probe's short paths; the probe's own lines (its filters' files) are one
+    (probe) site, as in sites.csv."""
+    probe = sum(b for (f, _n), b in lines.items() if f.endswith(("/server/tracing.py", "/" + Path(tracemalloc.__file__).name)))
+    if children.get("(probe)") not in (probe, None):
+        return False
+    for site, size in children.items():
+        if site == "(probe)":
+            continue
+        if site.startswith("("):  # sites.csv's (other): not a dump's tree
+            return False
+        filename, line = site.split(" (")[0].rsplit(":", 1)
+        figures = [b for (f, n), b in lines.items() if n == int(line) and (f == filename or f.endswith("/" + filename))]
+        if figures != [size]:
+            return False
+    return True
+
+
+def test_run_massif_detailed_trees_hold_sites_csv_and_the_dumps(tracemalloc_run, tracemalloc_samples, tmp_path):
+    # Every detailed sample shown (--detailed-freq 1): with the default, the probe's snapshots and the
+    # dumps are thinned as soon as they are denser than one per 10 samples, and then not every dump shows.
+    out = tmp_path / "massif.out.every-detail"
+    result = viewer("massif", tracemalloc_run, "-o", out, "--detailed-freq", "1")
+    assert result.returncode == 0, result.stderr
+    massif_file = check_file(out)
     recorded = {(round(t * 1000), sum(sites.values())): sites for t, sites in tracemalloc_samples.recorded.items()}
     dumps = {(round(t * 1000), total): lines for t, total, lines in tracemalloc_samples.dumps}
-    seen_recorded = seen_dumps = 0
+    # A sites.csv snapshot and a dump may share a moment and a total (the probe also snapshots at
+    # phase ends): a tree counts as whichever of the two it holds.
+    seen_recorded, seen_dumps = set(), set()
     for snapshot in massif_file.detailed:
         children = _named_children(snapshot)
         key = (snapshot.time, snapshot.heap)
-        if key in recorded:
-            assert all(recorded[key][site] == size for site, size in children.items())
-            seen_recorded += 1
-        elif key in dumps:
-            # tracemalloc's own figure for each line, labelled with the probe's short paths.
-            for site, size in children.items():
-                filename, line = site.split(" (")[0].rsplit(":", 1)
-                [figure] = [b for (f, n), b in dumps[key].items()
-                            if n == int(line) and (f == filename or f.endswith("/" + filename))]
-                assert figure == size, site
-            seen_dumps += 1
-        else:  # the peak, where no sites were recorded: a detailed sample's, plus the rest not attributed
-            assert snapshot.kind == "peak"
+        holds_recorded = key in recorded and all(recorded[key].get(site) == size for site, size in children.items())
+        holds_dump = key in dumps and _holds_the_dump(children, dumps[key])
+        if holds_recorded:
+            seen_recorded.add(key)
+        if holds_dump:
+            seen_dumps.add(key)
+        if not (holds_recorded or holds_dump):  # the peak, where no sites were recorded: a detailed sample's, plus the rest not attributed
+            assert snapshot.kind == "peak", (key, children)
             named = {site: size for site, size in children.items() if not site.startswith("(not attributed)")}
             assert any(all(_named_children(source).get(site) == size for site, size in named.items())
                        for source in massif_file.detailed if source is not snapshot and source.heap <= snapshot.heap)
-    assert seen_recorded >= 1 and seen_dumps == 6
+    assert seen_recorded and seen_dumps == set(dumps)
     # A site keeps one label, and one code address, in every snapshot: sites.csv's and the dumps'.
     addresses: dict[str, str] = {}
     for snapshot in massif_file.detailed:
@@ -324,7 +349,9 @@ def test_matrix_writes_a_massif_file_per_run_and_the_report_links_it(tracemalloc
     massif_file = check_file(reloaded.file("massif"))
     assert massif_file.peak.heap == open_series([run]).peak.total_bytes
     index = build_report([reloaded], tmp_path / "latest", matrix_info={"runs": [str(run)]})
-    assert f"[massif.out](../runs/{run.name}/massif.out.packed-tracemalloc)" in index.read_text()
+    # The report names the run's massif.out without linking it: run folders are not committed (issue 16, item 8).
+    text = index.read_text()
+    assert "`massif.out.packed-tracemalloc`" in text and "](../runs/" not in text
 
 
 # --- the source's contract -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from server.layouts import LAYOUTS
 
 from server.cli import bounded
 
-from ..cli import choices_list
+from ..cli import choices_list, stderr_console
 from ..loadgen import FD_MARGIN, fd_hard_limit
 from ..runner import Interrupted
 
@@ -90,8 +90,6 @@ def _plan_from(args: argparse.Namespace):
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from rich.console import Console
-
     from .document import build_document, describe_machine
     from .measure import PROFILED_RUN, run_bench, run_profiles
     from .report import MARKDOWN_FILE, write_reports
@@ -119,7 +117,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             peers.append(PEERS[name])
     subjects = [*layout_subjects(args.layouts), *peers]
 
-    console = Console(stderr=True)
+    console = stderr_console()
     for note in notes + ([tool_note] if tool_note else []):
         console.print(f"[yellow]memdiet bench:[/yellow] {note}")
     install_interrupt_handlers()

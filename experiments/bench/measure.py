@@ -41,6 +41,13 @@ PROFILES_DIR = "profiles"
 Progress = Callable[[str, int, str], None]
 
 
+def portable_command(command: Sequence[str], python: str) -> list[str]:
+    """``command`` as the bench's files record it: the interpreter as ``python`` and paths below the
+    working folder relative to it, so a committed bench.json names no path of the machine it ran on."""
+    here = f"{Path.cwd()}{os.sep}"
+    return ["python" if argument == python else argument.removeprefix(here) for argument in command]
+
+
 @dataclass
 class BenchPlan:
     """What a run measures. ``held``: connection counts held in turn; ``duration_s``: seconds of
@@ -115,7 +122,8 @@ class Trial:
         plan, record, server = self.plan, self.record, self.server
         self.progress("starting")
         record["port"] = server.start()
-        record.update(pid=server.pid, command=server.command, pinning=server.pinning,
+        record.update(pid=server.pid, command=portable_command(server.command, self.plan.python),
+                      pinning=server.pinning,
                       server_cpus=self.server_cpus, client_cpus=self.client_cpus)
         self.progress("idle")
         time.sleep(plan.settle_s)
@@ -226,7 +234,8 @@ class ProfiledRun(Trial):
         started = time.monotonic()
         record["port"] = server.start()
         record["startup_s"] = round(time.monotonic() - started, 3)
-        record.update(pid=server.pid, command=server.command, pinning=server.pinning,
+        record.update(pid=server.pid, command=portable_command(server.command, self.plan.python),
+                      pinning=server.pinning,
                       server_cpus=self.server_cpus, client_cpus=self.client_cpus)
         record["process_cpu_s"] = round(self._time_throughput(), 4)
 

@@ -135,7 +135,15 @@ ZOOM_BELOW = 0.3
 
 
 def render_massif_curve(run: RunResult, out_stem: Path, top_n: int = DEFAULT_TOP_N) -> list[Path]:
-    """Draw ``run``'s curve to ``<out_stem>.png`` and ``<out_stem>.svg``; return both paths.
+    """Draw ``run``'s curve (:func:`draw_massif_curve`) to ``<out_stem>.png`` and ``<out_stem>.svg``;
+    return both paths."""
+    return save_figure(draw_massif_curve(run, top_n), out_stem)
+
+
+def draw_massif_curve(run: RunResult, top_n: int = DEFAULT_TOP_N) -> Any:
+    """``run``'s curve as a matplotlib Figure. The site stack spans the run's detailed snapshots:
+    the sampler's, and one at every phase end (the tracemalloc probe turns each phase-end dump into
+    sites.csv rows), so it reaches the end of idle-after whatever the detail interval became.
 
     When the heap is small beside the RSS (a compact layout: the interpreter dominates), a second
     panel below shows the heap alone at its own scale, so its sites stay readable."""
@@ -161,4 +169,4 @@ def render_massif_curve(run: RunResult, out_stem: Path, top_n: int = DEFAULT_TOP
     if handles:
         main.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
                     title="heap by allocation site (stacked)" if heap.times else None, title_fontsize=8)
-    return save_figure(figure, out_stem)
+    return figure

@@ -2,9 +2,14 @@
 
 It ties the other renderers together: the comparison chart, a table of every summary metric per
 layout (each figure taken from the probe that measures it best, see :mod:`.selection`), the
-reductions versus naive, the per-slot anatomy, one massif-style curve per layout, links to every run
-folder and its raw captures, and a note on which figures are deterministic. Runs not marked
-complete are listed but used nowhere else.
+reductions versus naive, the per-slot anatomy, one massif-style curve per layout, which run folder
+fed each layout and probe (with its raw captures), and a note on which figures are deterministic.
+Runs not marked complete are listed but used nowhere else.
+
+The report links only to files in its own folder (its charts): run folders are git-ignored, so a
+committed report names them (relative to its folder) without linking. Runs made with different
+parameters (:data:`experiments.results.COMPARED_PARAMETERS`) are refused
+(:class:`IncomparableRuns`), or with ``allow_mixed`` given one report each.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from ..results import PHASES, RunResult, write_atomic
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
 from .massif_curve import render_massif_curve
-from .selection import (BASELINE_LAYOUT, CURVE_PROBES, Figure, latest_runs, merged_metrics, pick_run, probes_for,
+from .selection import (BASELINE_LAYOUT, CURVE_PROBES, RSS_PROBES, Figure, chosen_runs, differing_parameters,
+                        latest_runs, layout_order, merged_metrics, parameter_key, parameter_sets, pick_run, probes_for,
                         reductions, split_by_status)
 from .units import MISSING, format_metric, percent_change
 
@@ -36,6 +42,11 @@ REDUCTION_METRICS = (
     ("held_rss_bytes", "RSS with C connections held"),
     ("bytes_per_slot", "heap bytes per slot"),
 )
+
+
+class IncomparableRuns(ValueError):
+    """The runs a report would be made of were made with different compared parameters; the
+    message (one line) says which parameters and values."""
 
 
 def reduction_table(runs: Iterable[RunResult]) -> dict[str, dict[str, float | None]]:
@@ -57,8 +68,35 @@ def _table(header: list[str], rows: list[list[str]], align: str | None = None) -
     return ["| " + " | ".join(row) + " |" for row in [header, rule, *rows]]
 
 
+def _relative(target: Path, out_dir: Path) -> str:
+    """``target`` relative to the report's folder, with ``/`` separators."""
+    return Path(os.path.relpath(Path(target).resolve(), Path(out_dir).resolve())).as_posix()
+
+
 def _link(target: Path, out_dir: Path, text: str) -> str:
-    return f"[{text}]({Path(os.path.relpath(target, out_dir)).as_posix()})"
+    """A link to a file the report wrote into its own folder (never to a run folder: those are
+    not committed)."""
+    return f"[{text}]({_relative(target, out_dir)})"
+
+
+def _run_name(run: RunResult, out_dir: Path) -> str:
+    """A run folder named, not linked: its path relative to the report's folder, as code."""
+    return f"`{_relative(run.path, out_dir)}`"
+
+
+def _value_text(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def describe_differences(differing: dict[str, dict[Any, list[RunResult]]]) -> str:
+    """``max_conns 8,192 (10 runs), 65,536 (5 runs); ...``: each differing parameter's values,
+    the most used first, with how many runs have each."""
+    parts = []
+    for name, by_value in differing.items():
+        ordered = sorted(by_value.items(), key=lambda item: -len(item[1]))
+        parts.append(f"{name} " + ", ".join(f"{_value_text(value)} ({len(runs)} run{'s' * (len(runs) != 1)})"
+                                            for value, runs in ordered))
+    return "; ".join(parts)
 
 
 def _image(stem: str, alt: str) -> str:
@@ -79,9 +117,13 @@ _SHOWN_OR_BOOKKEEPING = {"layout", "probe", "max_conns", "connections", "runs_di
 
 
 def _intro(complete: list[RunResult], others: list[RunResult], matrix_info: dict[str, Any]) -> list[str]:
+    used = chosen_runs(complete)
+    superseded = len(complete) - len(used)
     lines = [f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(complete) + len(others)} runs "
              f"({len(complete)} complete"
+             + (f", {superseded} of them superseded by a later run of the same layout and probe" if superseded else "")
              + (f", {len(others)} not complete and left out of every table" if others else "") + ")."]
+    complete = used  # what follows describes the runs the tables are made of
     max_conns = _common(r.parameters.get("max_conns") for r in complete)
     connections = _common(r.parameters.get("connections") for r in complete)
     fmt = lambda v: f"{v:,}" if isinstance(v, int) else str(v)  # noqa: E731
@@ -210,22 +252,38 @@ def _curve_section(by_layout: dict[str, dict[str, RunResult]], out_dir: Path) ->
             continue
         stem = f"curve-{layout}"
         render_massif_curve(run, out_dir / stem)
-        lines += [f"### {layout}", "", f"{run.probe} probe, run {_link(run.path, out_dir, run.path.name)}.", "",
+        lines += [f"### {layout}", "", f"{run.probe} probe, run {_run_name(run, out_dir)}.", "",
                   _image(stem, f"memory over time, {layout}"), ""]
     return lines
 
 
 def _runs_section(runs: list[RunResult], out_dir: Path) -> list[str]:
+    complete, _ = split_by_status(runs)
+    used = {id(run) for run in chosen_runs(complete)}
+    by_pair: dict[tuple[str, str], list[RunResult]] = {}
+    for run in runs:
+        by_pair.setdefault((run.layout, run.probe), []).append(run)
+    layout_rank = {layout: rank for rank, layout in enumerate(layout_order({layout for layout, _ in by_pair}))}
+    probe_rank = lambda probe: RSS_PROBES.index(probe) if probe in RSS_PROBES else len(RSS_PROBES)  # noqa: E731
     rows = []
-    for run in sorted(runs, key=lambda r: r.path.name):
+    for layout, probe in sorted(by_pair, key=lambda pair: (layout_rank[pair[0]], probe_rank(pair[1]), pair[1])):
+        pair_runs = sorted(by_pair[layout, probe], key=lambda r: r.path.name)
+        chosen = next((run for run in pair_runs if id(run) in used), None)
         captures = []
-        for key, label in (("flamegraph", "flame graph"), ("massif", "massif.out")):
-            path = run.file(key)
-            if path is not None and path.exists():
-                captures.append(_link(path, out_dir, label))
-        rows.append([_link(run.path, out_dir, run.path.name), run.layout, run.probe,
-                     run.status if run.status == "complete" else f"**{run.status}**", ", ".join(captures) or MISSING])
-    return _table(["run folder", "layout", "probe", "status", "captures"], rows, "lllll")
+        if chosen is not None:
+            for key in ("flamegraph", "massif"):
+                path = chosen.file(key)
+                if path is not None and path.exists():
+                    captures.append(f"`{path.name}`")
+        unused = [f"{_run_name(run, out_dir)} ({'older' if run.status == 'complete' else run.status})"
+                  for run in pair_runs if run is not chosen]
+        rows.append([layout, probe, _run_name(chosen, out_dir) if chosen else MISSING,
+                     ", ".join(captures) or MISSING, ", ".join(unused) or MISSING])
+    return ["The run each layout's and probe's figures above come from: of the runs given, the latest complete one. "
+            "Paths are relative to this report's folder. Run folders are git-ignored, so this report names them "
+            "without linking: on the machine that made them they hold the raw captures listed (a massif.out file "
+            "for ms_print or massif-visualizer, memray's flame graph).", "",
+            *_table(["layout", "probe", "run used", "captures in it", "also given, not used"], rows, "lllll")]
 
 
 def _incomplete_section(others: list[RunResult], out_dir: Path) -> list[str]:
@@ -234,7 +292,7 @@ def _incomplete_section(others: list[RunResult], out_dir: Path) -> list[str]:
     lines = ["These runs did not complete (interrupted, or failed); their figures are in no table or chart above.", ""]
     for run in sorted(others, key=lambda r: r.path.name):
         reached = ", ".join(p.name for p in run.phases) or "no phase"
-        lines.append(f"- {_link(run.path, out_dir, run.path.name)}: {run.layout}, {run.probe} probe, "
+        lines.append(f"- {_run_name(run, out_dir)}: {run.layout}, {run.probe} probe, "
                      f"status {run.status}, reached {reached}")
     return lines
 
@@ -255,15 +313,26 @@ def _determinism_section() -> list[str]:
 
 # --- the report ----------------------------------------------------------------------------------
 def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_TITLE,
-                 matrix_info: dict[str, Any] | None = None) -> Path:
+                 matrix_info: dict[str, Any] | None = None, allow_mixed: bool = False) -> Path:
     """Write ``out_dir/index.md`` and its charts for ``runs``; return the index's path.
 
     ``matrix_info`` (what the matrix ran: e.g. quick mode, probes, wall time) is listed in the
     intro as given. Every file is written atomically.
+
+    The tables take the latest complete run of each layout and probe; when those were made with
+    different :data:`~experiments.results.COMPARED_PARAMETERS` (runs of several matrices), raises
+    :class:`IncomparableRuns` before writing anything, or with ``allow_mixed`` writes one report
+    per parameter set into ``out_dir/set-<n>/`` and an index of them.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     complete, others = split_by_status(runs)
+    differing = differing_parameters(chosen_runs(complete))
+    if differing:
+        if not allow_mixed:
+            raise IncomparableRuns("the latest complete runs of the layouts and probes were made with different "
+                                   f"parameters: {describe_differences(differing)}")
+        return _build_separated(runs, out_dir, title)
+    out_dir.mkdir(parents=True, exist_ok=True)
     merged = merged_metrics(complete)
     by_layout = latest_runs(complete)
 
@@ -292,6 +361,29 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
     lines += ["## Runs", "", *_runs_section(runs, out_dir), "",
               "## Which figures are deterministic", "", *_determinism_section(), "",
               "## Incomplete runs", "", *_incomplete_section(others, out_dir), ""]
+    index = out_dir / INDEX_FILE
+    write_atomic(index, "\n".join(lines))
+    return index
+
+
+def _build_separated(runs: list[RunResult], out_dir: Path, title: str) -> Path:
+    """One report per parameter set in ``out_dir/set-<n>/`` (most complete runs first), and an
+    ``index.md`` listing them with the parameters that tell them apart."""
+    sets = parameter_sets(runs)
+    keys = [dict(parameter_key(group[0])) for group in sets]
+    differing = [name for name in keys[0] if len({repr(key[name]) for key in keys}) > 1]
+    rows = []
+    for number, group in enumerate(sets, start=1):
+        index = build_report(group, out_dir / f"set-{number}", title=f"{title}: parameter set {number}")
+        values = dict(parameter_key(group[0]))
+        complete = sum(run.status == "complete" for run in group)
+        rows.append([_link(index, out_dir, f"set {number}"), *(_value_text(values[name]) for name in differing),
+                     f"{complete} of {len(group)}", ", ".join(layout_order({run.layout for run in group}))])
+    lines = [f"# {title}", "",
+             f"These {len(runs)} runs were made with {len(sets)} different parameter sets (they differ in "
+             f"{', '.join(differing)}), whose figures are not comparable: one report per set, each with its own "
+             "tables and charts.", "",
+             *_table(["report", *differing, "complete runs", "layouts"], rows, "l" + "r" * len(differing) + "rl"), ""]
     index = out_dir / INDEX_FILE
     write_atomic(index, "\n".join(lines))
     return index

@@ -9,12 +9,12 @@ layout lacks that run, and says which probe every figure came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from server.layouts import LAYOUTS
 
 from ..metrics import reduction
-from ..results import RunResult
+from ..results import COMPARED_PARAMETERS, RunResult
 
 BASELINE_LAYOUT = "naive"
 
@@ -55,6 +55,38 @@ def latest_runs(runs: Iterable[RunResult]) -> dict[str, dict[str, RunResult]]:
     for run in sorted(complete, key=lambda r: r.path.name):
         chosen.setdefault(run.layout, {})[run.probe] = run
     return {layout: chosen[layout] for layout in layout_order(chosen)}
+
+
+def chosen_runs(runs: Iterable[RunResult]) -> list[RunResult]:
+    """The runs a report's tables are made from: of the complete runs, the latest of each layout
+    and probe (:func:`latest_runs`)."""
+    return [run for by_probe in latest_runs(runs).values() for run in by_probe.values()]
+
+
+def parameter_key(run: RunResult) -> tuple[tuple[str, Any], ...]:
+    """``run``'s values of :data:`~experiments.results.COMPARED_PARAMETERS`: runs with equal keys
+    may share a table."""
+    return tuple((name, run.parameters.get(name)) for name in COMPARED_PARAMETERS)
+
+
+def differing_parameters(runs: Iterable[RunResult]) -> dict[str, dict[Any, list[RunResult]]]:
+    """``{parameter: {value: runs with it}}`` for each compared parameter on which ``runs``
+    disagree; empty when they may share a table."""
+    by_name: dict[str, dict[Any, list[RunResult]]] = {}
+    for run in runs:
+        for name, value in parameter_key(run):
+            by_name.setdefault(name, {}).setdefault(value, []).append(run)
+    return {name: by_value for name, by_value in by_name.items() if len(by_value) > 1}
+
+
+def parameter_sets(runs: Iterable[RunResult]) -> list[list[RunResult]]:
+    """``runs`` split into groups of equal :func:`parameter_key`, most complete runs first (ties:
+    the group with the latest run first)."""
+    groups: dict[tuple, list[RunResult]] = {}
+    for run in runs:
+        groups.setdefault(parameter_key(run), []).append(run)
+    newest_first = sorted(groups.values(), key=lambda group: max(r.path.name for r in group), reverse=True)
+    return sorted(newest_first, key=lambda group: -sum(r.status == "complete" for r in group))  # stable sort
 
 
 def pick_run(by_probe: dict[str, RunResult], probes: tuple[str, ...]) -> RunResult | None:

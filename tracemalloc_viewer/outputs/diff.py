@@ -1,7 +1,10 @@
 """Output: ``diff``, size and block-count changes per site between two samples.
 
 Rows are sorted as tracemalloc's ``compare_to`` sorts them (largest absolute size change first) or,
-with ``order="growth"``, largest growth first and largest shrinkage last.
+with ``order="growth"``, largest growth first and largest shrinkage last. The two samples are compared
+on their common basis (:func:`~..stats.common_basis`: one form of file name, one row per line, a
+breakdown only as fine as the coarser side's); the lines under the title say when that changed
+anything.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..model import Site
-from ..stats import compare
+from ..stats import common_basis, compare
 from ..units import frame_label, human_bytes
 
 
@@ -20,6 +23,7 @@ def render(old: Sequence[Site], new: Sequence[Site], title: str, by: str = "line
     new_total = sum(site.size for site in new)
     lines = [
         title,
+        *common_basis(old, new).notes,
         f"total {_size(old_total, exact)} -> {_size(new_total, exact)} "
         f"({_size(new_total - old_total, exact, signed=True)}), {len(diffs):,} sites by {by}"
         + (", cumulative" if cumulative else ""),

@@ -10,6 +10,7 @@ sample index when the series has no clock), y is MiB.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ..model import Frame, Series
@@ -45,6 +46,20 @@ def render(series: Series, path: str | Path, top: int = 10, by: str = "lineno", 
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"{path}: the timeline is written as .png or .svg")
+    import matplotlib.pyplot as plt
+
+    chart = figure(series, top, by, title)
+    try:
+        chart.savefig(path)
+    finally:
+        plt.close(chart)
+    return path
+
+
+def figure(series: Series, top: int = 10, by: str = "lineno", title: str | None = None):
+    """The chart as a matplotlib ``Figure`` (the caller closes it with ``pyplot.close``). ``title``
+    defaults to the series' source and command; a long one is wrapped (and shrunk if need be) to fit
+    inside the figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
@@ -52,7 +67,7 @@ def render(series: Series, path: str | Path, top: int = 10, by: str = "lineno", 
 
     indices, keys, sizes, other = site_matrix(series, top, by)
     times = [sample.time_s for sample in series.samples]
-    figure, axes = plt.subplots(figsize=(11, 5.5), dpi=100)
+    chart, axes = plt.subplots(figsize=(11, 5.5), dpi=100, layout="constrained")
     try:
         if indices:
             x = [times[index] for index in indices]
@@ -78,16 +93,52 @@ def render(series: Series, path: str | Path, top: int = 10, by: str = "lineno", 
                       ha="right" if right_half else "left", fontsize=8, color="red")
         axes.set_xlabel("time (s)" if series.has_clock else "snapshot index")
         axes.set_ylabel("heap (MiB)")
-        axes.set_title(title or f"{series.source}: {' '.join(series.command.split())}"[:100], fontsize=10)
         axes.set_ylim(bottom=0)
         if len(indices) > 1:
             axes.margins(x=0)
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
-    return path
+        _fit_title(chart, axes, title or f"{series.source}: {series.command}")
+    except BaseException:
+        plt.close(chart)
+        raise
+    return chart
+
+
+#: The title's font size (points), the smallest it shrinks to, and the most lines it wraps to.
+TITLE_FONT_PT = 10.0
+TITLE_MIN_FONT_PT = 6.0
+TITLE_MAX_LINES = 3
+
+
+def _fit_title(chart, axes, text: str) -> None:
+    """Set ``text`` as the axes' title, wrapped to the width it has (the title is centred on the
+    axes, which the legend pushes left) in at most :data:`TITLE_MAX_LINES` lines, smaller type before
+    a cut; the constrained layout then makes room above the axes for every line. Measured, not
+    guessed: the figure is drawn and the title's box checked against the figure's."""
+    words = " ".join(text.split())
+    renderer = chart.canvas.get_renderer()
+    font_pt = TITLE_FONT_PT
+    # Characters per line, first guessed from the figure's width (a glyph is about 0.6 em), then
+    # corrected by what the drawn title measures.
+    per_line = max(10, int(chart.bbox.width / (font_pt * chart.dpi / 72 * 0.6)))
+    for _attempt in range(12):
+        lines = textwrap.wrap(words, per_line, break_long_words=True, break_on_hyphens=False) or [""]
+        if len(lines) > TITLE_MAX_LINES and font_pt > TITLE_MIN_FONT_PT:
+            font_pt = max(TITLE_MIN_FONT_PT, font_pt - 1)
+            per_line = int(per_line * (font_pt + 1) / font_pt)
+            continue
+        if len(lines) > TITLE_MAX_LINES:
+            lines = lines[:TITLE_MAX_LINES]
+            lines[-1] = lines[-1][: max(1, per_line - 1)] + "\u2026"
+        axes.set_title("\n".join(lines), fontsize=font_pt)
+        chart.canvas.draw()
+        box, whole = axes.title.get_window_extent(renderer), chart.bbox
+        # The title is centred on the axes: it may reach as far as the nearer figure edge allows.
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * min(centre - whole.x0, whole.x1 - centre) - 4  # px, a small margin
+        if box.width <= room and box.y1 <= whole.y1:
+            return
+        per_line = max(10, min(per_line - 1, int(per_line * room / box.width)))
 
 
 def _label(frame: Frame) -> str:

@@ -20,8 +20,9 @@ the run's clock, seconds since the server started (the clock of the phases in ``
   site, placed just after the first ``heap.csv`` row at or after their phase's end (the probe's
   sampler writes that row, then takes the dump). Their
   paths are shortened as the probe shortens them in ``sites.csv`` (relative to the server's
-  working directory, or after ``lib``/``site-packages``), so a site has one label in every
-  snapshot.
+  working directory, or after ``site-packages``, or from the standard library's ``pythonX.Y``
+  folder), and the probe's own allocations are one ``(probe)`` site as in ``sites.csv``, so a site
+  has one label in every snapshot. :func:`site_samples` returns these detailed samples alone.
 - The probe records sites every few seconds, so the curve's peak may have none: its sites are
   then those of the nearest detailed sample plus one ``(not attributed)`` site holding the
   difference (never negative: the peak is the largest sample), and a note says so. A curve from
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ViewerInputError
 from ..model import Frame, Sample, Series, Site, merge_sites
-from ..names import function_name
+from ..names import FileKeys, chosen_names
 from . import memray_capture, tracemalloc_dumps
 
 if TYPE_CHECKING:
@@ -69,9 +70,11 @@ _DUMP_NAME = re.compile(r"^\d+-(?P<phase>.+)\.tmsnap$")
 #: Pseudo-sites: what the probe's top sites leave, and what the probe itself holds. A pseudo-site
 #: is a frame with line 0 whose file is the label (``top`` and ``timeline`` show just that) and
 #: whose function says what it holds (massif trees show ``0xADDR: what ((other):0)``).
+OTHER_SITE = "(other)"
+PROBE_SITE = "(probe)"
 _PSEUDO_SITES = {
-    "(other)": "sites after the probe's top ones",
-    "(probe)": "the tracing probe's own allocations",
+    OTHER_SITE: "sites after the probe's top ones",
+    PROBE_SITE: "the tracing probe's own allocations",
 }
 
 
@@ -94,6 +97,7 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
         notes.append(_curve_note(HEAP_FILE, len(heap)))
         recorded = _read_sites(folder / SITES_FILE)
         dumps = _read_dumps(folder, document, recorded, sorted(time_s for time_s, _size in heap), notes)
+        recorded = _without_dump_twins(recorded, dumps)
         if recorded or dumps:
             notes.append(f"detailed: {_count(recorded, 'snapshot')} in {SITES_FILE} (the probe's top sites) and "
                          f"{_count(dumps, 'full dump')} at phase ends, one frame per site; "
@@ -250,15 +254,54 @@ def _read_sites(path: Path) -> list[Sample]:
     return samples
 
 
+def site_samples(folder: str | Path) -> list[Sample]:
+    """Every moment of a memdiet run folder that has its allocation sites, in time order: the probe's
+    ``sites.csv`` snapshots and the full dumps taken at the end of each phase, on the run's clock
+    (seconds since the server started), each a :class:`~..model.Sample` whose sites add up to its
+    total. A site is one frame (``file:line``, the function as sites.csv names it), keyed alike in
+    every sample: the dumps' absolute paths take sites.csv's short form, and the probe's own
+    allocations are one ``(probe)`` site in the dumps as in sites.csv; sites.csv snapshots also hold
+    ``(other)`` (the sites after the probe's top ones). A renderer stacks these over the run.
+
+    Raises :class:`ViewerInputError` when ``folder`` is not a readable run folder."""
+    folder = _folder(Path(folder)) or Path(folder)
+    document = _read_result(folder)
+    recorded = _read_sites(folder / SITES_FILE)
+    heap_times = sorted(time_s for time_s, _size in _read_curve(folder / HEAP_FILE, HEAP_COLUMNS))
+    dumps = _read_dumps(folder, document, recorded, heap_times, [])
+    return sorted(_without_dump_twins(recorded, dumps) + dumps, key=lambda sample: sample.time_s)
+
+
+#: Seconds within which a sites.csv snapshot and a phase-end dump are the same moment.
+_SAME_MOMENT_S = 1e-6
+
+
+def _without_dump_twins(recorded: list[Sample], dumps: Sequence[Sample]) -> list[Sample]:
+    """``recorded`` less the sites.csv snapshots the probe made from a phase-end dump (same time as
+    the dump): the dump holds every site, the snapshot only the probe's top ones, so one moment is
+    shown once, from the dump."""
+    dump_times = sorted(sample.time_s for sample in dumps)
+
+    def is_twin(time_s: float) -> bool:
+        at = bisect.bisect_left(dump_times, time_s - _SAME_MOMENT_S)
+        return at < len(dump_times) and dump_times[at] <= time_s + _SAME_MOMENT_S
+
+    return [sample for sample in recorded if not is_twin(sample.time_s)]
+
+
 def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_times: Sequence[float],
                 notes: list[str]) -> list[Sample]:
     """The phase-end dumps listed in result.json, in time order (a note counts those not found).
 
-    A dump is placed at the first of the sorted ``heap_times`` at or after the end of its phase: the
-    runner asks for it as the phase ends, and the probe's sampler writes a heap row, then dumps."""
+    A dump is placed at the time result.json records for it (``files.snapshot_times_s``); a run
+    that does not record it (an older one) places it at the first of the sorted ``heap_times`` at or
+    after the end of its phase: the runner asks for it as the phase ends, and the probe's sampler
+    writes a heap row, then dumps."""
     ends = {phase.get("name"): phase.get("end_s") for phase in document.get("phases") or [] if isinstance(phase, dict)}
     loaded: list[tuple[float, tuple[Site, ...]]] = []
     listed = (document.get("files") or {}).get("snapshots") or []
+    # Where the run recorded when each dump was taken (on the run's clock), that time is used.
+    recorded_times = (document.get("files") or {}).get("snapshot_times_s") or {}
     for name in listed:
         path = folder / str(name)
         match = _DUMP_NAME.match(path.name)
@@ -266,6 +309,8 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
         if isinstance(end_s, (int, float)) and path.is_file():
             after = bisect.bisect_left(heap_times, end_s)
             time_s = heap_times[after] if after < len(heap_times) else float(end_s)
+            if isinstance(recorded_times.get(str(name)), (int, float)):
+                time_s = float(recorded_times[str(name)])
             loaded.append((time_s, tracemalloc_dumps.load_sites(path)))
     if len(loaded) < len(listed):
         notes.append(f"{len(listed) - len(loaded)} of the {len(listed)} dumps listed in {RESULT_FILE} not read "
@@ -273,49 +318,52 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
     if not loaded:
         return []
     csv_frames = {frame for sample in recorded for site in sample.sites or () for frame in site.frames}
-    relabel = _Relabel(csv_frames, {frame.filename for _t, sites in loaded for site in sites for frame in site.frames})
+    dump_frames = {frame for _time_s, sites in loaded for site in sites for frame in site.frames}
+    relabel = _Relabel(csv_frames, dump_frames)
     samples = []
     for time_s, sites in sorted(loaded, key=lambda pair: pair[0]):
-        sites = merge_sites([Site(tuple(map(relabel, site.frames)), site.size, site.count) for site in sites])
+        sites = merge_sites([relabel.site(site) for site in sites])
         samples.append(Sample(time_s, sum(site.size for site in sites), sites))
     return samples
 
 
 class _Relabel:
-    """Turns a dump's frame (absolute path, no function) into the label the probe gives the same
-    site in sites.csv (``experiments.probes.site_label``): the path relative to the server's
-    working directory, else after the last ``site-packages`` or ``lib`` folder, else as is; the
-    function as sites.csv names it, else as the source file names it now.
+    """Turns a dump's site (absolute paths, no function names, the probe's own allocations among the
+    others) into the form sites.csv gives the same site: file names keyed as
+    :class:`~..names.FileKeys` keys them against sites.csv's (relative to the server's working
+    directory, or after ``site-packages``, or from the standard library's ``pythonX.Y`` folder); the
+    function as sites.csv names the line, else as the source file names it now; and an allocation
+    made by the probe's own code (its traceback's most recent frame in ``server/tracing.py`` or in
+    tracemalloc itself, the files the probe's filters leave out of sites.csv) one ``(probe)`` site."""
 
-    The working directory is not recorded: it is the prefix that maps most dump paths onto
-    sites.csv paths (none when sites.csv has no site the dumps have: paths then stay as they are)."""
-
-    def __init__(self, csv_frames: set[Frame], dump_files: set[str]) -> None:
-        self.functions = {(frame.filename, frame.lineno): frame.function for frame in csv_frames}
-        known = {frame.filename for frame in csv_frames}
-        roots = {path[: -len(short)] for short in known if not short.startswith(("/", "<"))
-                 for path in dump_files if path.endswith("/" + short)}
-        score = {root: sum(self._short(path, root) in known for path in dump_files) for root in roots}
-        self.root = max(sorted(score), key=score.__getitem__) if score else None
+    def __init__(self, csv_frames: set[Frame], dump_frames: set[Frame]) -> None:
+        self.keys = FileKeys(frame.filename for frame in csv_frames | dump_frames)
+        self.functions = chosen_names(dump_frames, self.keys.key)
+        # sites.csv's name wins: a site keeps one label in every snapshot of the run.
+        self.functions.update({(frame.filename, frame.lineno): frame.function for frame in csv_frames
+                               if frame.function is not None})
+        self.probe = (_frame(PROBE_SITE),)
         self.cache: dict[Frame, Frame] = {}
 
-    def __call__(self, frame: Frame) -> Frame:
+    def site(self, site: Site) -> Site:
+        if site.frames and _is_probe_file(site.frames[0].filename):
+            return Site(self.probe, site.size, site.count)
+        return Site(tuple(map(self.frame, site.frames)), site.size, site.count)
+
+    def frame(self, frame: Frame) -> Frame:
         done = self.cache.get(frame)
         if done is None:
-            short = frame.filename if self.root is None else self._short(frame.filename, self.root)
-            function = self.functions.get((short, frame.lineno)) or function_name(frame)
-            done = self.cache[frame] = Frame(short, frame.lineno, function)
+            filename = self.keys.key(frame.filename)
+            done = self.cache[frame] = Frame(filename, frame.lineno, self.functions.get((filename, frame.lineno)))
         return done
 
-    @staticmethod
-    def _short(path: str, root: str) -> str:
-        if path.startswith(root):
-            return path[len(root):]
-        parts = path.split("/")
-        for marker in ("site-packages", "lib"):
-            if marker in parts:
-                return "/".join(parts[len(parts) - parts[::-1].index(marker):])
-        return path
+
+def _is_probe_file(path: str) -> bool:
+    """True for the probe's own code: memdiet's ``server/tracing.py``, or the standard library's
+    ``tracemalloc.py`` (``.../pythonX.Y/tracemalloc.py``)."""
+    parts = path.replace("\\", "/").split("/")
+    return parts[-2:] == ["server", "tracing.py"] or (
+        parts[-1] == "tracemalloc.py" and len(parts) > 1 and re.match(r"^python\d+\.\d+t?$", parts[-2]) is not None)
 
 
 def _count(items: Sequence, noun: str) -> str:

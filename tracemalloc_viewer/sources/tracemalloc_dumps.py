@@ -9,7 +9,8 @@ taken, in ``auto`` mode, from the first of these that is available for every dum
 3. the dump's position in the series (``time_s`` is then the index, and outputs say so).
 
 Samples are put in time order (a stable sort: equal times keep the command-line order) and shifted
-so that the first is at 0 s. Dumps are pickles: load only files you trust, as with tracemalloc itself.
+so that the first is at 0 s. Dumps are pickles: they are loaded by :func:`load_snapshot`, which admits
+only tracemalloc's own classes, so a crafted file is refused instead of running code.
 """
 
 from __future__ import annotations
@@ -51,24 +52,80 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     return Series(samples, command=command, source=NAME, time_source=time_source, notes=notes)
 
 
-def load_snapshot(path: Path) -> tracemalloc.Snapshot:
-    """``tracemalloc.Snapshot.load(path)``, with every way it can fail turned into one clear error."""
+#: The globals a ``Snapshot.dump`` file may name: tracemalloc's own data classes (a dump names
+#: ``Snapshot`` and ``_Traces``; the others are tracemalloc's plain records). Anything else (``os.system``,
+#: ``builtins.exec``, ...) is refused: a pickle runs whatever callable it names.
+ALLOWED_GLOBALS = frozenset(("tracemalloc", name) for name in ("Snapshot", "_Traces", "Trace", "Traceback", "Frame"))
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A dump named a global outside :data:`ALLOWED_GLOBALS`."""
+
+
+class _SnapshotUnpickler(pickle.Unpickler):
+    """Loads tracemalloc's classes and plain containers (lists, tuples, dicts, strings, numbers:
+    pickle builds those without naming any global) and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("a persistent id (tracemalloc dumps have none)")
+
+
+def load_snapshot(path: str | Path) -> tracemalloc.Snapshot:
+    """The snapshot a ``tracemalloc.Snapshot.dump(path)`` file holds, as ``tracemalloc.Snapshot.load``
+    gives it, but loading it runs no code: the pickle may name only tracemalloc's own classes
+    (:data:`ALLOWED_GLOBALS`), and the traces must have the shape tracemalloc writes.
+
+    Raises :class:`ViewerInputError` with one line naming the file and the fault: unreadable,
+    truncated, not a snapshot, or a global refused (the dump is not what ``Snapshot.dump`` writes)."""
+    path = Path(path)
     try:
-        snapshot = tracemalloc.Snapshot.load(path)
+        with open(path, "rb") as file:
+            snapshot = _SnapshotUnpickler(file).load()
     except OSError as error:
         raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
+    except RefusedGlobal as error:
+        raise ViewerInputError(f"{path}: refused to load: the pickle calls {error}, not a tracemalloc class "
+                               f"(a crafted or foreign pickle; nothing was run)") from None
     except (EOFError, pickle.UnpicklingError) as error:
         raise ViewerInputError(f"{path}: truncated or corrupt tracemalloc snapshot ({_describe_error(error)})") from None
     except Exception as error:  # unpickling garbage can raise almost anything
         raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({_describe_error(error)})") from None
     if not isinstance(snapshot, tracemalloc.Snapshot):
         raise ViewerInputError(f"{path}: not a tracemalloc snapshot (it holds a {type(snapshot).__name__})")
+    problem = _shape_problem(snapshot)
+    if problem:
+        raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({problem})")
     return snapshot
+
+
+def _shape_problem(snapshot: tracemalloc.Snapshot) -> str | None:
+    """What is wrong with a loaded snapshot's fields, or None: tracemalloc's own methods trust them."""
+    state = vars(snapshot)
+    if not isinstance(state.get("traceback_limit"), int):
+        return "its traceback_limit is not an integer"
+    traces = state.get("traces")
+    raw = vars(traces).get("_traces") if isinstance(traces, tracemalloc._Traces) else None
+    if not isinstance(raw, (list, tuple)):
+        return "its traces are not a list"
+    for trace in raw:
+        if not (isinstance(trace, tuple) and len(trace) >= 3 and isinstance(trace[0], int)
+                and isinstance(trace[1], int) and isinstance(trace[2], tuple)):
+            return "a trace is not (domain, size, frames, ...)"
+    return None
 
 
 def load_sites(path: Path) -> tuple[Site, ...]:
     """The dump's traces grouped by traceback (all domains, as ``Snapshot.statistics`` counts them)."""
-    return snapshot_sites(load_snapshot(path))
+    snapshot = load_snapshot(path)
+    try:
+        return snapshot_sites(snapshot)
+    except (TypeError, ValueError) as error:  # a frame that is not (filename, lineno)
+        raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({_describe_error(error)})") from None
 
 
 def snapshot_sites(snapshot: tracemalloc.Snapshot) -> tuple[Site, ...]:

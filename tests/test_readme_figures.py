@@ -1,0 +1,257 @@
+"""README's measured tables agree with their one source, within the rounding README shows.
+
+Read at test time, never copied here:
+
+- "What it measured": the committed full report, ``reports/latest/index.md`` (its "Summary metrics"
+  and "Reduction versus naive" tables, and its parameters line), figure by figure.
+- The layouts table: "Python B/slot" against tests/test_layouts_memory.py's measurement
+  (tracemalloc's delta around building 20,000 slots in this process, the measurement README names;
+  the report's ``bytes_per_slot`` is at 65,536 slots and differs in the first decimal), on the
+  interpreter minor README says it measured on; "C B/slot" against ``c_bytes_per_slot()``.
+- The bench table: ``reports/bench/bench.json`` (each subject's medians and its req/s ratio to the
+  asyncio responder).
+
+A README figure passes when the source's figure rounds to it: |README - source| is at most half a
+unit of README's last digit (of the report's, where the report shows fewer digits than README).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from server.layouts import LAYOUTS
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+REPORT = REPO / "reports" / "latest" / "index.md"
+BENCH_JSON = REPO / "reports" / "bench" / "bench.json"
+
+#: Units README and the reports write figures in, as multiples of the base unit (bytes, us, ...).
+UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "us": 1, "ms": 1, "req/s": 1, "x": 1, "%": 1,
+         "": 1}
+QUANTITY = re.compile(r"^([+-]?)(\d[\d,]*(?:\.\d+)?)\s*(B|KiB|MiB|GiB|us|ms|req/s|x|%)?$")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A figure as written: its value in the base unit and half a unit of its last digit."""
+
+    value: float
+    half_step: float
+
+    @classmethod
+    def parse(cls, text: str) -> Quantity:
+        match = QUANTITY.match(text.replace("*", "").strip())
+        if not match:
+            raise ValueError(f"not a figure: {text!r}")
+        sign, digits, unit = match.group(1), match.group(2), match.group(3) or ""
+        decimals = len(digits.split(".")[1]) if "." in digits else 0
+        scale = UNITS[unit]
+        value = float(digits.replace(",", "")) * scale * (-1 if sign == "-" else 1)
+        return cls(value, 0.5 * 10 ** -decimals * scale)
+
+
+def agrees(shown: str, source: float | str) -> bool:
+    """Whether README's ``shown`` figure is ``source`` (a number, or a figure as the report writes
+    it) within the rounding each shows."""
+    figure = Quantity.parse(shown)
+    if isinstance(source, str):
+        # Both rounded: README must show the report's figure at README's own precision (or, where
+        # README shows more digits than the report, agree to the report's precision).
+        other = Quantity.parse(source)
+        return abs(figure.value - other.value) <= max(figure.half_step, other.half_step) * (1 + 1e-9)
+    return abs(figure.value - source) <= figure.half_step * (1 + 1e-9)
+
+
+# --- reading markdown tables ---------------------------------------------------------------------
+def table_after(text: str, header_start: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table whose header row starts with ``header_start``, as
+    ``{column header: cell}``, markers (``**``, backticks) kept."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(header_start)), None)
+    assert start is not None, f"no table starting {header_start!r}"
+    header = [cell.strip() for cell in lines[start].strip().strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def section(text: str, title: str) -> str:
+    """The markdown section under ``## title`` (up to the next ``## ``)."""
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def plain(cell: str) -> str:
+    return cell.replace("`", "").replace("*", "").strip()
+
+
+# --- the checks, on texts given (so a test can feed them a README with one figure changed) ------
+def measured_table_mismatches(readme: str, report: str) -> list[str]:
+    """README's "What it measured" table (and its parameters sentence) against the full report."""
+    mismatches = []
+    summary = {plain(row["metric"]): row for row in table_after(report, "| metric |")}
+    reductions = {row["figure"]: row for row in table_after(report, "| figure |")}
+    clients = re.search(r"C \(clients\) = ([\d,]+)", report).group(1)
+    slots = re.search(r"max_conns \(preallocated slots\) = ([\d,]+)", report).group(1)
+    measured = section(readme, "What it measured")
+    stated = re.search(r"--max-conns (\d+)` with C = ([\d,]+) clients", measured)
+    if stated is None or (int(stated.group(1)), stated.group(2)) != (int(slots.replace(",", "")), clients):
+        mismatches.append(f"README's parameters {stated and stated.groups()} are not the report's ({slots}, {clients})")
+    columns = {
+        "idle RSS": ("summary", "idle_rss_bytes"),
+        f"RSS with {clients} held": ("summary", "held_rss_bytes"),
+        "heap per held connection": ("summary", "heap_bytes_per_held_connection"),
+        "bytes per slot": ("summary", "bytes_per_slot"),
+        "vs naive": ("reduction", "idle RSS (no clients)"),
+    }
+    rows = table_after(measured, "| layout |")
+    if [row["layout"] for row in rows] != list(LAYOUTS):
+        mismatches.append(f"README's measured table lists {[row['layout'] for row in rows]}, not {list(LAYOUTS)}")
+    for row in rows:
+        layout = row["layout"]
+        if set(row) - {"layout"} != set(columns):
+            mismatches.append(f"README's measured table has columns {sorted(row)}, expected {sorted(columns)}")
+            break
+        for column, (table, key) in columns.items():
+            shown = row[column]
+            source = (summary if table == "summary" else reductions)[key][layout]
+            if not shown and (table, layout) == ("reduction", "naive"):
+                continue  # naive is the baseline of the reductions: nothing shown
+            if not agrees(shown, source):
+                mismatches.append(f"What it measured: {layout} {column}: README {shown!r}, report {source!r}")
+    return mismatches
+
+
+def layouts_table_mismatches(readme: str, python_bytes_per_slot, c_bytes_per_slot) -> list[str]:
+    """README's layouts table: Python B/slot and C B/slot against the measurements given."""
+    mismatches = []
+    rows = table_after(section(readme, "The five layouts"), "| layout |")
+    if [plain(row["layout"]) for row in rows] != list(LAYOUTS):
+        mismatches.append(f"README's layouts table lists {[row['layout'] for row in rows]}, not {list(LAYOUTS)}")
+    for row in rows:
+        layout = plain(row["layout"])
+        python_bytes, c_bytes = python_bytes_per_slot(layout), c_bytes_per_slot(layout)
+        if not agrees(row["Python B/slot"], python_bytes):
+            mismatches.append(f"layouts table: {layout} Python B/slot: README {row['Python B/slot']!r}, "
+                              f"measured {python_bytes:.2f}")
+        if not agrees(row["C B/slot"], c_bytes):
+            mismatches.append(f"layouts table: {layout} C B/slot: README {row['C B/slot']!r}, ctypes {c_bytes}")
+    return mismatches
+
+
+def bench_table_mismatches(readme: str, bench: dict) -> list[str]:
+    """README's bench table against bench.json: medians, and req/s as a multiple of asyncio's."""
+    mismatches = []
+    rows = table_after(section(readme, "Benchmark against the servers people use"), "| subject |")
+    subjects = {subject["label"]: subject for subject in bench["subjects"]}
+    if [row["subject"] for row in rows] != list(subjects):
+        mismatches.append(f"README's bench table lists {[row['subject'] for row in rows]}, bench.json {list(subjects)}")
+    held_columns = [column for column in (rows[0] if rows else {}) if re.fullmatch(r"RSS, [\d,]+ held", column)]
+    held_column = held_columns[0] if held_columns else None
+    if held_column is None:
+        return mismatches + ["README's bench table has no 'RSS, N held' column"]
+    held = int(re.sub(r"\D", "", held_column))
+    columns = {
+        "idle RSS": lambda s: s["summary"]["idle_rss_bytes"]["median"],
+        held_column: lambda s: s["summary"][f"held_rss_bytes_{held}"]["median"],
+        "B / held conn": lambda s: s["summary"][f"bytes_per_connection_{held}"]["median"],
+        "req/s": lambda s: s["summary"]["req_per_s"]["median"],
+        "x asyncio": lambda s: s["ratios"]["req_per_s"]["asyncio"],
+        "CPU / request": lambda s: s["summary"]["cpu_us_per_request"]["median"],
+    }
+    for row in rows:
+        subject = subjects.get(row["subject"])
+        if subject is None:
+            continue
+        for column, source in columns.items():
+            if column not in row:
+                mismatches.append(f"README's bench table has no column {column!r}")
+                continue
+            if not agrees(row[column], source(subject)):
+                mismatches.append(f"bench table: {row['subject']} {column}: README {row[column]!r}, "
+                                  f"bench.json {source(subject)!r}")
+    return mismatches
+
+
+# --- the tests -----------------------------------------------------------------------------------
+def readme_python_minor(readme: str) -> str:
+    """The CPython minor README's measured figures were made on (from "CPython 3.11.7)" in "What it measured")."""
+    return re.search(r"CPython (\d+\.\d+)\.\d+", section(readme, "What it measured")).group(1)
+
+
+def test_what_it_measured_is_the_committed_report() -> None:
+    assert measured_table_mismatches(README.read_text(), REPORT.read_text()) == []
+
+
+def test_readme_and_report_name_the_same_interpreter() -> None:
+    readme = README.read_text()
+    machine = re.search(r"Python (\d+\.\d+\.\d+)", REPORT.read_text()).group(1)
+    assert re.search(r"CPython (\d+\.\d+\.\d+)", section(readme, "What it measured")).group(1) == machine
+
+
+def test_layouts_table_is_this_interpreters_measurement() -> None:
+    readme = README.read_text()
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if readme_python_minor(readme) != minor:
+        pytest.skip(f"README's bytes per slot were measured on CPython {readme_python_minor(readme)}, this is "
+                    f"{minor}: measure them here (pytest -s tests/test_layouts_memory.py) to check them")
+    from .test_layouts_memory import python_bytes_per_slot
+
+    assert layouts_table_mismatches(readme, python_bytes_per_slot, lambda name: LAYOUTS[name].c_bytes_per_slot()) == []
+
+
+def test_bench_table_is_the_committed_bench() -> None:
+    assert bench_table_mismatches(README.read_text(), json.loads(BENCH_JSON.read_text())) == []
+
+
+def changed_figure(readme: str, section_title: str, old: str, new: str) -> str:
+    """``readme`` with the first ``old`` in the section's first table row holding it replaced by ``new``."""
+    body = section(readme, section_title)
+    line = next(line for line in body.splitlines() if line.startswith("|") and f"| {old} |" in line)
+    assert line in readme
+    return readme.replace(line, line.replace(f"| {old} |", f"| {new} |", 1), 1)
+
+
+def test_a_changed_readme_figure_is_caught() -> None:
+    """One figure moved by one unit of its last digit, in each table, is reported, naming it."""
+    readme, report = README.read_text(), REPORT.read_text()
+    bench = json.loads(BENCH_JSON.read_text())
+    measured = table_after(section(readme, "What it measured"), "| layout |")
+    nofd_idle = next(row for row in measured if row["layout"] == "nofd")["idle RSS"]
+    moved = f"{Quantity.parse(nofd_idle).value / 1024 ** 2 + 0.1:.1f} MiB"
+    assert measured_table_mismatches(changed_figure(readme, "What it measured", nofd_idle, moved), report) == [
+        f"What it measured: nofd idle RSS: README {moved!r}, report {nofd_idle!r}"]
+
+    layouts = table_after(section(readme, "The five layouts"), "| layout |")
+    split_python = next(row for row in layouts if plain(row["layout"]) == "split")["Python B/slot"]
+    grown = f"{float(split_python) + 0.1:.1f}"
+    shown_python = {plain(row["layout"]): Quantity.parse(row["Python B/slot"]).value for row in layouts}
+    mismatches = layouts_table_mismatches(changed_figure(readme, "The five layouts", split_python, grown),
+                                          shown_python.__getitem__, lambda name: LAYOUTS[name].c_bytes_per_slot())
+    assert [m.split(":")[1].strip() for m in mismatches] == ["split Python B/slot"]
+
+    rows = table_after(section(readme, "Benchmark against the servers people use"), "| subject |")
+    uvicorn_rate = next(row for row in rows if row["subject"] == "uvicorn")["req/s"]
+    faster = f"{int(uvicorn_rate.replace(',', '')) + 1:,}"
+    mismatches = bench_table_mismatches(changed_figure(readme, "Benchmark against the servers people use",
+                                                       uvicorn_rate, faster), bench)
+    assert [m.split(":")[1].strip() for m in mismatches] == ["uvicorn req/s"]
+
+
+def test_quantities_keep_the_rounding_they_show() -> None:
+    assert Quantity.parse("6,105.2 B") == Quantity(6105.2, 0.05)
+    assert Quantity.parse("401.3 MiB").value == pytest.approx(401.3 * 1024 ** 2)
+    assert Quantity.parse("**-94.7%**") == Quantity(-94.7, 0.05)
+    assert agrees("1.0 KiB", 1042.8) and not agrees("1.0 KiB", 1100.0)
+    assert agrees("-93.9%", "-93.9%") and not agrees("-93.9%", "-94.1%")
+    assert agrees("88,648", 88647.83) and not agrees("88,648", 88646.0)
