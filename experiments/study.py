@@ -1,6 +1,6 @@
 """The loading API of the notebooks: the latest results, one row of metrics per layout, a small sweep.
 
-Notebooks read results only through this module and :mod:`experiments.results`, never by parsing
+Notebooks read results only through this module and :mod:`experiments.dataset.results`, never by parsing
 files themselves, so a change of file format is made in one place.
 
 Where results live: ``$MEMDIET_REPORTS`` when set (the tests point it at a temporary matrix), else
@@ -21,17 +21,27 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .matrix import (DEFAULT_LATEST_DIR, MATRIX_FILE, QUICK, QUICK_LATEST_DIR, MatrixPlan, MatrixRecord, default_plan,
-                     read_matrix, run_matrix)
-from .metrics import METRICS
-from .probes import site_label
-from .results import OTHER_SITE, PROBE_SITE, RunResult, load_run
-from .runner import RunConfig, run_once
-from .render.selection import CURVE_PROBES, latest_runs as runs_by_layout, merged_metrics, pick_run
+from .dataset.metrics import METRICS
+from .dataset.results import OTHER_SITE, PROBE_SITE, RunResult, load_run
+from .dataset.selection import CURVE_PROBES, merged_metrics, pick_run
+from .dataset.selection import latest_runs as runs_by_layout
+from .measure.matrix import (
+    DEFAULT_LATEST_DIR,
+    MATRIX_FILE,
+    QUICK,
+    QUICK_LATEST_DIR,
+    MatrixPlan,
+    MatrixRecord,
+    default_plan,
+    read_matrix,
+    run_matrix,
+)
+from .measure.probes import site_label
+from .measure.runner import RunConfig, run_once
+from .paths import REPO_ROOT
 
 REPORTS_ENV = "MEMDIET_REPORTS"
 QUICK_ENV = "MEMDIET_NOTEBOOK_QUICK"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The folders under the reports folder where a matrix leaves its matrix.json: the full study's, the
 #: quick one's.
 MATRIX_DIRS = (DEFAULT_LATEST_DIR.name, QUICK_LATEST_DIR.name)
@@ -118,7 +128,7 @@ def ensure_results(quick: bool = True, root: str | os.PathLike[str] | None = Non
 def metrics_frame(runs: Iterable[RunResult]) -> list[dict[str, Any]]:
     """One row per layout (study order) of the complete runs: ``{"layout": name, metric: value, ...,
     "probes": {metric: probe it was taken from}}``, each metric from the probe that measures it best
-    (see :mod:`experiments.render.selection`); a metric no run has is absent from the row."""
+    (see :mod:`experiments.dataset.selection`); a metric no run has is absent from the row."""
     rows = []
     for layout, figures in merged_metrics(runs).items():
         row: dict[str, Any] = {"layout": layout}
@@ -288,7 +298,7 @@ class SweepPoint:
 def sweep(plan: SweepPlan, runs_dir: str | os.PathLike[str],
           progress: Callable[[str], None] | None = print) -> list[SweepPoint]:
     """Make every run of ``plan`` into ``runs_dir``, one after another; a failed run raises
-    :class:`experiments.runner.RunFailed`."""
+    :class:`experiments.measure.runner.RunFailed`."""
     configs = plan.configs(Path(runs_dir))
     points = []
     for index, (varied, config) in enumerate(configs, start=1):

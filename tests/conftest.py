@@ -16,7 +16,7 @@ import pytest
 
 from server.layouts import LAYOUTS
 
-from .server_client import REPO_ROOT, ServerProcess
+from .fixtures.server_client import REPO_ROOT, ServerProcess
 
 #: pytester: tests/test_skips_ledger.py runs small pytest sessions against the skip ledger.
 pytest_plugins = ["pytester"]
@@ -91,7 +91,7 @@ class QuickMatrix:
 
     def run_dirs(self) -> list[Path]:
         """The matrix's run folders, oldest first."""
-        from experiments.results import find_runs
+        from experiments.dataset.results import find_runs
 
         return find_runs(self.runs)
 
@@ -105,7 +105,7 @@ def quick_matrix(tmp_path_factory: pytest.TempPathFactory) -> QuickMatrix:
     made = memdiet("matrix", "--quick", *TINY_RUN_ARGS, "--runs-dir", str(root / "runs"),
                    "--latest-dir", str(root / "latest"))
     assert made.returncode == 0, made.stderr[-3000:]
-    from experiments.results import find_runs
+    from experiments.dataset.results import find_runs
 
     baseline = memdiet("baseline", *map(str, find_runs(root / "runs")), "-o", str(root / "baseline.json"))
     assert baseline.returncode == 0, baseline.stderr[-3000:]
@@ -118,10 +118,10 @@ STRICT_SKIPS_ENV = "MEMDIET_STRICT_SKIPS"
 #: of the skip's reason -> why skipping it there is fine. Anything else that skips in CI (a missing
 #: tool, a missing extra, a limit of the machine) means CI did not test what ships, and fails the run.
 ALLOWED_SKIPS = {
-    # tests/test_reliability.py and tests/test_parser_fuzz.py: the same checks at full size take about
+    # tests/server/test_reliability.py and tests/server/test_parser_fuzz.py: the same checks at full size take about
     # 4 minutes; `make soak` runs them, and their short versions run in every `make test`.
     "long version: set MEMDIET_SOAK=1": "soak: the long versions of tests whose short versions ran",
-    # tests/test_parser_fuzz.py: atheris is the optional `fuzz` extra (no wheel for every CPython);
+    # tests/server/test_parser_fuzz.py: atheris is the optional `fuzz` extra (no wheel for every CPython);
     # the hypothesis fuzzer of the same parser runs in every `make test`.
     "coverage-guided fuzzing: set MEMDIET_ATHERIS=RUNS": "atheris: optional coverage-guided fuzzing, opt-in",
 }

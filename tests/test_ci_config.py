@@ -15,8 +15,8 @@ import pytest
 from experiments.bench.subjects import PEERS
 
 from .conftest import STRICT_SKIPS_ENV
+from .fixtures import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CI_RUN = REPO / ".ci" / "run"
 #: What the brief of CI installs through apt: the tools the tests use and those of coming work.
 APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver"}

@@ -4,7 +4,7 @@ Read at test time, never copied here:
 
 - "What it measured": the committed full report, ``reports/latest/index.md`` (its "Summary metrics"
   and "Reduction versus naive" tables, and its parameters line), figure by figure.
-- The layouts table: "Python B/slot" against tests/test_layouts_memory.py's measurement
+- The layouts table: "Python B/slot" against tests/server/test_layouts_memory.py's measurement
   (tracemalloc's delta around building 20,000 slots in this process, the measurement README names;
   the report's ``bytes_per_slot`` is at 65,536 slots and differs in the first decimal), on the
   interpreter minor README says it measured on; "C B/slot" against ``c_bytes_per_slot()``.
@@ -21,13 +21,13 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from server.layouts import LAYOUTS
 
-REPO = Path(__file__).resolve().parent.parent
+from .fixtures import REPO
+
 README = REPO / "README.md"
 REPORT = REPO / "reports" / "latest" / "index.md"
 BENCH_JSON = REPO / "reports" / "bench" / "bench.json"
@@ -204,8 +204,8 @@ def test_layouts_table_is_this_interpreters_measurement() -> None:
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
     if readme_python_minor(readme) != minor:
         pytest.skip(f"README's bytes per slot were measured on CPython {readme_python_minor(readme)}, this is "
-                    f"{minor}: measure them here (pytest -s tests/test_layouts_memory.py) to check them")
-    from .test_layouts_memory import python_bytes_per_slot
+                    f"{minor}: measure them here (pytest -s tests/server/test_layouts_memory.py) to check them")
+    from .server.test_layouts_memory import python_bytes_per_slot
 
     assert layouts_table_mismatches(readme, python_bytes_per_slot, lambda name: LAYOUTS[name].c_bytes_per_slot()) == []
 

@@ -22,9 +22,9 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from .. import environment
-from .metrics import catalog, held_key, ratios, spread, trial_values
+from ..measure import environment
 from .measure import BenchPlan, cpu_split
+from .metrics import catalog, held_key, ratios, spread, trial_values
 from .quiet import BUSY_CORES
 from .subjects import BASELINES, Subject
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..runner import read_first_line
-from .procfs import ProcessGone, listening_ports
+from ..measure.procfs import ProcessGone, listening_ports
+from ..measure.runner import read_first_line
+from ..paths import REPO_ROOT
 from .subjects import Subject
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 #: Seconds a subject may take to listen, and to exit after SIGTERM.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0

@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 import psutil
 
 from ..loadgen import LoadGeneratorError, LoadGeneratorProcess
+from ..measure.procfs import ProcessGone, sample_memory, socket_count
 from .launch import BenchServer, ServerError, pin_running
-from .procfs import ProcessGone, sample_memory, socket_count
 from .profile import ProfileError, category_rules, profile_dataset
 from .quiet import MachineBusy, wait_for_quiet
 from .subjects import Subject

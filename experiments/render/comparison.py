@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..results import RunResult
+from ..dataset.results import RunResult
+from ..dataset.selection import BASELINE_LAYOUT, Figure, merged_metrics, reductions
 from .figures import new_figure, save_figure
-from .selection import BASELINE_LAYOUT, Figure, merged_metrics, reductions
 from .units import MIB, human_bytes, percent_change, slot_bytes
 
 #: (metric, bar label, colour, whether the bar shows its change versus naive) of each panel.

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..results import Phase, write_atomic
+from ..dataset.results import Phase, write_atomic
 
 FORMATS = ("png", "svg")
 PNG_DPI = 110

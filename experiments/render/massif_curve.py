@@ -14,8 +14,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..results import OTHER_SITE, RunResult
-from .figures import OTHER_COLOUR, SITE_COLOURS, new_figure, save_figure, shade_phases, title_of
+from ..dataset.results import OTHER_SITE, RunResult
+from .figures import (
+    OTHER_COLOUR,
+    SITE_COLOURS,
+    new_figure,
+    save_figure,
+    shade_phases,
+    title_of,
+)
 from .units import MIB, human_bytes
 
 DEFAULT_TOP_N = 8

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..results import write_atomic
+from ..dataset.results import write_atomic
 from .comparison import render_comparison
 from .units import MISSING, format_metric
 

@@ -8,7 +8,7 @@ Runs not marked complete are listed but used nowhere else.
 
 The report links only to files in its own folder (its charts): run folders are git-ignored, so a
 committed report names them (relative to its folder) without linking. Runs made with different
-parameters (:data:`experiments.results.COMPARED_PARAMETERS`) are refused
+parameters (:data:`experiments.dataset.results.COMPARED_PARAMETERS`) are refused
 (:class:`IncomparableRuns`), or with ``allow_mixed`` given one report each.
 """
 
@@ -23,15 +23,29 @@ from typing import Any, Iterable
 
 from server.layouts import LAYOUTS
 
-from ..anatomy import SlotAnatomy, slot_anatomy
-from ..metrics import METRICS
-from ..results import PHASES, RunResult, write_atomic
+from ..dataset.metrics import METRICS
+from ..dataset.results import PHASES, RunResult, write_atomic
+from ..dataset.selection import (
+    BASELINE_LAYOUT,
+    CURVE_PROBES,
+    RSS_PROBES,
+    Figure,
+    chosen_runs,
+    differing_parameters,
+    latest_runs,
+    layout_order,
+    merged_metrics,
+    parameter_key,
+    parameter_sets,
+    pick_run,
+    probes_for,
+    reductions,
+    split_by_status,
+)
+from ..measure.anatomy import SlotAnatomy, slot_anatomy
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
 from .massif_curve import render_massif_curve
-from .selection import (BASELINE_LAYOUT, CURVE_PROBES, RSS_PROBES, Figure, chosen_runs, differing_parameters,
-                        latest_runs, layout_order, merged_metrics, parameter_key, parameter_sets, pick_run, probes_for,
-                        reductions, split_by_status)
 from .units import MISSING, format_metric, percent_change
 
 INDEX_FILE = "index.md"
@@ -236,7 +250,7 @@ def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, F
     python = anatomies[0].python if anatomies else "?"
     return [
         f"What one preallocated slot is made of, derived from the layout classes with `sys.getsizeof` on CPython "
-        f"{python} (see `experiments/anatomy.py` for how each part is counted), beside the same slot as a C struct. "
+        f"{python} (see `experiments/measure/anatomy.py` for how each part is counted), beside the same slot as a C struct. "
         "The measured column is the tracemalloc run's `bytes_per_slot`.", "",
         _image("anatomy", "per-slot anatomy"), "",
         *_table(["layout", "Python, by parts", "measured", "C struct", "Python / C", "parts (bytes)"], rows, "lrrrrl"), "",
@@ -320,7 +334,7 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
     intro as given. Every file is written atomically.
 
     The tables take the latest complete run of each layout and probe; when those were made with
-    different :data:`~experiments.results.COMPARED_PARAMETERS` (runs of several matrices), raises
+    different :data:`~experiments.dataset.results.COMPARED_PARAMETERS` (runs of several matrices), raises
     :class:`IncomparableRuns` before writing anything, or with ``allow_mixed`` writes one report
     per parameter set into ``out_dir/set-<n>/`` and an index of them.
     """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..metrics import METRICS
+from ..dataset.metrics import METRICS
 
 KIB = 1024
 MIB = 1024 * 1024

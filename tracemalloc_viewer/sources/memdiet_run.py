@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 NAME = "memdiet-run"
 
-#: The run-folder format this source reads (``experiments.results.SCHEMA``; a test keeps them equal).
+#: The run-folder format this source reads (``experiments.dataset.results.SCHEMA``; a test keeps them equal).
 SCHEMA = "memdiet.run/1"
 RESULT_FILE = "result.json"
 HEAP_FILE = "heap.csv"
