@@ -1,22 +1,38 @@
 """The per-connection coroutine: read a request head, parse, answer, repeat while kept alive.
 
 One generator per connection, resumed by the event loop when its fd is ready. It yields what it
-waits for:
+waits for; the loop resumes it with the epoll event mask that woke it, or with 0 when it resumes it
+without an event, and closes it (``GeneratorExit`` at the ``yield``) when its deadline passes or the
+server shuts down. What it holds while it waits is what a waiting connection costs:
 
-- ``WANT_READ``: mid-request, needs more bytes;
-- ``WANT_WRITE``: the socket's send buffer is full;
-- ``PARK``: between requests with nothing buffered. It holds no buffer or request state while
-  parked, and the layout may drop it altogether (``ConnectionTable.park``);
-- ``RUNNABLE``: it has just answered a request and the next one is already buffered (pipelining):
-  it gives the loop a turn, so a client pipelining thousands of requests cannot starve the others,
-  and asks to be resumed without waiting for an event.
+============== ================================= ====================== ==========================
+yields         waits for                         resumed by             holds meanwhile
+============== ================================= ====================== ==========================
+``WANT_READ``  the rest of a request head or     an event (bytes, FIN,  the read buffer; mid-body
+               body; or, lingering after a last  error)                 also the request and the
+               response, the client's EOF                               body so far; lingering:
+                                                                        nothing
+``WANT_WRITE`` room in the socket's send buffer  an event (EPOLLOUT)    the unsent rest of the
+               (a response or 100 Continue)                             response; WRITING is set
+``PARK``       the next request, nothing         an event; if the       no read buffer, request,
+               buffered and the socket empty     layout dropped it      response or cache key (set
+                                                 (packed), the loop     to None before it parks)
+                                                 starts a new one
+``RUNNABLE``   nothing: the next request is      the loop's next turn   the read buffer with the
+               already buffered (pipelining)     (mask 0), or an event  next request(s), the last
+                                                 before that            request and response
+============== ================================= ====================== ==========================
 
-The loop resumes it with the epoll event mask that woke it (0 when it resumes a ``RUNNABLE``
-coroutine without an event). That lets it skip the read that would only say ``EAGAIN``: after a
-short read the socket was empty, and with edge-triggered epoll any byte (or FIN) that arrives later
-raises a new event. The one thing a short read cannot tell is a FIN that came *with* the request
-(a half-closed client); the event that delivered it carries ``EPOLLRDHUP``, and once the coroutine
-has seen that bit it reads to EOF every time.
+There is no coroutine before the first event of an accepted connection: the loop starts one then,
+with that event's mask. ``RUNNABLE`` gives the loop a turn, so a client pipelining thousands of
+requests cannot starve the others. Every wait retries when resumed, so a resume with 0 in another
+state (a RUNNABLE entry that an event served first) costs one read or write that says ``EAGAIN``.
+
+The mask lets it skip the read that would only say ``EAGAIN``: after a short read the socket was
+empty, and with edge-triggered epoll any byte (or FIN) that arrives later raises a new event. The one
+thing a short read cannot tell is a FIN that came *with* the request (a half-closed client); the
+event that delivered it carries ``EPOLLRDHUP``, and once the coroutine has seen that bit it reads to
+EOF every time.
 
 Its deadline (see ``Server.restart_deadline``) runs from the accept and restarts after each
 response, so a connection is closed once it has made no progress for one keep-alive timeout, however
@@ -45,9 +61,10 @@ from .handlers import dispatch
 from .http import HEAD_BUFFER_SIZE, ChunkedDecoder, HTTPError, build_response, check_policy, find_head_end, parse_head
 from .layouts.base import IDLE, KEEP_ALIVE, WRITING
 
-if TYPE_CHECKING:
-    from .loop import Server
+if TYPE_CHECKING:  # type hints only: the server never loads it (see server/services.py)
+    from .services import LoopServices
 
+#: What the coroutine yields: what it waits for (module docstring).
 WANT_READ = 1
 WANT_WRITE = 2
 PARK = 3
@@ -59,12 +76,29 @@ _PEER_CLOSED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 #: Bytes read at a time while discarding input or reading a body beyond the head buffer.
 _READ_CHUNK = 4096
 
+#: Returned instead of a byte count by the read helpers (:func:`_read_into`; :func:`_write_once`
+#: returns ``_SOCKET_ERROR`` too): nothing to read yet (EAGAIN), or any other socket error.
+_NOTHING_YET = -1
+_SOCKET_ERROR = -2
+
+#: Built responses by what they are made of, valid for the current Date header: the common answers
+#: (hello, errors) are built once a second instead of once a request. Bounded to a few small
+#: entries so it stays a constant of a few KiB in the heap figures.
+_response_cache: dict = {}
+_RESPONSE_CACHE_ENTRIES = 8
+#: The Date header value (the object itself) the cache holds responses for; a list, so the
+#: generator updates it without a ``global`` statement.
+_cache_date = [b""]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: The system calls bound once: a global lookup per call instead of a global and an attribute.
 _readv = os.readv
 _read = os.read
 _write = os.write
 
 
-def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int, int | None, None]:
+def serve_connection(server: LoopServices, fd: int, events: int = 0) -> Generator[int, int | None, None]:
     """Serve the connection on ``fd`` until it should close (see the module docstring). ``events``
     is the epoll mask of the wakeup that started it."""
     table = server.table
@@ -121,6 +155,7 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
                         if view is not None:
                             view.release()
                         buffer = view = request = response = body = head = data = key = None
+                        collected = decoder = pending = payload = None  # a POST body, its decoder
                         received = head_length = consumed = written = None
                         events = yield PARK
                     else:
@@ -242,18 +277,6 @@ def serve_connection(server: Server, fd: int, events: int = 0) -> Generator[int,
                 drained = False
                 peer_closed |= events & _PEER_CLOSED
 
-_NOTHING_YET = -1
-_SOCKET_ERROR = -2
-#: Built responses by what they are made of, valid for the current Date header: the common answers
-#: (hello, errors) are built once a second instead of once a request. Bounded to a few small
-#: entries so it stays a constant of a few KiB in the heap figures.
-_response_cache: dict = {}
-_RESPONSE_CACHE_ENTRIES = 8
-_cache_date = [b""]
-
-
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
 
 def _expects_continue(request) -> bool:
     """True when an HTTP/1.1 request carries ``Expect: 100-continue``."""
@@ -340,7 +363,7 @@ def _write_all(table, fd: int, data: bytes) -> Generator[int, int | None, int]:
     return seen
 
 
-def _linger(server: Server, fd: int) -> Generator[int, None, None]:
+def _linger(server: LoopServices, fd: int) -> Generator[int, None, None]:
     """Half-close, then read and discard until the client closes or one more keep-alive timeout
     passes: closing with unread input would make the kernel send a RST, which can destroy the
     response in flight."""
