@@ -1,3 +1,5 @@
+"""``python -m experiments``: the ``memdiet`` command (:func:`experiments.cli.main`)."""
+
 import sys
 
 from .cli import main

@@ -11,3 +11,13 @@ from pathlib import Path
 
 #: The repository (the folder holding ``server/`` and ``experiments/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The reports folder, relative to the working folder (``make`` runs from the repository root).
+REPORTS_DIR = Path("reports")
+#: Where run folders go (git-ignored: run folders are never committed).
+DEFAULT_RUNS_DIR = REPORTS_DIR / "runs"
+#: Where ``make experiment`` writes the full study's report: committed, so the repository shows it.
+DEFAULT_LATEST_DIR = REPORTS_DIR / "latest"
+#: Where a quick matrix writes its report (``make experiment QUICK=1``, the notebooks' own matrix):
+#: git-ignored, so a quick try never overwrites the committed full report.
+QUICK_LATEST_DIR = REPORTS_DIR / "quick"

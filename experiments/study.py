@@ -25,20 +25,12 @@ from .dataset.metrics import METRICS
 from .dataset.results import OTHER_SITE, PROBE_SITE, RunResult, load_run
 from .dataset.selection import CURVE_PROBES, merged_metrics, pick_run
 from .dataset.selection import latest_runs as runs_by_layout
-from .measure.matrix import (
-    DEFAULT_LATEST_DIR,
-    MATRIX_FILE,
-    QUICK,
-    QUICK_LATEST_DIR,
-    MatrixPlan,
-    MatrixRecord,
-    default_plan,
-    read_matrix,
-    run_matrix,
-)
+from .measure.matrix import MATRIX_FILE, MatrixPlan, MatrixRecord, default_plan, read_matrix, run_matrix
 from .measure.probes import site_label
-from .measure.runner import RunConfig, run_once
-from .paths import REPO_ROOT
+from .measure.runner import run_once
+from .measure.scenario import DEFAULT_LATEST_DIR, QUICK, QUICK_LATEST_DIR, RunConfig
+from .paths import REPO_ROOT, REPORTS_DIR
+from .render.markdown import table
 
 REPORTS_ENV = "MEMDIET_REPORTS"
 QUICK_ENV = "MEMDIET_NOTEBOOK_QUICK"
@@ -61,7 +53,7 @@ class NoResults(Exception):
 def reports_dir() -> Path:
     """The reports folder: ``$MEMDIET_REPORTS`` if set, else the repository's ``reports/``."""
     configured = os.environ.get(REPORTS_ENV)
-    return Path(configured).resolve() if configured else REPO_ROOT / "reports"
+    return Path(configured).resolve() if configured else REPO_ROOT / REPORTS_DIR
 
 
 def quick_mode() -> bool:
@@ -151,12 +143,10 @@ def curve_run(runs: Iterable[RunResult], layout: str = "nofd") -> RunResult:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
-    """A markdown table for ``IPython.display.Markdown``; ``align`` has one letter per column, ``l``
-    or ``r`` (default: the first column left, the others right, as for figures)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "|" + "".join(":---|" if a == "l" else "---:|" for a in align)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A markdown table as one string, for ``IPython.display.Markdown``: the reports' table
+    (:func:`experiments.render.markdown.table`); ``align`` has one letter per column, ``l`` or ``r``
+    (default: the first column left, the others right, as for figures)."""
+    return "\n".join(table(header, rows, align))
 
 
 # --- the full snapshot dumps of a tracemalloc run ---------------------------------------------------
@@ -340,4 +330,4 @@ def baseline_path(root: str | os.PathLike[str] | None = None) -> Path:
     are not)."""
     root = Path(root) if root is not None else reports_dir()
     own = root / BASELINE_FILE
-    return own if own.is_file() else REPO_ROOT / "reports" / BASELINE_FILE
+    return own if own.is_file() else REPO_ROOT / REPORTS_DIR / BASELINE_FILE

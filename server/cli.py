@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from .fdlimit import raise_soft_to_hard
 from .layouts import LAYOUTS, make_table
 
-#: Upper bound on --max-conns, whatever RLIMIT_NOFILE says (a hard limit may be "unlimited").
+#: Upper bound on --max-conns, whatever RLIMIT_NOFILE says.
 MAX_CONNS_CEILING = 1 << 24
 
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one readable line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def raise_nofile_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit (as Lwan does) and return it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = MAX_CONNS_CEILING
-    if soft == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return min(soft, MAX_CONNS_CEILING)
 
 
 def bounded(kind: type, low: float, high: float, what: str, *, low_inclusive: bool = True):
@@ -107,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
-    nofile = raise_nofile_limit()
+    nofile = min(raise_soft_to_hard(), MAX_CONNS_CEILING)
     max_conns = args.max_conns if args.max_conns is not None else nofile
     from .loop import Server  # after tracing starts, so the server's own objects are traced
 
@@ -138,8 +124,9 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
 
         sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
         sampler.start()
-    # Counted once every descriptor the server keeps is open (the sampler's files too).
-    usable_slots = server.usable_slots()
+    # Counted once every descriptor the server keeps is open (the sampler's files too), leaving out
+    # one the sampler thread holds for a moment (it writes its side files while we count).
+    usable_slots = server.usable_slots(settle_s=0.05)
     if usable_slots is not None and usable_slots < min(max_conns, nofile) * 0.9:
         server.log(f"only {usable_slots} of the {max_conns} slots can hold a connection: the server's own "
                    f"{min(max_conns, nofile) - usable_slots} descriptors take the others (a slot's index is its fd)")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:
-    from .loop import Server
+if TYPE_CHECKING:  # type hints only: the server never loads it (see server/services.py)
+    from .services import LoopServices
 
 Response = tuple[int, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 
@@ -24,11 +24,11 @@ JSON = b"application/json"
 HELLO = b"Hello, World!"
 
 
-def hello(server: Server, fd: int, request, body: bytes) -> Response:
+def hello(server: LoopServices, fd: int, request, body: bytes) -> Response:
     return 200, HELLO, TEXT, ()
 
 
-def echo(server: Server, fd: int, request, body: bytes) -> Response:
+def echo(server: LoopServices, fd: int, request, body: bytes) -> Response:
     host, port = server.peer(fd)[:2]
     text = (
         f"method: {request.method.decode('ascii')}\n"
@@ -41,7 +41,7 @@ def echo(server: Server, fd: int, request, body: bytes) -> Response:
     return 200, text.encode("ascii"), TEXT, ()
 
 
-def stats(server: Server, fd: int, request, body: bytes) -> Response:
+def stats(server: LoopServices, fd: int, request, body: bytes) -> Response:
     host = server.peer(fd)[0]
     if host not in server.local_addresses:
         return 404, b"Not Found", TEXT, ()
@@ -69,7 +69,7 @@ def route_path(target: bytes) -> bytes:
     return target if query < 0 else target[:query]
 
 
-def dispatch(server: Server, fd: int, request, body: bytes) -> Response:
+def dispatch(server: LoopServices, fd: int, request, body: bytes) -> Response:
     """Find the route for ``request`` and run it: 404 for an unknown path, 405 for a method the
     route does not serve."""
     route = ROUTES.get(route_path(request.target))

@@ -25,6 +25,7 @@ import traceback
 from collections import deque
 from typing import Any
 
+from . import procfs
 from .connection import PARK, RUNNABLE, serve_connection
 from .http import build_response
 from .deathqueue import CLOCK_MODULUS, DeathQueue
@@ -345,16 +346,24 @@ class Server:
             result["tracemalloc_overhead_bytes"] = tracemalloc.get_tracemalloc_memory()
         return result
 
-    def usable_slots(self) -> int | None:
+    def usable_slots(self, settle_s: float = 0.0) -> int | None:
         """How many connections the table can hold at most, now: its slots below RLIMIT_NOFILE
         whose fd number is not one of the server's own descriptors (stdio, listener, epoll, wake-up
         pair, tracer files). A slot's index is the fd the kernel hands out, so every descriptor the
         process holds below ``max_conns`` is a slot no client can get: at ``--max-conns 10`` the
-        server's own 7 descriptors leave 3. None while the process is out of descriptors (EMFILE)."""
+        server's own 7 descriptors leave 3. None while the process is out of descriptors (EMFILE).
+
+        ``settle_s`` > 0 lists the descriptors twice that many seconds apart and counts only those
+        in both: a file another thread has open for a moment (the tracer writing a side file) is not
+        a slot lost. The start-up count uses it; /__stats does not wait."""
         table = self.table
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         limit = table.max_conns if nofile == resource.RLIM_INFINITY else min(table.max_conns, nofile)
         held = held_fds_below(limit)
+        if held is not None and settle_s > 0:
+            time.sleep(settle_s)
+            again = held_fds_below(limit)
+            held = None if again is None else sorted(set(held) & set(again))
         if held is None:
             return None
         own = sum(1 for fd in held if not table.flags(fd) & ALIVE)
@@ -407,19 +416,10 @@ def held_fds_below(limit: int) -> list[int] | None:
     return held
 
 
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes() -> int:
-    """This process's resident set size in bytes, from /proc/self/statm."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * _PAGE_SIZE
-
-
 def _rss_bytes_or_none() -> int | None:
-    """:func:`rss_bytes`, or None while the process is out of file descriptors (EMFILE) and cannot
-    open /proc/self/statm: /__stats still answers then."""
+    """This process's resident set size in bytes (:func:`procfs.rss_bytes`), or None while it is out
+    of file descriptors (EMFILE) and cannot open /proc/self/statm: /__stats still answers then."""
     try:
-        return rss_bytes()
+        return procfs.rss_bytes("self")
     except OSError:
         return None

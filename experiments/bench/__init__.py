@@ -4,16 +4,18 @@ Every subject (each memdiet layout at its default ``--max-conns``, and the peers
 a plain asyncio responder) is measured the same way, in one run:
 
 - :mod:`.subjects`: what is measured and how each is started; :mod:`.peers`: the peers' few-line apps;
-- :mod:`.launch`: start a subject pinned to its CPU, know when it listens, stop it by PID;
-- :mod:`.procfs`: its memory (VmRSS, RssAnon), sockets and listening port, read from /proc;
+- :mod:`.launch`: a subject pinned to its CPU, on the one launcher (:mod:`experiments.measure.process`);
+  its memory, sockets and listening port come from :mod:`experiments.measure.procfs`;
 - :mod:`.quiet`: other processes' CPU before timing (recorded, or refused with ``--strict``);
 - :mod:`.throughput`: wrk, or experiments.loadgen without it;
 - :mod:`.measure`: the trials (and, with ``--profile``, one run each under cProfile);
   :mod:`.metrics`: per-trial values, medians, ratios; :mod:`.profile`: a cProfile stats file grouped
   into where the server's time goes;
-- :mod:`.document` (``bench.json``), :mod:`.report` (``bench.md``), :mod:`.chart` (``bench.png``);
-- :mod:`.cli`: the ``bench`` subcommand.
+- :mod:`.document` (``bench.json``); the report is rendered by :mod:`experiments.render.bench_md`
+  (``bench.md``) and :mod:`experiments.render.bench_chart` (``bench.png``); the subcommand is
+  :mod:`experiments.cli.bench`.
 
 Nothing here is imported by a measured server: a peer (``python -m experiments.bench.peers.X``)
-imports only these package docstrings, the standard library and its own framework.
+imports only these package docstrings, the standard library, ``server.fdlimit`` (to raise its file
+descriptor limit as memdiet's server does) and its own framework.
 """

@@ -1,4 +1,5 @@
-"""Start a subject's process pinned to its CPUs, know when it listens, stop it by PID.
+"""Start a subject's process pinned to its CPUs, know when it listens, stop it by PID: the bench's
+use of the one launcher, :mod:`experiments.measure.process`, plus CPU pinning.
 
 Readiness never touches the server: memdiet's server prints ``listening on HOST:PORT`` first; a peer
 is ready when /proc/net/tcp shows its process holding a socket in LISTEN state.
@@ -8,23 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Sequence
 
-from ..measure.procfs import ProcessGone, listening_ports
-from ..measure.runner import read_first_line
+from ..measure.process import FirstLine, LaunchedProcess, ListeningSocket, NotReady, ProcessError
+from ..measure.procfs import ProcessGone, thread_ids
 from ..paths import REPO_ROOT
 from .subjects import Subject
+from ..errors import ExperimentError
 
 #: Seconds a subject may take to listen, and to exit after SIGTERM.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
 
-class ServerError(Exception):
+class ServerError(ExperimentError):
     """A subject did not start, died, or did not stop cleanly; the message names it and says why."""
 
 
@@ -42,12 +41,12 @@ def pin_command(command: list[str], cpus: Sequence[int] | None) -> tuple[list[st
 def pin_running(pid: int, cpus: Sequence[int]) -> None:
     """Pin every thread of a running process to ``cpus`` (threads it starts later inherit it)."""
     try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
+        threads = thread_ids(pid)
+    except ProcessGone:
         return
     for tid in threads:
         try:
-            os.sched_setaffinity(int(tid), cpus)
+            os.sched_setaffinity(tid, cpus)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -55,8 +54,9 @@ def pin_running(pid: int, cpus: Sequence[int]) -> None:
 class BenchServer:
     """One subject's process. :meth:`start` returns its port once it listens; :meth:`stop` sends
     SIGTERM to its PID and waits for the exit, raising :class:`ServerError` if it was not clean.
-    Its stdout and stderr (after the first line) go to ``log_path``. With ``profile_path`` it runs
-    under cProfile (:meth:`Subject.profiled_command`), which writes its stats there on a clean exit."""
+    Its stderr, and its stdout when it does not announce its port, go to ``log_path``. With
+    ``profile_path`` it runs under cProfile (:meth:`Subject.profiled_command`), which writes its stats
+    there on a clean exit."""
 
     def __init__(self, subject: Subject, python: str, log_path: Path, cpus: Sequence[int] | None = None,
                  profile_path: Path | None = None) -> None:
@@ -65,7 +65,7 @@ class BenchServer:
         self.log_path = log_path
         self.cpus = list(cpus) if cpus else None
         self.profile_path = profile_path
-        self.process: subprocess.Popen | None = None
+        self.process: LaunchedProcess | None = None
         self.port: int | None = None
         #: How the process was pinned: ``taskset``, ``sched_setaffinity`` or None.
         self.pinning: str | None = None
@@ -82,42 +82,20 @@ class BenchServer:
         command = (subject.profiled_command(self.python, self.profile_path.resolve()) if self.profile_path
                    else subject.command(self.python))
         self.command, self.pinning = pin_command(command, self.cpus)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stderr=log,
-                stdout=subprocess.PIPE if subject.announces_port else log,
-            )
-        if self.pinning == "sched_setaffinity":
-            pin_running(self.process.pid, self.cpus)
+        self.process = LaunchedProcess(self.command, cwd=REPO_ROOT, log_path=self.log_path, name=subject.label,
+                                       readiness=FirstLine() if subject.announces_port else ListeningSocket())
+        self.process.start()
         try:
-            self.port = self._wait_for_port(timeout_s)
+            if self.pinning == "sched_setaffinity":
+                pin_running(self.process.pid, self.cpus)
+            self.port = self.process.wait_ready(timeout_s).port
+        except NotReady as error:
+            self.process.close()
+            raise ServerError(str(error)) from None
         except BaseException:
-            self._kill()
+            self.process.close()
             raise
         return self.port
-
-    def _wait_for_port(self, timeout_s: float) -> int:
-        process = self.process
-        if self.subject.announces_port:
-            line = read_first_line(process, timeout_s)
-            if line.startswith("listening on "):
-                return int(line.rsplit(":", 1)[1])
-            raise ServerError(f"{self.subject.label} did not start within {timeout_s:g} s "
-                              f"(first line {line!r}; exit code {process.poll()}); see {self.log_path}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            try:
-                ports = listening_ports(process.pid)
-            except ProcessGone:
-                break
-            if ports:
-                return min(ports)
-            time.sleep(0.02)
-        raise ServerError(f"{self.subject.label} was not listening within {timeout_s:g} s "
-                          f"(exit code {process.poll()}); see {self.log_path}")
 
     def check_alive(self, during: str) -> None:
         """Raise :class:`ServerError` if the process has exited."""
@@ -131,26 +109,12 @@ class BenchServer:
         process = self.process
         if process is None:
             raise ServerError("not started")
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._kill()
-                raise ServerError(f"{self.subject.label} did not exit within {timeout_s:g} s of SIGTERM; killed")
-        self._close_pipe()
-        if process.returncode not in self.subject.clean_exit_codes:
-            raise ServerError(f"{self.subject.label} exited with code {process.returncode} after SIGTERM; "
-                              f"see {self.log_path}")
-        return process.returncode
-
-    def _kill(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        try:
+            code = process.stop(timeout_s)
+        except ProcessError as error:
+            raise ServerError(str(error)) from None
+        finally:
+            process.close()
+        if code not in self.subject.clean_exit_codes:
+            raise ServerError(f"{self.subject.label} exited with code {code} after SIGTERM; see {self.log_path}")
+        return code

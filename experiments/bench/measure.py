@@ -19,10 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import psutil
-
 from ..loadgen import LoadGeneratorError, LoadGeneratorProcess
-from ..measure.procfs import ProcessGone, sample_memory, socket_count
+from ..measure.procfs import ProcessGone, cpu_seconds, sample_memory, socket_count
 from .launch import BenchServer, ServerError, pin_running
 from .profile import ProfileError, category_rules, profile_dataset
 from .quiet import MachineBusy, wait_for_quiet
@@ -142,16 +140,15 @@ class Trial:
         seconds (user + system) over it. Returns the server's CPU seconds since its start."""
         plan, record, server = self.plan, self.record, self.server
         self.progress(f"throughput ({self.tool.name}, {plan.duration_s} s)")
-        process = psutil.Process(server.pid)
-        before = process.cpu_times()
+        before = cpu_seconds(server.pid)
         result = self.tool.run(server.port, plan.load_connections, plan.duration_s, self.client_cpus)
-        after = process.cpu_times()
+        after = cpu_seconds(server.pid)
         server.check_alive("the throughput run")
         record["throughput"] = result.to_dict()
-        record["cpu_s"] = round((after.user + after.system) - (before.user + before.system), 4)
+        record["cpu_s"] = round(after - before, 4)
         if not result.requests:
             raise TrialFailed(f"{self.subject.label}: no response during the throughput run ({result.errors})")
-        return after.user + after.system
+        return after
 
     def _hold_connections(self, idle_sockets: int) -> None:
         """Ramp to each held count in turn and read memory there; then drain and wait until the

@@ -11,6 +11,13 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+#: CPU categories every subject's profile has (bench/profile.py groups into them, render/bench_md.py
+#: shows them last); here, with the other recorded-data names, so renderers need not import the profiler.
+SYSTEM_CALLS = "system calls (read, write, send, recv...)"
+WAITING = "waiting for events (epoll.poll, select)"
+OTHER = "other (standard library, imports...)"
+SHARED_CATEGORIES = (SYSTEM_CALLS, WAITING, OTHER)
+
 
 @dataclass(frozen=True)
 class BenchMetric:

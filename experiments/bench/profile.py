@@ -28,18 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from .launch import REPO_ROOT
+from .metrics import OTHER, SHARED_CATEGORIES, SYSTEM_CALLS, WAITING
 from .subjects import Peer, Subject
 
 #: Functions listed by own time in each dataset.
 TOP_FUNCTIONS = 12
 
-SYSTEM_CALLS = "system calls (read, write, send, recv...)"
-WAITING = "waiting for events (epoll.poll, select)"
 ASYNCIO = "asyncio internals (asyncio/, selectors.py)"
 PEER_APP = "peer app (experiments/bench/peers/)"
-OTHER = "other (standard library, imports...)"
-#: Categories every subject has, shown last.
-SHARED_CATEGORIES = (SYSTEM_CALLS, WAITING, OTHER)
 
 #: memdiet's server by file, first match wins (a folder ends with "/").
 MEMDIET_FILES: tuple[tuple[str, str], ...] = (

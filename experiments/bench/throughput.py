@@ -15,6 +15,7 @@ from typing import Sequence
 
 from ..loadgen import LoadGeneratorError, LoadGeneratorProcess
 from .launch import pin_command, pin_running
+from ..errors import ExperimentError
 
 WRK_INSTALL_HINT = "wrk is not on PATH, so experiments.loadgen measured throughput; for wrk: sudo apt-get install wrk"
 #: Seconds beyond the duration a tool may take before it is stopped.
@@ -22,7 +23,7 @@ TOOL_GRACE_S = 60.0
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
-class ThroughputError(Exception):
+class ThroughputError(ExperimentError):
     """The tool failed or its output could not be read."""
 
 

@@ -1,11 +1,11 @@
-"""``memdiet bench``: plugged into ``memdiet`` by :func:`register` (see experiments.cli).
+"""``memdiet bench``: the layouts side by side with uvicorn, aiohttp and plain asyncio.
 
     memdiet bench [--quick] [--trials K] [--held 1000,5000] [--duration S] [--layouts a,b]
                   [--peers uvicorn,aiohttp,asyncio] [--tool auto|wrk|loadgen] [--strict] [--profile]
                   [-o reports/bench]
 
 ``--profile`` adds, after the trials, one throughput run per subject under cProfile (stats in
-``<output>/profiles/``, a section in bench.md; see :mod:`.profile`).
+``<output>/profiles/``, a section in bench.md; see :mod:`experiments.bench.profile`).
 
 Exit codes: 0 every trial (and profile) completed; 1 a trial failed, a profile could not be obtained
 or ``--strict`` refused to time (the report is written with what was measured); 2 bad arguments (one
@@ -15,20 +15,29 @@ line); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from server.cli import bounded
 from server.layouts import LAYOUTS
 
+from ..bench.document import build_document, describe_machine
+from ..bench.measure import PROFILED_RUN, BenchPlan, run_bench, run_profiles
+from ..bench.metrics import held_key
+from ..bench.subjects import INSTALL_HINT, PEERS, layout_subjects
+from ..bench.throughput import ThroughputError, choose_tool
+from ..errors import EXIT_FAILED, EXIT_OK
 from ..loadgen import FD_MARGIN, fd_hard_limit
-from ..measure.runner import Interrupted
-from . import choices_list, stderr_console
+from ..paths import REPORTS_DIR
+from ..render.bench_md import MARKDOWN_FILE, format_ratio, format_value, write_reports
+from .args import choices_list, install_interrupt_handlers, stderr_console
 
-DEFAULT_OUTPUT = Path("reports/bench")
+DEFAULT_OUTPUT = REPORTS_DIR / "bench"
 TOOLS = ("auto", "wrk", "loadgen")
 
 
@@ -40,12 +49,9 @@ def _held_counts(text: str) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add the ``bench`` subcommand to memdiet's subparsers."""
-    from ..bench.subjects import PEERS
-
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     bench = commands.add_parser(
-        "bench", help="the layouts side by side with uvicorn, aiohttp and plain asyncio (writes reports/bench)",
+        name, help="the layouts side by side with uvicorn, aiohttp and plain asyncio (writes reports/bench)",
         description="Measure every memdiet layout and the peers with one method, in one run: idle RSS, RSS "
                     "with N held keep-alive connections, bytes per connection, keep-alive req/s and CPU.")
     bench.add_argument("--quick", action="store_true",
@@ -76,25 +82,16 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "server's time goes, by category, in bench.md (stats in <output>/profiles/)")
     bench.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
                        help="folder for bench.json, bench.md, bench.png and the servers' logs (default: reports/bench)")
-    bench.set_defaults(func=run_command)
 
 
-def _plan_from(args: argparse.Namespace):
-    from ..bench.measure import BenchPlan
-
+def _plan_from(args: argparse.Namespace) -> BenchPlan:
     base = BenchPlan(trials=1, held=(1000,), duration_s=3, settle_s=0.5) if args.quick else BenchPlan()
     overrides = {"trials": args.trials, "held": args.held, "duration_s": args.duration, "settle_s": args.settle}
     return replace(base, load_connections=args.load_connections, cpu_check_s=args.cpu_check, strict=args.strict,
                    python=sys.executable, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ..bench.document import build_document, describe_machine
-    from ..bench.measure import PROFILED_RUN, run_bench, run_profiles
-    from ..bench.subjects import INSTALL_HINT, PEERS, layout_subjects
-    from ..bench.throughput import ThroughputError, choose_tool
-    from ..render.bench_md import MARKDOWN_FILE, write_reports
-
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     plan = _plan_from(args)
     needed = max(plan.held) + FD_MARGIN
     if needed > fd_hard_limit():
@@ -124,8 +121,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     machine = describe_machine(subjects, tool.version())
     with console.status("bench: starting") as status:
         def progress(label: str, index: int, phase: str) -> None:
-            run = "profiled run" if index == PROFILED_RUN else f"trial {index}/{plan.trials}"
-            status.update(f"bench: {label}, {run}: {phase}")
+            which = "profiled run" if index == PROFILED_RUN else f"trial {index}/{plan.trials}"
+            status.update(f"bench: {label}, {which}: {phase}")
 
         trials, refused = run_bench(subjects, plan, tool, args.output / "logs", progress)
         profiles = None
@@ -146,27 +143,14 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         for trial in subject["trials"]:
             if not trial["ok"]:
                 console.print(f"[red]failed:[/red] {subject['label']} trial {trial['trial']}: {trial['error']}")
-    for run in document["profiles"] or []:
-        if not run["ok"]:
-            console.print(f"[red]no profile:[/red] {run['label']}: {run['error']}")
+    for profile in document["profiles"] or []:
+        if not profile["ok"]:
+            console.print(f"[red]no profile:[/red] {profile['label']}: {profile['error']}")
     console.print(f"report: {args.output / MARKDOWN_FILE} ({', '.join(p.name for p in paths)})")
-    return 0 if document["status"] == "complete" else 1
+    return EXIT_OK if document["status"] == "complete" else EXIT_FAILED
 
 
-def install_interrupt_handlers() -> None:
-    """SIGTERM and SIGINT unwind the run (servers are stopped in each trial's ``finally``)."""
-    def interrupt(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
-
-
-def _print_summary(console, document: dict) -> None:
-    from rich.table import Table
-
-    from ..bench.metrics import held_key
-    from ..render.bench_md import format_ratio, format_value
-
+def _print_summary(console: Console, document: dict) -> None:
     n = max(document["plan"]["held"])
     keys = [("idle_rss_bytes", "idle RSS"), (held_key("held_rss_bytes", n), f"RSS {n:,} held"),
             (held_key("bytes_per_connection", n), "B/held conn"), ("req_per_s", "req/s")]

@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .results import Phase, Series
+from .results import CLIENT_PHASES, IDLE_AFTER, IDLE_EMPTY, IDLE_HELD, IDLE_PHASES, LOAD, RAMP, Phase, Series
 
 
 @dataclass(frozen=True)
@@ -30,32 +30,32 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("idle_rss_bytes", "bytes", "median RSS while idle with no clients (idle-empty)", False),
-    Metric("held_rss_bytes", "bytes", "median RSS while C keep-alive connections are held idle (idle-held)", False),
+    Metric("idle_rss_bytes", "bytes", f"median RSS while idle with no clients ({IDLE_EMPTY})", False),
+    Metric("held_rss_bytes", "bytes", f"median RSS while C keep-alive connections are held idle ({IDLE_HELD})", False),
     Metric("loaded_peak_rss_bytes", "bytes", "highest RSS during the load phase", False),
-    Metric("after_rss_bytes", "bytes", "median RSS after every client closed (idle-after)", False),
-    Metric("idle_uss_bytes", "bytes", "median USS (memory unique to the server) in idle-empty", False),
+    Metric("after_rss_bytes", "bytes", f"median RSS after every client closed ({IDLE_AFTER})", False),
+    Metric("idle_uss_bytes", "bytes", f"median USS (memory unique to the server) in {IDLE_EMPTY}", False),
     Metric("rss_bytes_per_held_connection", "bytes", "(held RSS - idle RSS) / C", False),
     Metric("rss_bytes_per_active_connection", "bytes", "(median RSS under load - idle RSS) / C", False),
     Metric("table_heap_bytes", "bytes", "heap allocated building the connection table", True),
     Metric("bytes_per_slot", "bytes", "table heap / max_conns: what one preallocated slot costs", True),
-    Metric("idle_heap_bytes", "bytes", "median traced heap in idle-empty", True),
-    Metric("held_heap_bytes", "bytes", "median traced heap in idle-held", True),
+    Metric("idle_heap_bytes", "bytes", f"median traced heap in {IDLE_EMPTY}", True),
+    Metric("held_heap_bytes", "bytes", f"median traced heap in {IDLE_HELD}", True),
     Metric("loaded_peak_heap_bytes", "bytes", "highest traced heap sample during load", False),
     # Not deterministic: what stays allocated after the load (free lists, resized dicts) depends
     # on how many requests the load phase happened to serve.
-    Metric("after_heap_bytes", "bytes", "median traced heap in idle-after", False),
+    Metric("after_heap_bytes", "bytes", f"median traced heap in {IDLE_AFTER}", False),
     # Deterministic within 2%: 0.5-1.8% range measured over 3-5 identical nofd runs at 2,048 to
     # 65,536 slots (before the probe kept its own spare tuples out: 5.6% over 3 full-size runs).
     # What still moves is the server's own int objects, 32 B each: one deadline per loop turn that
     # answered ramp requests (shared by that turn's connections), and, for fds above 256, whether
     # the expiry queue's links keep the accept's int for an fd or the epoll event's.
     Metric("heap_bytes_per_held_connection", "bytes",
-           "(live heap at the end of idle-held - at the end of idle-empty) / C: from the phase-end dumps, "
+           f"(live heap at the end of {IDLE_HELD} - at the end of {IDLE_EMPTY}) / C: from the phase-end dumps, "
            "after a full collection and without the probe's own allocations (tracemalloc); else "
            "(held heap - idle heap) / C", True, spread=0.02),
     Metric("heap_bytes_per_active_connection", "bytes", "(median heap under load - idle heap) / C", False),
-    Metric("tracer_bytes", "bytes", "the tracer's own bookkeeping memory at the end of idle-held", False),
+    Metric("tracer_bytes", "bytes", f"the tracer's own bookkeeping memory at the end of {IDLE_HELD}", False),
     Metric("c_bytes_per_slot", "bytes", "the slot's size as a C struct (ctypes.sizeof)", True),
     Metric("requests", "count", "requests answered during the load phase", False, lower_is_better=False),
     Metric("req_per_s", "req/s", "keep-alive requests per second during load", False, lower_is_better=False),
@@ -102,10 +102,10 @@ def _phase_stats(series: Series | None, column: str, phases: Sequence[Phase]) ->
     out: dict[str, float | None] = {}
     if series is None or len(series) == 0:
         return out
-    for name in ("idle-empty", "idle-held", "idle-after"):
+    for name in IDLE_PHASES:
         phase = _phase(phases, name)
         out[name] = _idle_level(series, column, phase) if phase else None
-    load = _phase(phases, "load")
+    load = _phase(phases, LOAD)
     values = series.between(column, load.start_s, load.end_s) if load else []
     out["load-max"] = max(values) if values else None
     out["load-median"] = _median(values)
@@ -137,31 +137,31 @@ def summarize(
 
     by_phase = _phase_stats(rss, "rss_bytes", phases)
     if by_phase:
-        summary["idle_rss_bytes"] = by_phase["idle-empty"]
-        summary["held_rss_bytes"] = by_phase["idle-held"]
-        summary["after_rss_bytes"] = by_phase["idle-after"]
+        summary["idle_rss_bytes"] = by_phase[IDLE_EMPTY]
+        summary["held_rss_bytes"] = by_phase[IDLE_HELD]
+        summary["after_rss_bytes"] = by_phase[IDLE_AFTER]
         summary["loaded_peak_rss_bytes"] = by_phase["load-max"]
-        summary["rss_bytes_per_held_connection"] = _per_connection(by_phase["idle-held"], by_phase["idle-empty"], connections)
-        summary["rss_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase["idle-empty"], connections)
+        summary["rss_bytes_per_held_connection"] = _per_connection(by_phase[IDLE_HELD], by_phase[IDLE_EMPTY], connections)
+        summary["rss_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase[IDLE_EMPTY], connections)
         uss = _phase_stats(rss, "uss_bytes", phases)
-        summary["idle_uss_bytes"] = uss.get("idle-empty")
+        summary["idle_uss_bytes"] = uss.get(IDLE_EMPTY)
 
     by_phase = _phase_stats(heap, "heap_bytes", phases)
     if by_phase:
-        summary["idle_heap_bytes"] = by_phase["idle-empty"]
-        summary["held_heap_bytes"] = by_phase["idle-held"]
-        summary["after_heap_bytes"] = by_phase["idle-after"]
+        summary["idle_heap_bytes"] = by_phase[IDLE_EMPTY]
+        summary["held_heap_bytes"] = by_phase[IDLE_HELD]
+        summary["after_heap_bytes"] = by_phase[IDLE_AFTER]
         summary["loaded_peak_heap_bytes"] = by_phase["load-max"]
-        summary["heap_bytes_per_held_connection"] = _per_connection(by_phase["idle-held"], by_phase["idle-empty"], connections)
+        summary["heap_bytes_per_held_connection"] = _per_connection(by_phase[IDLE_HELD], by_phase[IDLE_EMPTY], connections)
     live = phase_end_heap or {}
-    if live.get("idle-held") is not None and live.get("idle-empty") is not None:
+    if live.get(IDLE_HELD) is not None and live.get(IDLE_EMPTY) is not None:
         # Where the probe dumps, the live heaps at the two phases' ends: the medians above also
         # count the interpreter's free lists and garbage not yet collected, whose fill depends on
         # timing (up to 30 KB apart at C = 1,000 in three identical runs).
-        summary["heap_bytes_per_held_connection"] = _per_connection(live["idle-held"], live["idle-empty"], connections)
-        summary["heap_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase["idle-empty"], connections)
+        summary["heap_bytes_per_held_connection"] = _per_connection(live[IDLE_HELD], live[IDLE_EMPTY], connections)
+        summary["heap_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase[IDLE_EMPTY], connections)
         tracer = _phase_stats(heap, "tracer_bytes", phases)
-        summary["tracer_bytes"] = tracer.get("idle-held")
+        summary["tracer_bytes"] = tracer.get(IDLE_HELD)
 
     if table:
         if table.get("table_heap_bytes") is not None and max_conns:
@@ -171,24 +171,20 @@ def summarize(
             summary["c_bytes_per_slot"] = table["c_bytes_per_slot"]
 
     if load:
-        loaded = load.get("load") or {}
+        loaded = load.get(LOAD) or {}
         for key in ("requests", "req_per_s", "latency_p50_ms", "latency_p99_ms"):
             if loaded.get(key) is not None:
                 summary[key] = loaded[key]
         summary["errors"] = sum(
-            sum((load.get(phase) or {}).get("errors", {}).values()) for phase in ("ramp", "load", "drain")
+            sum((load.get(phase) or {}).get("errors", {}).values()) for phase in CLIENT_PHASES
         )
-        load_cpu_s = (server_cpu_s or {}).get("load") or {}
+        load_cpu_s = (server_cpu_s or {}).get(LOAD) or {}
         requests = loaded.get("requests") or 0
         if requests > 0:
             for metric, thread in (("cpu_us_per_request", "process"), ("main_thread_cpu_us_per_request", "main_thread")):
                 if load_cpu_s.get(thread) is not None:
                     summary[metric] = load_cpu_s[thread] * 1e6 / requests
     return {k: v for k, v in summary.items() if v is not None}
-
-
-#: The phases in which the load generator reports client errors.
-CLIENT_PHASES = ("ramp", "load", "drain")
 
 
 def errors_text(reply: dict[str, Any]) -> str:
@@ -206,7 +202,7 @@ def client_warnings(load: dict[str, Any], connections: int) -> list[str]:
     held and every request was answered. A run with warnings measured fewer clients than its figures
     per connection divide by, or requests that failed (503 when the table was full, resets)."""
     warnings = []
-    ramp = load.get("ramp") or {}
+    ramp = load.get(RAMP) or {}
     held = ramp.get("connections_open")
     if held is not None and held < connections:
         warnings.append(f"ramp: only {held} of {connections} clients were held")

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..errors import BadInput
+
 SCHEMA = "memdiet.run/1"
 RESULT_FILE = "result.json"
 RSS_FILE = "rss.csv"
@@ -42,8 +44,20 @@ SITES_FILE = "sites.csv"
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
 
+#: The scenario's phases (what each does: experiments/measure/runner.py). Named here, the lowest layer
+#: that needs them (a result file's phases); every other module imports them.
+IDLE_EMPTY = "idle-empty"
+RAMP = "ramp"
+IDLE_HELD = "idle-held"
+LOAD = "load"
+DRAIN = "drain"
+IDLE_AFTER = "idle-after"
 #: Phase names in scenario order.
-PHASES = ("idle-empty", "ramp", "idle-held", "load", "drain", "idle-after")
+PHASES = (IDLE_EMPTY, RAMP, IDLE_HELD, LOAD, DRAIN, IDLE_AFTER)
+#: The phases without traffic, whose levels the summary takes.
+IDLE_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
+#: The phases in which the load generator works, and reports its clients' errors.
+CLIENT_PHASES = (RAMP, LOAD, DRAIN)
 STATUSES = ("running", "complete", "incomplete")
 
 #: Run parameters that must be equal for runs' figures to share a table or be compared (the report,
@@ -68,7 +82,7 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-class ResultError(Exception):
+class ResultError(BadInput):
     """A run folder or result file that cannot be read; the message names the file and the fault."""
 
 

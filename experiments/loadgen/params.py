@@ -1,13 +1,16 @@
 """Parameters and limits of a load: loopback-only hosts, the one request, bounds, and the
-file-descriptor room a ramp needs. Every other loadgen module imports its constants and errors from here."""
+file-descriptor room a ramp needs (RLIMIT_NOFILE itself is read and raised by server.fdlimit).
+Every other loadgen module imports its constants and errors from here."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import resource
-from pathlib import Path
+
+# fd_hard_limit keeps its name here: the loadgen package and its users import it from this module.
+from server.fdlimit import TooFewDescriptors, make_room
+from server.fdlimit import hard_limit as fd_hard_limit  # noqa: F401 (re-exported)
+from ..errors import ExperimentError
 
 #: Longest ``load``, in seconds.
 MAX_LOAD_S = 600.0
@@ -27,7 +30,7 @@ EXIT_LIFETIME = 3
 _PATH = re.compile(r"/[\x21-\x7e]*")
 
 
-class LoadGeneratorError(Exception):
+class LoadGeneratorError(ExperimentError):
     """A refused parameter (non-loopback host, bad path, too many connections) or, in
     :class:`LoadGeneratorProcess`, a child that died, timed out or answered nonsense."""
 
@@ -62,37 +65,14 @@ def request_bytes(host: str, path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode("ascii")
 
 
-def fd_hard_limit() -> int:
-    """RLIMIT_NOFILE's hard limit; when "unlimited", the kernel's ``fs.nr_open`` (the real ceiling)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY:
-        return hard
-    try:
-        return int(Path("/proc/sys/fs/nr_open").read_text())
-    except (OSError, ValueError):
-        return 1 << 20
-
-
-def _open_fd_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 3
-
-
 def ensure_fd_capacity(extra: int) -> int:
-    """Make room for ``extra`` more file descriptors: raise RLIMIT_NOFILE's soft limit as far as needed
-    (up to the hard limit). Returns the soft limit in force; raises :class:`FdLimitError`, naming the
+    """Make room for ``extra`` more file descriptors (see :func:`server.fdlimit.make_room`, with
+    ``FD_MARGIN`` spare). Returns the soft limit in force; raises :class:`FdLimitError`, naming the
     limit, when even the hard limit is too low."""
-    needed = _open_fd_count() + extra + FD_MARGIN
-    hard = fd_hard_limit()
-    if needed > hard:
+    try:
+        return make_room(extra, FD_MARGIN)
+    except TooFewDescriptors as error:
         raise FdLimitError(
-            f"{extra} connections need about {needed} file descriptors, above this process's "
-            f"RLIMIT_NOFILE hard limit of {hard} (raise it with `ulimit -Hn` as root, or ask for fewer)"
-        )
-    soft, real_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, real_hard))
-        soft = needed
-    return soft
+            f"{extra} connections need about {error.needed} file descriptors, above this process's "
+            f"RLIMIT_NOFILE hard limit of {error.hard} (raise it with `ulimit -Hn` as root, or ask for fewer)"
+        ) from None

@@ -2,7 +2,10 @@
 
 The figures are derived from the layout classes themselves, by building two small tables and looking
 at them with ``sys.getsizeof`` and the type flags, not by tracing allocations (the tests check the
-parts against tracemalloc). All sizes are bytes per slot, for the CPython running this code.
+parts against tracemalloc). All sizes are bytes per slot, for the CPython running this code. The
+records it makes (:class:`SlotAnatomy`) and their file live in :mod:`experiments.dataset.anatomy`:
+the matrix writes ``anatomy.json`` (:func:`write_anatomy_file`) and the report reads it, measuring
+nothing itself.
 
 How CPython (3.11, 64-bit) lays out an object, and where each part below comes from:
 
@@ -36,21 +39,12 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from dataclasses import dataclass
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from server.layouts import LAYOUTS, make_table
 
-#: The parts of a slot, in the order charts stack them.
-PART_NAMES = (
-    "object header",
-    "GC header",
-    "attribute storage",
-    "buffer",
-    "containers",
-    "other objects",
-    "table pointer",
-)
+from ..dataset.anatomy import PART_NAMES, CField, SlotAnatomy, write_anatomies
 
 OBJECT_HEADER_BYTES = object.__basicsize__
 GC_HEADER_BYTES = sys.getsizeof([]) - [].__sizeof__()
@@ -60,53 +54,6 @@ _BUFFER_TYPES = (bytearray, bytes, memoryview)
 
 #: Slots in the small tables built to inspect a layout (and twice that, for the table's share).
 SAMPLE_SLOTS = 64
-
-
-@dataclass(frozen=True)
-class CField:
-    """One field of a layout's C struct: ``offset`` and ``size`` in bytes, ``c_type`` its ctypes
-    name, ``bits`` the width of a bit field (None for a whole field)."""
-
-    name: str
-    c_type: str
-    offset: int
-    size: int
-    bits: int | None = None
-
-
-@dataclass(frozen=True)
-class SlotAnatomy:
-    """One layout's bytes per slot split into :data:`PART_NAMES`, and its C equivalent.
-
-    ``parts`` maps every part name to bytes per slot (0.0 where the layout has none of it);
-    ``c_bytes_per_slot`` is ``ctypes.sizeof`` of the layout's C struct, whose fields are
-    ``c_fields``; ``python`` is the CPython version the figures were taken on.
-    """
-
-    layout: str
-    summary: str
-    parts: dict[str, float]
-    c_bytes_per_slot: int
-    c_fields: tuple[CField, ...]
-    python: str
-
-    @property
-    def total(self) -> float:
-        """Bytes per slot in Python: the sum of the parts."""
-        return sum(self.parts.values())
-
-    @property
-    def c_padding(self) -> int:
-        """Bytes of the C struct that belong to no field (alignment padding)."""
-        return self.c_bytes_per_slot - sum(f.size for f in self.c_fields if f.bits is None) - _bitfield_bytes(self.c_fields)
-
-    def nonzero_parts(self) -> list[tuple[str, float]]:
-        return [(name, size) for name, size in self.parts.items() if size]
-
-
-def _bitfield_bytes(fields: tuple[CField, ...]) -> int:
-    # Bit fields sharing a storage unit share its bytes: count each (offset, size) unit once.
-    return sum(size for _offset, size in {(f.offset, f.size) for f in fields if f.bits is not None})
 
 
 def _gc_header(value: Any) -> int:
@@ -224,3 +171,14 @@ def slot_anatomy(layout_name: str) -> SlotAnatomy:
 def all_anatomies() -> list[SlotAnatomy]:
     """:func:`slot_anatomy` of every layout, in the order of the study."""
     return [slot_anatomy(name) for name in LAYOUTS]
+
+
+def write_anatomy_file(folder: Path, layouts: Iterable[str] = LAYOUTS) -> Path:
+    """Measure the anatomy of ``layouts`` (in the order of the study; names that are no layout are
+    skipped) and write it to ``folder/anatomy.json``, where a report reads it."""
+    wanted = set(layouts)
+    return write_anatomies(folder, [slot_anatomy(name) for name in LAYOUTS if name in wanted])
+
+
+__all__ = ["PART_NAMES", "CField", "SlotAnatomy", "slot_anatomy", "all_anatomies", "c_fields", "write_anatomy_file",
+           "OBJECT_HEADER_BYTES", "GC_HEADER_BYTES"]

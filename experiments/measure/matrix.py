@@ -24,23 +24,22 @@ from ..dataset.results import (
     write_atomic,
     write_json,
 )
+from ..render.report_md import build_report
+from .anatomy import write_anatomy_file
 from .probes import PROBES
-from .runner import DEFAULT_RUNS_DIR, RunConfig, RunFailed, run_once
+from .runner import RunFailed, run_once
+from .scenario import (
+    DEFAULT_LATEST_DIR,
+    FULL,
+    FULL_PROBES,
+    QUICK,
+    QUICK_LATEST_DIR,
+    QUICK_PROBES,
+    RunConfig,
+)
 
 MATRIX_SCHEMA = "memdiet.matrix/1"
 MATRIX_FILE = "matrix.json"
-#: Where ``make experiment`` writes the full study's report: committed, so the repository shows it.
-DEFAULT_LATEST_DIR = Path("reports/latest")
-#: Where a quick matrix writes its report (``make experiment QUICK=1``, the notebooks' own matrix):
-#: git-ignored, so a quick try never overwrites the committed full report.
-QUICK_LATEST_DIR = Path("reports/quick")
-
-#: ``make experiment``: the full study at Lwan's scale, about 3-4 minutes on 2 cores.
-FULL = RunConfig(layout="", probe="", max_conns=65536, connections=1000, idle_s=2.0, load_s=3.0, detail_interval_s=2.0)
-#: ``make experiment QUICK=1``: the same scenario, smaller and shorter, well under a minute.
-QUICK = RunConfig(layout="", probe="", max_conns=8192, connections=100, idle_s=0.5, load_s=1.0, detail_interval_s=0.25)
-FULL_PROBES = ("rss", "tracemalloc", "memray")
-QUICK_PROBES = ("rss", "tracemalloc")
 
 
 @dataclass
@@ -134,14 +133,13 @@ def write_massif_files(runs: Sequence[RunResult]) -> None:
 
 
 def write_latest(runs: Sequence[RunResult], latest_dir: Path, plan: MatrixPlan) -> Path | None:
-    """Write ``latest_dir``: matrix.json (which runs, with what parameters) and the report.
+    """Write ``latest_dir``: matrix.json (which runs, with what parameters), anatomy.json (what a
+    slot of each layout of the plan costs, measured here: the report only reads it) and the report.
 
     Run folders are recorded relative to ``latest_dir`` (``../runs/<name>``), never as absolute
     paths: the committed report's matrix.json must mean the same in every clone, and the reports
     folder can move as a whole. Where the runs went (``runs_dir``) is left out for the same reason;
     the list of runs says it."""
-    from ..render.report_md import build_report
-
     latest_dir.mkdir(parents=True, exist_ok=True)
     parameters = {key: value for key, value in plan.base.parameters().items() if key != "runs_dir"}
     info = {
@@ -151,6 +149,7 @@ def write_latest(runs: Sequence[RunResult], latest_dir: Path, plan: MatrixPlan) 
         "runs": [Path(os.path.relpath(run.path.resolve(), latest_dir.resolve())).as_posix() for run in runs],
     }
     write_json(latest_dir / MATRIX_FILE, info)
+    write_anatomy_file(latest_dir, plan.layouts)
     return build_report(list(runs), latest_dir, matrix_info=info)
 
 
@@ -198,8 +197,8 @@ def read_matrix(matrix_file: Path) -> MatrixRecord:
 
 
 def default_plan(quick: bool) -> MatrixPlan:
-    base = QUICK if quick else FULL
-    return MatrixPlan(base=replace(base, runs_dir=DEFAULT_RUNS_DIR), probes=QUICK_PROBES if quick else FULL_PROBES)
+    """Every layout under the study's probes, with its parameters (runs go to reports/runs)."""
+    return MatrixPlan(base=QUICK if quick else FULL, probes=QUICK_PROBES if quick else FULL_PROBES)
 
 
 def default_latest_dir(quick: bool) -> Path:
@@ -210,4 +209,4 @@ def default_latest_dir(quick: bool) -> Path:
 
 
 __all__ = ["MatrixPlan", "MatrixRecord", "run_matrix", "read_matrix", "default_plan", "default_latest_dir", "FULL",
-           "QUICK", "PROBES"]
+           "QUICK", "FULL_PROBES", "QUICK_PROBES", "DEFAULT_LATEST_DIR", "QUICK_LATEST_DIR", "PROBES"]

@@ -1,6 +1,15 @@
-"""Reading another process from /proc without touching it: its memory, its sockets, its listening port.
+"""Reading another process from /proc without touching it: its memory, CPU time, descriptors, sockets,
+listening ports and children. memdiet's one /proc reader, with :mod:`server.procfs`.
 
-Linux only (the bench measures Linux servers). Sizes are bytes.
+The root (opening a /proc file, :class:`ProcessGone`, the RSS read) is :mod:`server.procfs`,
+re-exported here: the server reads its own RSS with the same code and may import only the standard
+library and itself, and only what it needs (its idle heap is measured). Everything the measuring
+side reads beyond that is here: the runner (CPU time), the bench (memory, sockets, ports), the
+launcher (listening ports of a process tree), the RSS sampler (RSS, USS, PSS) and the tests.
+
+Rules: Linux only. A ``pid`` is a process id or ``"self"``. Sizes in bytes, times in seconds. A
+process that has exited raises :class:`ProcessGone` (an OSError). Each function is one read, except
+:func:`sample_memory`, the one that measures over time.
 """
 
 from __future__ import annotations
@@ -8,28 +17,65 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
+from typing import NamedTuple
 
+from server.procfs import PAGE_SIZE, ProcessGone, read_proc, rss_bytes
+
+__all__ = [
+    "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
+    "listening_ports", "memory_status", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
+    "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets", "thread_ids",
+    "uss_pss_bytes",
+]
+
+#: Units of the CPU times in /proc/PID/stat, per second.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: ``st`` of a socket in LISTEN state in /proc/net/tcp.
-_TCP_LISTEN = "0A"
+TCP_LISTEN = 0x0A
 #: Fields of /proc/PID/status read by :func:`memory_status`, in kB there, and their names here.
 _STATUS_FIELDS = {"VmRSS": "rss_bytes", "RssAnon": "anon_bytes", "RssFile": "file_bytes", "RssShmem": "shmem_bytes"}
 
 
-class ProcessGone(Exception):
-    """The process exited while being read."""
+def _list_proc(pid: int | str, name: str) -> list[str]:
+    """The entries of the folder /proc/PID/NAME (fd, task)."""
+    try:
+        return os.listdir(f"/proc/{pid}/{name}")
+    except (FileNotFoundError, ProcessLookupError):
+        raise ProcessGone(f"process {pid} has exited") from None
 
 
-def memory_status(pid: int) -> dict[str, int]:
+def _stat_fields(pid: int | str, name: str = "stat") -> list[bytes]:
+    """The fields of /proc/PID/stat (or task/TID/stat) after the command name, which may hold spaces:
+    ``[0]`` is the state, ``[1]`` the parent pid, ``[11]`` and ``[12]`` user and system CPU ticks."""
+    return read_proc(pid, name).rsplit(b")", 1)[1].split()
+
+
+# --- memory ----------------------------------------------------------------------------------------
+def uss_pss_bytes(pid: int | str) -> tuple[int, int]:
+    """``(USS, PSS)``, as psutil's ``memory_full_info()`` reads them: USS, the pages only this process
+    maps (the ``Private_*`` lines), and PSS, its pages each divided by the processes sharing them. From
+    /proc/PID/smaps_rollup (summed by the kernel, ~1.5 ms for 400 MB), or smaps before Linux 4.14."""
+    try:
+        text = read_proc(pid, "smaps_rollup")
+    except ProcessGone:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise
+        text = read_proc(pid, "smaps")
+    uss = pss = 0
+    for line in text.splitlines():
+        if line.startswith(b"Private_"):  # Private_Clean, Private_Dirty, Private_Hugetlb
+            uss += int(line.split()[1]) * 1024
+        elif line.startswith(b"Pss:"):
+            pss += int(line.split()[1]) * 1024
+    return uss, pss
+
+
+def memory_status(pid: int | str) -> dict[str, int]:
     """``rss_bytes`` (VmRSS), ``anon_bytes`` (RssAnon: heap, stacks, anonymous mappings),
     ``file_bytes`` (RssFile: mapped files such as shared libraries) and ``shmem_bytes``, from
     /proc/PID/status."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        raise ProcessGone(f"process {pid} has exited") from None
     values: dict[str, int] = {}
-    for line in text.splitlines():
+    for line in read_proc(pid, "status").decode().splitlines():
         key, _, rest = line.partition(":")
         if key in _STATUS_FIELDS:
             values[_STATUS_FIELDS[key]] = int(rest.split()[0]) * 1024
@@ -49,17 +95,27 @@ def sample_memory(pid: int, samples: int = 5, interval_s: float = 0.1) -> dict[s
             for key in reads[0]}
 
 
-def socket_inodes(pid: int) -> set[int]:
-    """Inodes of the sockets process ``pid`` has open (from its /proc/PID/fd links)."""
-    fd_dir = f"/proc/{pid}/fd"
+# --- CPU time ----------------------------------------------------------------------------------------
+def cpu_seconds(pid: int | str, thread: int | None = None) -> float:
+    """User plus system CPU seconds used so far, from /proc/PID/stat: the whole process (every thread,
+    exited ones included), or with ``thread`` only that thread (/proc/PID/task/TID/stat; the main
+    thread's id is the pid)."""
+    fields = _stat_fields(pid, "stat" if thread is None else f"task/{thread}/stat")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# --- descriptors and sockets -------------------------------------------------------------------------
+def fd_count(pid: int | str) -> int:
+    """How many file descriptors the process holds."""
+    return len(_list_proc(pid, "fd"))
+
+
+def socket_inodes(pid: int | str) -> set[int]:
+    """Inodes of the sockets the process has open (from its /proc/PID/fd links)."""
     inodes = set()
-    try:
-        names = os.listdir(fd_dir)
-    except (FileNotFoundError, ProcessLookupError):
-        raise ProcessGone(f"process {pid} has exited") from None
-    for name in names:
+    for name in _list_proc(pid, "fd"):
         try:
-            target = os.readlink(f"{fd_dir}/{name}")
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:  # closed meanwhile
             continue
         if target.startswith("socket:["):
@@ -67,30 +123,88 @@ def socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
-def socket_count(pid: int) -> int:
-    """How many sockets process ``pid`` has open (listening, connected, internal pairs)."""
+def socket_count(pid: int | str) -> int:
+    """How many sockets the process has open (listening, connected, internal pairs)."""
     return len(socket_inodes(pid))
+
+
+class TcpSocket(NamedTuple):
+    """One row of /proc/net/tcp: ports, ``state`` (``TCP_LISTEN``...), bytes written and not yet
+    acknowledged by the peer's kernel (``tx_queue``), and the socket's inode."""
+
+    local_port: int
+    remote_port: int
+    state: int
+    tx_queue_bytes: int
+    inode: int
+
+
+def parse_tcp_table(text: str) -> list[TcpSocket]:
+    """The rows of a /proc/net/tcp or /proc/net/tcp6 text."""
+    rows = []
+    for line in text.splitlines()[1:]:  # after the header line
+        fields = line.split()
+        if len(fields) > 9:
+            rows.append(TcpSocket(int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
+                                  int(fields[3], 16), int(fields[4].split(":")[0], 16), int(fields[9])))
+    return rows
+
+
+def tcp_sockets(pid: int | str = "self", ipv6: bool = False) -> list[TcpSocket]:
+    """The TCP sockets of the process's network namespace (every process's, not only its own):
+    /proc/PID/net/tcp, or tcp6 (empty when the kernel has no IPv6)."""
+    try:
+        text = read_proc(pid, "net/tcp6" if ipv6 else "net/tcp")
+    except ProcessGone:
+        if ipv6 and os.path.exists(f"/proc/{pid}"):
+            return []
+        raise
+    return parse_tcp_table(text.decode())
 
 
 def parse_listening(table: str) -> dict[int, int]:
     """``{inode: port}`` of the LISTEN sockets in the text of /proc/net/tcp or /proc/net/tcp6."""
-    listening = {}
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 9 and fields[3] == _TCP_LISTEN:
-            port = int(fields[1].rsplit(":", 1)[1], 16)
-            listening[int(fields[9])] = port
-    return listening
+    return {row.inode: row.local_port for row in parse_tcp_table(table) if row.state == TCP_LISTEN}
 
 
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports on which process ``pid`` has a socket in LISTEN state."""
-    inodes = socket_inodes(pid)
-    ports = set()
-    for table in ("tcp", "tcp6"):
+def listening_ports(pid: int, descendants: bool = False) -> set[int]:
+    """TCP ports on which the process (with ``descendants``, or any process it started, and theirs)
+    has a socket in LISTEN state."""
+    inodes = set()
+    for member in process_tree(pid) if descendants else [pid]:
         try:
-            text = Path(f"/proc/{pid}/net/{table}").read_text()
-        except FileNotFoundError:
-            continue  # no IPv6 in this kernel
-        ports.update(port for inode, port in parse_listening(text).items() if inode in inodes)
-    return ports
+            inodes |= socket_inodes(member)
+        except ProcessGone:
+            if member == pid:
+                raise
+    return {row.local_port for ipv6 in (False, True) for row in tcp_sockets(pid, ipv6)
+            if row.state == TCP_LISTEN and row.inode in inodes}
+
+
+# --- processes -----------------------------------------------------------------------------------------
+def thread_ids(pid: int | str) -> list[int]:
+    """The ids of the process's threads (the main thread's is the pid), from /proc/PID/task."""
+    return [int(name) for name in _list_proc(pid, "task")]
+
+
+def parent_pids() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process, from each /proc/PID/stat."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                parents[int(name)] = int(_stat_fields(name)[1])
+            except (ProcessGone, IndexError, ValueError):  # exited meanwhile
+                continue
+    return parents
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (children, their children...), parents first."""
+    children: dict[int, list[int]] = {}
+    for child, parent in parent_pids().items():
+        children.setdefault(parent, []).append(child)
+    tree = [pid]
+    for member in tree:  # grows while it is walked: breadth first
+        tree.extend(sorted(children.get(member, ())))
+    return tree

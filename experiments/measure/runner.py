@@ -13,23 +13,24 @@ written with status ``running`` first and rewritten at the end; an interrupted o
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
-
 from ..dataset.metrics import client_warnings, errors_text, summarize
 from ..dataset.results import (
+    DRAIN,
     HEAP_COLUMNS,
     HEAP_FILE,
+    IDLE_AFTER,
+    IDLE_EMPTY,
+    IDLE_HELD,
+    LOAD,
     PHASES,
+    RAMP,
     RESULT_FILE,
     RSS_COLUMNS,
     RSS_FILE,
@@ -41,44 +42,25 @@ from ..dataset.results import (
     write_csv,
     write_json,
 )
+from ..errors import ExperimentError
 from ..loadgen import LoadGeneratorProcess
 from ..paths import REPO_ROOT
 from . import environment
-from .probes import PROBES, Probe, RssSampler, _read_table
+from .probes import PROBES, Probe, RssSampler, read_table
+from .process import FirstLine, LaunchedProcess, NotReady, ProcessError
+from .procfs import ProcessGone, cpu_seconds
+from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_DIR: importable here too)
 
-DEFAULT_RUNS_DIR = Path("reports/runs")
+#: Seconds the server may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT_S = 60.0
 
 
-class RunFailed(Exception):
+class RunFailed(ExperimentError):
     """The run could not complete; the message names the layout and the phase."""
 
 
 class Interrupted(BaseException):
     """SIGTERM (or SIGINT) arrived during a run; raised in the main thread to unwind cleanly."""
-
-
-@dataclass
-class RunConfig:
-    """Parameters of one run. Times in seconds; ``sample_hz`` in samples per second."""
-
-    layout: str
-    probe: str
-    max_conns: int = 65536
-    connections: int = 1000
-    idle_s: float = 2.0
-    load_s: float = 3.0
-    sample_hz: float = 50.0
-    detail_interval_s: float = 2.0
-    path: str = "/"
-    keep_alive_timeout_s: float = 600.0
-    runs_dir: Path = field(default=DEFAULT_RUNS_DIR)
-    python: str = field(default=sys.executable)
-
-    def parameters(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["runs_dir"] = str(self.runs_dir)
-        del values["python"]
-        return values
 
 
 Progress = Callable[[str], None]
@@ -114,7 +96,7 @@ class Run:
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
         self.phase = "start"
-        self.server: subprocess.Popen | None = None
+        self.server: LaunchedProcess | None = None
         self.sampler: RssSampler | None = None
         self.loadgen: LoadGeneratorProcess | None = None
         self.t0 = 0.0
@@ -144,14 +126,14 @@ class Run:
         try:
             self._start_server()
             config = self.config
-            self._phase("idle-empty", lambda: self._idle(config.idle_s))
+            self._phase(IDLE_EMPTY, lambda: self._idle(config.idle_s))
             self.loadgen = LoadGeneratorProcess(python=config.python)
             self.loadgen.start("127.0.0.1", self.port, path=config.path)
-            self._phase("ramp", self._ramp)
-            self._phase("idle-held", lambda: self._idle(config.idle_s))
-            self._phase("load", self._load)
-            self._phase("drain", lambda: self._load_command("drain", "drain", 60))
-            self._phase("idle-after", lambda: self._idle(config.idle_s))
+            self._phase(RAMP, self._ramp)
+            self._phase(IDLE_HELD, lambda: self._idle(config.idle_s))
+            self._phase(LOAD, self._load)
+            self._phase(DRAIN, lambda: self._load_command(DRAIN, "drain", 60))
+            self._phase(IDLE_AFTER, lambda: self._idle(config.idle_s))
             self.phase = "stop"
             self._stop_server(expect_running=True)
         except (RunFailed, Interrupted, KeyboardInterrupt, Exception) as caught:
@@ -189,36 +171,31 @@ class Run:
         """Open the C clients; fail when the server did not keep them all: every figure per held
         connection divides by C."""
         connections = self.config.connections
-        self._load_command("ramp", f"ramp {connections}", 60 + connections / 20)
-        held = self.load_results["ramp"].get("connections_open", connections)
+        self._load_command(RAMP, f"ramp {connections}", 60 + connections / 20)
+        held = self.load_results[RAMP].get("connections_open", connections)
         if held < connections:
             raise RunFailed(f"{self.config.layout}: only {held} of {connections} clients were held after phase "
-                            f"{self.phase} ({errors_text(self.load_results['ramp'])})")
+                            f"{self.phase} ({errors_text(self.load_results[RAMP])})")
 
     def _load(self) -> None:
         """The load phase, with the server's CPU time over it (user + system, read from outside
-        through psutil): CPU per request is what a probe costs the server, which req/s can hide
+        in /proc): CPU per request is what a probe costs the server, which req/s can hide
         when the load generator is the bottleneck."""
         before = self._server_cpu_s()
-        self._load_command("load", f"load {self.config.load_s}", self.config.load_s + 60)
+        self._load_command(LOAD, f"load {self.config.load_s}", self.config.load_s + 60)
         after = self._server_cpu_s()
-        self.server_cpu_s["load"] = {key: round(after[key] - before[key], 6) for key in before if key in after}
+        self.server_cpu_s[LOAD] = {key: round(after[key] - before[key], 6) for key in before if key in after}
 
     def _server_cpu_s(self) -> dict[str, float]:
         """CPU seconds (user + system) the server has used so far: ``process`` (every thread, the
         probe's own included) and ``main_thread`` (the thread that serves)."""
         assert self.server is not None
-        process = psutil.Process(self.server.pid)
+        pid = self.server.pid
         try:
-            total = process.cpu_times()
-            main = next((t for t in process.threads() if t.id == self.server.pid), None)
-        except psutil.Error:
+            return {"process": cpu_seconds(pid), "main_thread": cpu_seconds(pid, thread=pid)}
+        except ProcessGone:
             self._check_server()
             raise
-        times = {"process": total.user + total.system}
-        if main is not None:
-            times["main_thread"] = main.user_time + main.system_time
-        return times
 
     def _load_command(self, key: str, command: str, timeout_s: float) -> None:
         assert self.loadgen is not None
@@ -238,20 +215,19 @@ class Run:
             *self.probe.server_args(self.trace_dir, config.sample_hz, config.detail_interval_s),
         ]
         self.document["server_command"] = command
-        self.log_file = open(self.run_dir / "server.log", "wb")
+        self.server = LaunchedProcess(command, cwd=REPO_ROOT, log_path=self.run_dir / "server.log",
+                                      readiness=FirstLine(), name="server")
         self.wall_t0 = time.time()
         self.t0 = time.monotonic()
-        self.server = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=self.log_file, stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
-        )
+        self.server.start()
+        # Sampled from the start on, before it listens: the start-up is part of the RSS series.
         self.sampler = RssSampler(self.server.pid, config.sample_hz)
         self.sampler.start()
-        line = read_first_line(self.server, self.probe.startup_timeout_s)
-        if not line.startswith("listening on "):
+        try:
+            self.port = self.server.wait_ready(self.probe.startup_timeout_s).port
+        except NotReady as error:
             self._check_server()
-            raise RunFailed(f"{config.layout}: server did not start within {self.probe.startup_timeout_s:.0f} s (first line {line!r})")
-        self.port = int(line.rsplit(":", 1)[1])
+            raise RunFailed(f"{config.layout}: {error}") from None
         if self.probe.ready_file:
             ready = self.trace_dir / self.probe.ready_file
             deadline = time.monotonic() + self.probe.startup_timeout_s
@@ -267,7 +243,7 @@ class Run:
         fd, so the server's own descriptors (stdio, listener, epoll, tracer files) take slots too;
         the server counts the rest into table.json as ``usable_slots``."""
         config = self.config
-        usable = _read_table(self.trace_dir).get("usable_slots")
+        usable = read_table(self.trace_dir).get("usable_slots")
         if usable is None or usable >= config.connections:
             return
         raise RunFailed(
@@ -304,13 +280,10 @@ class Run:
             if expect_running:
                 self._check_server()
             return
-        server.send_signal(signal.SIGTERM)
         try:
-            returncode = server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-            raise RunFailed(f"{self.config.layout}: server did not stop within 60 s of SIGTERM; killed")
+            returncode = server.stop(STOP_TIMEOUT_S)
+        except ProcessError as error:
+            raise RunFailed(f"{self.config.layout}: {error}") from None
         if expect_running and returncode != 0:
             raise RunFailed(f"{self.config.layout}: server exited with code {returncode} on SIGTERM")
 
@@ -326,10 +299,8 @@ class Run:
             pass
         if self.sampler is not None:
             self.sampler.stop()
-        if self.server is not None and self.server.stdout is not None:
-            self.server.stdout.close()
-        if getattr(self, "log_file", None) is not None:
-            self.log_file.close()
+        if self.server is not None:
+            self.server.close()
 
     # --- the run folder ----------------------------------------------------------------------
     def _write(self, error: BaseException | None) -> None:
@@ -376,31 +347,6 @@ class Run:
 
 def _fmt_row(row: tuple) -> tuple:
     return tuple("" if v is None else (f"{v:.6f}" if isinstance(v, float) else v) for v in row)
-
-
-def read_first_line(process: subprocess.Popen, timeout_s: float) -> str:
-    """The process's first stdout line, or "" if it exits or ``timeout_s`` passes first."""
-    import selectors
-
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    data = b""
-    try:
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not selector.select(timeout=min(left, 0.5)):
-                if left <= 0 or process.poll() is not None:
-                    return ""
-                continue
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                return ""
-            data += chunk
-    finally:
-        selector.close()
-    return data.split(b"\n", 1)[0].decode(errors="replace")
 
 
 def run_once(config: RunConfig, progress: Progress | None = None) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..measure.anatomy import PART_NAMES, SlotAnatomy
+from ..dataset.anatomy import PART_NAMES, SlotAnatomy
 from .figures import new_figure, save_figure
 
 PART_COLOURS = dict(zip(PART_NAMES, ("#6baed6", "#9e9ac8", "#fd8d3c", "#e6550d", "#74c476", "#bdbdbd", "#fdd0a2")))

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..bench.metrics import held_key
-from ..bench.profile import SHARED_CATEGORIES, SYSTEM_CALLS
+from ..bench.metrics import SHARED_CATEGORIES, SYSTEM_CALLS, held_key
 from ..dataset.results import write_atomic, write_json
 from .bench_chart import render_chart
+from .markdown import table
 from .units import MISSING, format_in_unit, human_bytes
 
 JSON_FILE = "bench.json"
@@ -29,16 +29,8 @@ def format_ratio(ratio: float | None) -> str:
     return f"{ratio:.3f}x" if ratio < 0.1 else f"{ratio:.2f}x"
 
 
-def _table(header: list[str], rows: list[list[str]], right_aligned: int | None = None) -> list[str]:
-    """A markdown table whose last ``right_aligned`` columns (default: all but the first) are
-    right-aligned, the others left-aligned."""
-    right = len(header) - 1 if right_aligned is None else right_aligned
-    rule = [":---"] * (len(header) - right) + ["---:"] * right
-    return ["| " + " | ".join(row) + " |" for row in (header, rule, *rows)]
-
-
 def _machine_section(document: dict[str, Any]) -> list[str]:
-    machine, tool, busy, plan = document["machine"], document["throughput_tool"], document["busy"], document["plan"]
+    machine, tool, busy = document["machine"], document["throughput_tool"], document["busy"]
     memory = machine.get("memory_total_bytes")
     versions = ", ".join(f"{name} {version or 'not installed'}" for name, version in machine["peer_versions"].items())
     if machine.get("server_cpus"):
@@ -60,7 +52,7 @@ def _machine_section(document: dict[str, Any]) -> list[str]:
         ["Busy machine", f"{busy['timed_while_busy']} of {busy['timed_runs']} throughput runs started while another "
                          f"process used more than {busy['threshold_cores']} of a core ({busy['policy']})"],
     ]
-    lines = ["## Machine", "", *_table(["", ""], rows, right_aligned=0), ""]
+    lines = ["## Machine", "", *table(["", ""], rows, "ll"), ""]
     if tool.get("note"):
         lines += [f"**{tool['note']}.**", ""]
     return lines
@@ -77,14 +69,14 @@ def _summary_section(document: dict[str, Any]) -> list[str]:
         summary = subject["summary"]
         rows.append([subject["label"]] + [
             format_value(units[key], summary[key]["median"]) if key in summary else MISSING for key, _ in columns])
-    return ["## Summary (medians)", "", *_table(["subject"] + [title for _, title in columns], rows), "",
+    return ["## Summary (medians)", "", *table(["subject"] + [title for _, title in columns], rows), "",
             f"![bench chart]({CHART_FILE})", ""]
 
 
 def _targets_section(document: dict[str, Any]) -> list[str]:
     marks = {True: "met", False: "**not met**", None: "not measured"}
     rows = [[target["target"], target["detail"], marks[target["met"]]] for target in document["targets"]]
-    return ["## Targets (issue #6)", "", *_table(["target", "measured", ""], rows, right_aligned=0), ""]
+    return ["## Targets (issue #6)", "", *table(["target", "measured", ""], rows, "lll"), ""]
 
 
 def _metric_sections(document: dict[str, Any]) -> list[str]:
@@ -104,7 +96,7 @@ def _metric_sections(document: dict[str, Any]) -> list[str]:
                         + [format_ratio(ratios.get(baseline)) for baseline in baselines])
         better = "lower is better" if metric["lower_is_better"] else "higher is better"
         lines += [f"### {metric['title']}", "", f"{metric['description']} ({better}).", "",
-                  *_table(["subject", "median", "min - max"] + [f"x {b}" for b in baselines], rows), ""]
+                  *table(["subject", "median", "min - max"] + [f"x {b}" for b in baselines], rows), ""]
     return ["## Each metric", "", "Medians over the trials, with their range; ratios divide this run's medians.",
             "", *lines]
 
@@ -131,8 +123,8 @@ def _trials_section(document: dict[str, Any]) -> list[str]:
                          str(trial.get("exit_code", MISSING))])
     return ["## Trials", "", "Each trial is a fresh server process; the machine's load is measured over "
             f"{document['plan']['cpu_check_s']:g} s just before its throughput run.", "",
-            *_table(["subject", "trial", "result", "other processes before timing", "throughput errors", "exit"], rows,
-                   right_aligned=0),
+            *table(["subject", "trial", "result", "other processes before timing", "throughput errors", "exit"], rows,
+                  "llllll"),
             ""]
 
 
@@ -171,15 +163,15 @@ def profile_section(document: dict[str, Any]) -> list[str]:
                    f"{run['startup_s']:,.2f} s", f"{run['profile']['requests']:,}",
                    format_value('us', run["profile"]["us_per_request"]), _describe_load(run.get("quiet_check"))]
                   for run in profiled]
-        lines += _table(["subject", "profiled time", "server CPU, start to end of load", "start-up", "requests",
-                         "profiled time / request", "other processes before the run"], totals) + [""]
+        lines += table(["subject", "profiled time", "server CPU, start to end of load", "start-up", "requests",
+                        "profiled time / request", "other processes before the run"], totals) + [""]
         categories = [row["category"] for run in profiled for row in run["profile"]["categories"]]
         order = [c for c in dict.fromkeys(categories) if c not in SHARED_CATEGORIES] + list(SHARED_CATEGORIES)
         cells = {(run["name"], row["category"]): f"{format_value('us', row['us_per_request'])} ({_format_share(row['share'])})"
                  for run in profiled for row in run["profile"]["categories"]}
         rows = [[category] + [cells.get((run["name"], category), "") for run in profiled] for category in order]
         lines += ["Own time per request under cProfile, and its share of the profiled time (empty: not a "
-                  "category of that subject):", "", *_table(["category"] + [run["label"] for run in profiled], rows), ""]
+                  "category of that subject):", "", *table(["category"] + [run["label"] for run in profiled], rows), ""]
     lines += [f"- {run['label']}: {run['profile']['note']}." for run in profiled if run["profile"].get("note")]
     lines += [f"- **{run['label']}**: no profile: {run['error']}." for run in runs if not run["ok"]]
     if lines[-1]:
@@ -190,7 +182,7 @@ def profile_section(document: dict[str, Any]) -> list[str]:
                  _format_share(row["share"]), format_value('us', row["us_per_request"])] for row in profile["top_functions"]]
         lines += [f"### {run['label']}: top {len(rows)} functions by own time", "",
                   f"Stats: [{run['stats_file']}]({run['stats_file']}).", "",
-                  *_table(["function", "counted in", "calls", "own time", "share", "per request"], rows, right_aligned=4),
+                  *table(["function", "counted in", "calls", "own time", "share", "per request"], rows, "llrrrr"),
                   ""]
     return lines
 
@@ -264,7 +256,7 @@ def _method_section(document: dict[str, Any]) -> list[str]:
         f"{plan['settle_s']:g} s after the ramp; bytes per connection = (RSS_N - idle RSS) / N. The kernel's "
         "socket memory (about 4.7 KB per TCP socket here) is outside RSS for every subject alike.",
         f"- Throughput: {command} after the held connections were closed; the server's CPU seconds "
-        "(user + system, psutil) over the run. On a busy machine req/s varies with what else runs on "
+        "(user + system, /proc/PID/stat) over the run. On a busy machine req/s varies with what else runs on "
         "the server's CPU; CPU per request varies much less.",
         "",
         "Subjects:", "",

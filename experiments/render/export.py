@@ -1,4 +1,5 @@
-"""``memdiet export RUN_DIR --format csv|json [-o FILE]``: a run's time series as one table.
+"""A run's time series as one table, in CSV or JSON (what ``memdiet export`` writes; the command
+itself is :mod:`experiments.cli.export`).
 
 The table merges the run folder's series on one time axis, at full resolution: one row per
 distinct time found in ``rss.csv``, ``heap.csv`` or ``sites.csv``, in time order, each cell the
@@ -26,11 +27,9 @@ layout, probe, status and phases. Bytes are integers, times floats as recorded.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,13 +42,11 @@ from ..dataset.results import (
     RunResult,
     Series,
     load_run,
-    write_atomic,
 )
 
 EXPORT_SCHEMA = "memdiet.export/1"
 FORMATS = ("csv", "json")
 SITE_PREFIX = "site:"
-EXIT_BAD_INPUT = 2
 
 Cell = float | int | None
 
@@ -132,34 +129,3 @@ def export(run_dir: str | Path, fmt: str) -> str:
     run = load_run(run_dir)
     columns, rows = export_table(run)
     return render_csv(columns, rows) if fmt == "csv" else render_json(run, columns, rows)
-
-
-# --- memdiet export ----------------------------------------------------------------------------
-def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``export`` to memdiet's subcommands."""
-    parser = commands.add_parser(
-        "export", help="a run's time series (time, RSS, heap, per-site bytes) as one CSV or JSON table",
-        description="Write a run folder's rss.csv, heap.csv and sites.csv merged on one time axis, at full "
-                    "resolution (blank where a file has no sample at that time).")
-    parser.add_argument("run", type=Path, metavar="RUN_DIR")
-    parser.add_argument("--format", choices=FORMATS, default="csv", help="csv (default) or json")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: stdout)")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
-    try:
-        text = export(args.run, args.format)
-        if args.output is None:
-            sys.stdout.write(text)
-        else:
-            write_atomic(args.output, text)
-    except ResultError as error:
-        print(f"memdiet export: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as error:
-        print(f"memdiet export: error: {args.output}: cannot write ({error.strerror or error})", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.output is not None:
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0

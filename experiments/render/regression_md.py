@@ -1,25 +1,29 @@
-"""``regression.md``: a regression check's verdict, its table and the comparison chart of the runs.
+"""A regression check's files: ``regression.md`` (verdict, table, comparison chart of the runs) and
+``regression.json`` (the same rows as data), and the one-line verdict ``memdiet regress`` ends with.
 
 The table (layout, metric, baseline, now, change, tolerance, verdict) is also what ``memdiet
 regress`` prints to stdout, so the CI log shows it: the columns are padded, which keeps it a valid
 markdown table and readable as plain text. The comparison is :func:`experiments.regress.compare`'s;
-this module only formats it.
+this module only formats it and imports only the comparison's data types from
+:mod:`experiments.regress` (which never imports a renderer).
 """
 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from ..dataset.results import write_atomic
+from ..dataset.results import write_atomic, write_json
+from ..regress.compare import FAILING, IMPROVED, NEW, OK, REGRESSED, Comparison, Row
 from .comparison import render_comparison
+from .markdown import table
 from .units import MISSING, format_metric
 
-if TYPE_CHECKING:  # the comparison's types; regress imports this module, not the other way round
-    from ..regress import Comparison, Row
-
 REGRESSION_FILE = "regression.md"
+REGRESSION_JSON = "regression.json"
+REGRESSION_SCHEMA = "memdiet.regression/1"
 CHART_STEM = "regression-comparison"
 HEADER = ["layout", "metric", "baseline", "now", "change", "tolerance", "verdict"]
 #: Environment fields shown for the baseline and the runs, and compared between them.
@@ -57,30 +61,33 @@ def tolerance_text(row: Row) -> str:
 
 def table_rows(rows: Sequence[Row], *, emphasize: bool) -> list[list[str]]:
     """Cells of each row; with ``emphasize``, failing verdicts in bold (markdown)."""
-    from ..regress import FAILING
-
     cells = []
     for row in rows:
-        verdict = f"**{row.verdict}**" if emphasize and row.verdict in FAILING else row.verdict
+        verdict = f"**{row.verdict}**" if emphasize and row.failed else row.verdict
         cells.append([row.layout, row.metric, format_metric(row.metric, row.baseline), format_metric(row.metric, row.now),
                       change_text(row), tolerance_text(row), verdict])
     return cells
 
 
-def aligned_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
-    """A markdown table with padded columns (readable as plain text); ``align`` is l or r per column."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    rule = [("-" * (w - 1) + ":") if a == "r" else (":" + "-" * (w - 1)) for w, a in zip(widths, align)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)) + " |"
-
-    return [line(header), "| " + " | ".join(rule) + " |", *(line(row) for row in rows)]
-
-
 def text_table(comparison: Comparison) -> str:
     """The table as ``memdiet regress`` prints it."""
-    return "\n".join(aligned_table(HEADER, table_rows(comparison.rows, emphasize=False), "llrrrrl"))
+    return "\n".join(table(HEADER, table_rows(comparison.rows, emphasize=False), "llrrrrl", padded=True))
+
+
+def summary_line(comparison: Comparison) -> str:
+    """One line: the verdict, and on failure the worst figure (layout, metric, change vs tolerance)."""
+    compared = sum(row.verdict != NEW for row in comparison.rows)
+    extras = [f"{n} {verdict}" for verdict in (IMPROVED, NEW) if (n := comparison.count(verdict))]
+    extra = f" ({', '.join(extras)})" if extras else ""
+    worst = comparison.worst
+    if worst is None:
+        return f"memdiet regress: PASS: all {compared} figures within tolerance{extra}"
+    if worst.verdict == REGRESSED:
+        what = f"{change_text(worst)} vs tolerance {tolerance_text(worst)}"
+    else:
+        what = f"{worst.verdict.lower()}: {worst.note}"
+    return (f"memdiet regress: FAIL: {len(comparison.failures)} of {compared} figures failed; worst: "
+            f"{worst.layout} {worst.metric} {what}")
 
 
 def _machine(environment: dict[str, Any]) -> str:
@@ -109,10 +116,8 @@ def _parameters(parameters: dict[str, Any]) -> str:
 
 
 def _provenance(comparison: Comparison, baseline_path: Path, out_dir: Path) -> list[str]:
-    from ..regress import common_environment
-
     baseline = comparison.baseline
-    now_env = common_environment(comparison.runs) if comparison.runs else {}
+    now_env = comparison.environment
     lines = [f"- **Baseline**: `{baseline_path}`, made {baseline.created_utc} on {_machine(baseline.environment)}; "
              f"matrix: {_parameters(baseline.parameters)}.",
              f"- **Now**: {len(comparison.runs)} complete runs on {_machine(now_env)}."]
@@ -150,13 +155,11 @@ def _tolerance_section(comparison: Comparison) -> list[str]:
     return ["From the baseline file: a figure fails when it moves in its worse direction (sign shown) by more than "
             "the tolerance; where two are given, the larger applies. A move as large the other way is *improved* "
             "(make a new baseline with `memdiet baseline` to keep it).", "",
-            *aligned_table(["metric", "tolerance", "why"], rows, "lll")]
+            *table(["metric", "tolerance", "why"], rows, "lll", padded=True)]
 
 
 def build_regression_report(comparison: Comparison, out_dir: Path, *, baseline_path: Path) -> Path:
     """Write ``out_dir/regression.md`` and, when there are runs, the comparison chart beside it."""
-    from ..regress import summary_line
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = "PASS" if comparison.passed else "FAIL"
@@ -166,7 +169,7 @@ def build_regression_report(comparison: Comparison, out_dir: Path, *, baseline_p
              "## Every figure", "",
              "Each layout's figures merged from its runs as the report does (RSS and load from the rss probe, heap "
              "from tracemalloc). Change is relative to the baseline.", "",
-             *aligned_table(HEADER, table_rows(comparison.rows, emphasize=True), "llrrrrl"), ""]
+             *table(HEADER, table_rows(comparison.rows, emphasize=True), "llrrrrl", padded=True), ""]
     if comparison.runs:
         render_comparison(comparison.runs, out_dir / CHART_STEM)
         lines += ["## Layouts compared (these runs)", "", f"![memory per layout]({CHART_STEM}.png)", "",
@@ -175,3 +178,33 @@ def build_regression_report(comparison: Comparison, out_dir: Path, *, baseline_p
     path = out_dir / REGRESSION_FILE
     write_atomic(path, "\n".join(lines))
     return path
+
+
+def regression_document(comparison: Comparison, baseline_path: Path, exit_code: int) -> dict[str, Any]:
+    """What ``regression.json`` holds: the verdict, where the baseline and the runs came from, every row."""
+    baseline = comparison.baseline
+    worst = comparison.worst
+    return {
+        "schema": REGRESSION_SCHEMA,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "passed": comparison.passed,
+        "exit_code": exit_code,
+        "summary": summary_line(comparison),
+        "worst": worst.to_json() if worst else None,
+        "counts": {verdict: comparison.count(verdict) for verdict in (OK, IMPROVED, NEW, *FAILING)},
+        "baseline": {"path": str(baseline_path), "created_utc": baseline.created_utc,
+                     "parameters": baseline.parameters, "environment": baseline.environment},
+        "runs": [str(run.path) for run in comparison.runs],
+        "run_failures": comparison.run_failures,
+        "environment": comparison.environment,
+        "rows": [row.to_json() for row in comparison.rows],
+    }
+
+
+def write_outputs(comparison: Comparison, baseline_path: Path, out_dir: Path, exit_code: int) -> Path:
+    """Write ``regression.md`` (with the comparison chart) and ``regression.json`` to ``out_dir``,
+    each atomically; return the markdown's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = build_regression_report(comparison, out_dir, baseline_path=baseline_path)
+    write_json(out_dir / REGRESSION_JSON, regression_document(comparison, baseline_path, exit_code))
+    return report

@@ -1,15 +1,19 @@
 """The markdown report of a set of runs: ``index.md`` and its charts, in one folder.
 
 It ties the other renderers together: the comparison chart, a table of every summary metric per
-layout (each figure taken from the probe that measures it best, see :mod:`.selection`), the
-reductions versus naive, the per-slot anatomy, one massif-style curve per layout, which run folder
-fed each layout and probe (with its raw captures), and a note on which figures are deterministic.
+layout (each figure taken from the probe that measures it best, see
+:mod:`experiments.dataset.selection`), the reductions versus naive, the per-slot anatomy, one
+massif-style curve per layout, which run folder fed each layout and probe (with its raw captures),
+and a note on which figures are deterministic.
 Runs not marked complete are listed but used nowhere else.
 
-The report links only to files in its own folder (its charts): run folders are git-ignored, so a
-committed report names them (relative to its folder) without linking. Runs made with different
-parameters (:data:`experiments.dataset.results.COMPARED_PARAMETERS`) are refused
-(:class:`IncomparableRuns`), or with ``allow_mixed`` given one report each.
+The report reads only files: the runs' folders, and the per-slot anatomy the matrix measured into
+the report's folder (``anatomy.json``, :mod:`experiments.dataset.anatomy`); without that file the
+anatomy section says it is missing. It links only to files in its own folder (its charts): run
+folders are git-ignored, so a committed report names them (relative to its folder) without
+linking. Runs made with different parameters
+(:data:`experiments.dataset.results.COMPARED_PARAMETERS`) are refused (:class:`IncomparableRuns`),
+or with ``allow_mixed`` given one report each.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from server.layouts import LAYOUTS
-
+from ..dataset.anatomy import ANATOMY_FILE, SlotAnatomy, read_anatomies
 from ..dataset.metrics import METRICS
 from ..dataset.results import PHASES, RunResult, write_atomic
 from ..dataset.selection import (
@@ -42,9 +45,10 @@ from ..dataset.selection import (
     reductions,
     split_by_status,
 )
-from ..measure.anatomy import SlotAnatomy, slot_anatomy
+from ..errors import BadInput
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
+from .markdown import table
 from .massif_curve import render_massif_curve
 from .units import MISSING, format_metric, percent_change
 
@@ -58,7 +62,7 @@ REDUCTION_METRICS = (
 )
 
 
-class IncomparableRuns(ValueError):
+class IncomparableRuns(BadInput):
     """The runs a report would be made of were made with different compared parameters; the
     message (one line) says which parameters and values."""
 
@@ -75,13 +79,6 @@ def reduction_table(runs: Iterable[RunResult]) -> dict[str, dict[str, float | No
 
 
 # --- small markdown helpers ----------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
-    """A markdown table; ``align`` is one character per column: l or r (default: first l, rest r)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = ["---:" if a == "r" else ":---" for a in align]
-    return ["| " + " | ".join(row) + " |" for row in [header, rule, *rows]]
-
-
 def _relative(target: Path, out_dir: Path) -> str:
     """``target`` relative to the report's folder, with ``/`` separators."""
     return Path(os.path.relpath(Path(target).resolve(), Path(out_dir).resolve())).as_posix()
@@ -220,7 +217,7 @@ def _summary_table(merged: dict[str, dict[str, Figure]]) -> list[str]:
         metric = METRICS.get(name)
         rows.append([f"`{name}`", metric.unit if metric else "", usual, *cells,
                      ("yes" if metric.deterministic else "no") if metric else "?"])
-    return _table(["metric", "unit", "probe", *layouts, "deterministic"], rows, "lll" + "r" * len(layouts) + "l")
+    return table(["metric", "unit", "probe", *layouts, "deterministic"], rows, "lll" + "r" * len(layouts) + "l")
 
 
 def _reduction_section(merged: dict[str, dict[str, Figure]]) -> list[str]:
@@ -234,7 +231,7 @@ def _reduction_section(merged: dict[str, dict[str, Figure]]) -> list[str]:
         rows.append([label, format_metric(metric, base.value) if base else MISSING,
                      *[percent_change(changes.get(layout), 1) for layout in others]])
     return ["Change of each layout's figure versus naive's (negative: less memory). Compared only between "
-            "figures from the same probe.", "", *_table(["figure", "naive", *others], rows)]
+            "figures from the same probe.", "", *table(["figure", "naive", *others], rows)]
 
 
 def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, Figure]]) -> list[str]:
@@ -253,9 +250,15 @@ def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, F
         f"{python} (see `experiments/measure/anatomy.py` for how each part is counted), beside the same slot as a C struct. "
         "The measured column is the tracemalloc run's `bytes_per_slot`.", "",
         _image("anatomy", "per-slot anatomy"), "",
-        *_table(["layout", "Python, by parts", "measured", "C struct", "Python / C", "parts (bytes)"], rows, "lrrrrl"), "",
+        *table(["layout", "Python, by parts", "measured", "C struct", "Python / C", "parts (bytes)"], rows, "lrrrrl"), "",
         "<details><summary>C struct fields (offset, size)</summary>", "", *structs, "", "</details>",
     ]
+
+
+def _missing_anatomy(anatomy_file: Path, out_dir: Path) -> str:
+    """The anatomy section of a report whose anatomy file is not there: said, not measured here."""
+    return (f"Missing: there is no `{_relative(anatomy_file, out_dir)}` beside this report, and a report "
+            "measures nothing itself. A matrix (`memdiet matrix`) measures each layout's slot into that file.")
 
 
 def _curve_section(by_layout: dict[str, dict[str, RunResult]], out_dir: Path) -> list[str]:
@@ -297,7 +300,7 @@ def _runs_section(runs: list[RunResult], out_dir: Path) -> list[str]:
             "Paths are relative to this report's folder. Run folders are git-ignored, so this report names them "
             "without linking: on the machine that made them they hold the raw captures listed (a massif.out file "
             "for ms_print or massif-visualizer, memray's flame graph).", "",
-            *_table(["layout", "probe", "run used", "captures in it", "also given, not used"], rows, "lllll")]
+            *table(["layout", "probe", "run used", "captures in it", "also given, not used"], rows, "lllll")]
 
 
 def _incomplete_section(others: list[RunResult], out_dir: Path) -> list[str]:
@@ -326,12 +329,26 @@ def _determinism_section() -> list[str]:
 
 
 # --- the report ----------------------------------------------------------------------------------
+def refuse_incomparable(runs: Iterable[RunResult]) -> None:
+    """Raise :class:`IncomparableRuns` when the runs a report's tables would use (the latest complete
+    run of each layout and probe) were made with different
+    :data:`~experiments.dataset.results.COMPARED_PARAMETERS`; a caller that writes into the report's
+    folder before :func:`build_report` asks this first, so a refused report leaves nothing behind."""
+    complete, _ = split_by_status(runs)
+    differing = differing_parameters(chosen_runs(complete))
+    if differing:
+        raise IncomparableRuns("the latest complete runs of the layouts and probes were made with different "
+                               f"parameters: {describe_differences(differing)}")
+
+
 def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_TITLE,
-                 matrix_info: dict[str, Any] | None = None, allow_mixed: bool = False) -> Path:
+                 matrix_info: dict[str, Any] | None = None, allow_mixed: bool = False,
+                 anatomy_file: Path | None = None) -> Path:
     """Write ``out_dir/index.md`` and its charts for ``runs``; return the index's path.
 
     ``matrix_info`` (what the matrix ran: e.g. quick mode, probes, wall time) is listed in the
-    intro as given. Every file is written atomically.
+    intro as given. The per-slot anatomy is read from ``anatomy_file`` (default:
+    ``out_dir/anatomy.json``, which the matrix writes). Every file is written atomically.
 
     The tables take the latest complete run of each layout and probe; when those were made with
     different :data:`~experiments.dataset.results.COMPARED_PARAMETERS` (runs of several matrices), raises
@@ -340,12 +357,10 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
     """
     out_dir = Path(out_dir)
     complete, others = split_by_status(runs)
-    differing = differing_parameters(chosen_runs(complete))
-    if differing:
+    if differing_parameters(chosen_runs(complete)):
         if not allow_mixed:
-            raise IncomparableRuns("the latest complete runs of the layouts and probes were made with different "
-                                   f"parameters: {describe_differences(differing)}")
-        return _build_separated(runs, out_dir, title)
+            refuse_incomparable(runs)
+        return _build_separated(runs, out_dir, title, anatomy_file or out_dir / ANATOMY_FILE)
     out_dir.mkdir(parents=True, exist_ok=True)
     merged = merged_metrics(complete)
     by_layout = latest_runs(complete)
@@ -353,7 +368,9 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
     lines = [f"# {title}", "", *_intro(complete, others, matrix_info or {}), ""]
     if complete:
         render_comparison(complete, out_dir / "comparison")
-        anatomies = [slot_anatomy(layout) for layout in merged if layout in LAYOUTS]
+        anatomy_file = Path(anatomy_file or out_dir / ANATOMY_FILE)
+        by_layout_anatomy = read_anatomies(anatomy_file)
+        anatomies = [by_layout_anatomy[layout] for layout in merged if layout in by_layout_anatomy]
         measured = {layout: figures["bytes_per_slot"].value for layout, figures in merged.items() if "bytes_per_slot" in figures}
         if anatomies:
             render_anatomy(anatomies, out_dir / "anatomy", measured)
@@ -366,6 +383,8 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   "## Reduction versus naive", "", *_reduction_section(merged), ""]
         if anatomies:
             lines += ["## Per-slot anatomy", "", *_anatomy_section(anatomies, merged), ""]
+        elif not anatomy_file.is_file():
+            lines += ["## Per-slot anatomy", "", _missing_anatomy(anatomy_file, out_dir), ""]
         lines += ["## Memory over time, per layout", "",
                   "Massif-style: heap by allocation site (top sites stacked, the rest as *other*), phases shaded, "
                   "the heap peak marked, and the process's RSS as a line on top.", "",
@@ -380,15 +399,17 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
     return index
 
 
-def _build_separated(runs: list[RunResult], out_dir: Path, title: str) -> Path:
+def _build_separated(runs: list[RunResult], out_dir: Path, title: str, anatomy_file: Path) -> Path:
     """One report per parameter set in ``out_dir/set-<n>/`` (most complete runs first), and an
-    ``index.md`` listing them with the parameters that tell them apart."""
+    ``index.md`` listing them with the parameters that tell them apart. Every set reads the
+    anatomy of ``anatomy_file``."""
     sets = parameter_sets(runs)
     keys = [dict(parameter_key(group[0])) for group in sets]
     differing = [name for name in keys[0] if len({repr(key[name]) for key in keys}) > 1]
     rows = []
     for number, group in enumerate(sets, start=1):
-        index = build_report(group, out_dir / f"set-{number}", title=f"{title}: parameter set {number}")
+        index = build_report(group, out_dir / f"set-{number}", title=f"{title}: parameter set {number}",
+                             anatomy_file=anatomy_file)
         values = dict(parameter_key(group[0]))
         complete = sum(run.status == "complete" for run in group)
         rows.append([_link(index, out_dir, f"set {number}"), *(_value_text(values[name]) for name in differing),
@@ -397,7 +418,7 @@ def _build_separated(runs: list[RunResult], out_dir: Path, title: str) -> Path:
              f"These {len(runs)} runs were made with {len(sets)} different parameter sets (they differ in "
              f"{', '.join(differing)}), whose figures are not comparable: one report per set, each with its own "
              "tables and charts.", "",
-             *_table(["report", *differing, "complete runs", "layouts"], rows, "l" + "r" * len(differing) + "rl"), ""]
+             *table(["report", *differing, "complete runs", "layouts"], rows, "l" + "r" * len(differing) + "rl"), ""]
     index = out_dir / INDEX_FILE
     write_atomic(index, "\n".join(lines))
     return index

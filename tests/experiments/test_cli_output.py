@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import pytest
 
-from experiments import cli, memory_budget
+from experiments import cli
 from experiments.dataset.results import find_runs, load_run
-from experiments.measure.matrix import FULL
+from experiments.measure import budget as memory_budget
+from experiments.measure.scenario import FULL
 
 from ..fixtures import REPO
 

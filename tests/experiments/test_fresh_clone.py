@@ -120,8 +120,9 @@ def test_fresh_clone_loads_results_and_a_quick_matrix_leaves_git_status_clean(tm
         return done
 
     # The notebooks' first cell, with the quick matrix cut to one run.
-    loaded = python("-c", "from experiments import study, matrix; from tests.experiments.test_fresh_clone import TINY_PLAN; "
-                          "assert study.REPO_ROOT == matrix.Path.cwd(), study.REPO_ROOT; "
+    loaded = python("-c", "from pathlib import Path; from experiments import study; "
+                          "from tests.experiments.test_fresh_clone import TINY_PLAN; "
+                          "assert study.REPO_ROOT == Path.cwd(), study.REPO_ROOT; "
                           "runs = study.ensure_results(plan=TINY_PLAN); print('loaded', len(runs), runs[0].path)")
     assert f"loaded 1 {clone / 'reports' / 'runs'}" in loaded.stdout
     # `make experiment QUICK=1`, smaller.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.cli import baseline as baseline_command
 from experiments.cli import main
 from experiments.dataset.metrics import METRICS
 from experiments.dataset.results import load_run
@@ -153,16 +154,14 @@ def test_oracle_figure_one_field_larger_fails(made, tmp_path, capsys):
 
 def test_baseline_quick_runs_the_quick_matrix_with_the_options_given(made, tmp_path, monkeypatch, capsys):
     """``memdiet baseline --quick`` with run options makes the quick matrix at those options (the
-    matrix itself is the session's: run_plan is replaced by one returning its runs)."""
-    import experiments.regress as regress_module
-
+    matrix itself is the session's: the command's run_plan is replaced by one returning its runs)."""
     planned = []
 
     def session_runs(plan, latest_dir):
         planned.append((plan, latest_dir))
         return [load_run(Path(path)) for path in run_dirs(made)], []
 
-    monkeypatch.setattr(regress_module, "run_plan", session_runs)
+    monkeypatch.setattr(baseline_command, "run_plan", session_runs)
     out = tmp_path / "baseline.json"
     code = main(["baseline", "--quick", "--max-conns", "4096", "--connections", "50", "--idle", "0.4", "--load", "0.6",
                  "--runs-dir", str(tmp_path / "runs"), "--latest-dir", str(tmp_path / "latest"), "-o", str(out)])

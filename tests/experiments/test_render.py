@@ -10,7 +10,7 @@ import pytest
 
 from experiments.dataset.metrics import METRICS
 from experiments.dataset.results import OTHER_SITE, find_runs, load_run
-from experiments.dataset.selection import merged_metrics
+from experiments.dataset.selection import STUDY_ORDER, layout_order, merged_metrics
 from experiments.measure.anatomy import all_anatomies
 from experiments.render.anatomy_chart import render_anatomy
 from experiments.render.comparison import render_comparison
@@ -168,6 +168,12 @@ def test_reductions_equal_the_figures_worked_out_by_hand(matrix):
     assert [metric for metric, _label in REDUCTION_METRICS] == ["idle_rss_bytes", "held_rss_bytes", "bytes_per_slot"]
     for layout, by_metric in table.items():
         assert by_metric == pytest.approx(FAKE_REDUCTIONS[layout], abs=1e-6), layout
+
+
+def test_the_datasets_study_order_is_the_servers_layout_order():
+    """The dataset names the layouts' order itself (it imports no server code): it must be LAYOUTS'."""
+    assert STUDY_ORDER == tuple(LAYOUTS)
+    assert layout_order(["packed", "other", "naive"]) == ["naive", "packed", "other"]
 
 
 def test_metrics_come_from_the_probe_that_measures_them(matrix):

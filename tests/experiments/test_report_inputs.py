@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli, matrix
+from experiments import cli
+from experiments.measure import matrix
 from experiments.dataset.results import find_runs, load_run
 from experiments.measure.matrix import (
     QUICK,

@@ -16,34 +16,16 @@ folder holding a ``result.json``, or that file).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
 from ..errors import ViewerInputError
-from ..model import Detail, Series
+from ..model import Series
 from . import memdiet_run, memray_capture, tracemalloc_dumps
+from .options import TIME_MODES, LoadOptions
 
-#: How a series' times are taken, for sources that have a choice (tracemalloc dumps).
-TIME_MODES = ("auto", "sidecar", "mtime", "index")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What the output needs from a source.
-
-    ``detail``: which samples need their allocation sites (the peak always does).
-    ``time_mode``: ``auto`` (sidecar, else mtime, else index) or one of them forced.
-    """
-
-    detail: Detail = field(default_factory=Detail)
-    time_mode: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.time_mode not in TIME_MODES:
-            raise ValueError(f"unknown time mode {self.time_mode!r}")
-
+__all__ = ["TIME_MODES", "LoadOptions", "open_series", "register", "sources"]
 
 _SOURCES: list[ModuleType] = [memdiet_run, memray_capture, tracemalloc_dumps]
 

@@ -47,7 +47,7 @@ from ..names import FileKeys, chosen_names
 from . import memray_capture, tracemalloc_dumps
 
 if TYPE_CHECKING:
-    from . import LoadOptions
+    from .options import LoadOptions
 
 NAME = "memdiet-run"
 

@@ -27,7 +27,7 @@ from ..model import Frame, Sample, Series, Site, merge_sites
 from . import lz4_frame
 
 if TYPE_CHECKING:
-    from . import LoadOptions
+    from .options import LoadOptions
 
 NAME = "memray"
 

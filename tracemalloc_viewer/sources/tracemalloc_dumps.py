@@ -26,7 +26,7 @@ from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site
 
 if TYPE_CHECKING:
-    from . import LoadOptions
+    from .options import LoadOptions
 
 NAME = "tracemalloc"
 

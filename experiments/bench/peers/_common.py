@@ -1,12 +1,14 @@
-"""What every peer app shares: its command line, its answer and the file-descriptor limit.
+"""What every peer app shares: its command line and its answer.
 
-Standard library only: a peer's idle RSS should be its framework's, not ours.
+Standard library only: a peer's idle RSS should be its framework's, not ours. Each peer raises
+RLIMIT_NOFILE's soft limit to the hard one with server.fdlimit, as memdiet's server does, so every
+subject can hold as many connections: a module of a few lines, which loads nothing of the server but
+the package docstring.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 from typing import Sequence
 
 #: The body every subject answers ``GET /`` with.
@@ -24,14 +26,3 @@ def parse_args(prog: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def raise_nofile_limit() -> None:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit, as memdiet's server does, so every
-    subject can hold as many connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass

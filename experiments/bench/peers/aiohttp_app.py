@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from ._common import BACKLOG, BODY, KEEP_ALIVE_TIMEOUT_S, parse_args, raise_nofile_limit
+from server.fdlimit import raise_soft_to_hard
+
+from ._common import BACKLOG, BODY, KEEP_ALIVE_TIMEOUT_S, parse_args
 
 
 def main() -> None:
     args = parse_args("aiohttp_app")
-    raise_nofile_limit()
+    raise_soft_to_hard()
     from aiohttp import web
 
     async def hello(request: web.Request) -> web.Response:

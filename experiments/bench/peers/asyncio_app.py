@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from ._common import BACKLOG, BODY, parse_args, raise_nofile_limit
+from server.fdlimit import raise_soft_to_hard
+
+from ._common import BACKLOG, BODY, parse_args
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
 
@@ -35,7 +37,7 @@ async def serve(host: str, port: int) -> None:
 
 def main() -> None:
     args = parse_args("asyncio_app")
-    raise_nofile_limit()
+    raise_soft_to_hard()
     asyncio.run(serve(args.host, args.port))
 
 

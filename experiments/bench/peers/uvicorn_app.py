@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from ._common import BACKLOG, BODY, KEEP_ALIVE_TIMEOUT_S, parse_args, raise_nofile_limit
+from server.fdlimit import raise_soft_to_hard
+
+from ._common import BACKLOG, BODY, KEEP_ALIVE_TIMEOUT_S, parse_args
 
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]
 
@@ -20,7 +22,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def main() -> None:
     args = parse_args("uvicorn_app")
-    raise_nofile_limit()
+    raise_soft_to_hard()
     # uvicorn shuts down gracefully on SIGTERM, then restores the handler it found and re-raises the
     # signal. With the default handler that kills the process before exit handlers run (so
     # ``python -m cProfile`` never writes its stats); with this one it exits 0, like the other peers.

@@ -1,0 +1,90 @@
+"""``memdiet run --layout L --probe P [run options]``: one layout under one probe.
+
+Writes one run folder (``reports/runs/<UTC time>-<layout>-<probe>/``) and prints a summary table on
+stderr. A run the machine has not the memory for is refused before anything starts (exit 2); a run
+that does not complete raises :class:`~experiments.measure.runner.RunFailed` (exit 1, its folder
+kept and marked incomplete). :func:`refuse_if_too_big` and :func:`print_summary` serve ``memdiet
+matrix`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from server.layouts import LAYOUTS
+
+from ..dataset.results import RunResult, load_run
+from ..errors import EXIT_OK
+from ..measure.budget import memory_problem
+from ..measure.probes import PROBES
+from ..measure.runner import run_once
+from ..measure.scenario import FULL, RunConfig
+from ..render.units import format_in_unit
+from .args import add_run_options, config_from, install_interrupt_handlers, stderr_console
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(name, help="run one layout under one probe")
+    parser.add_argument("--layout", required=True, choices=list(LAYOUTS), help="connection-table layout to run")
+    parser.add_argument("--probe", default="rss", choices=list(PROBES),
+                        help="how memory is measured: rss from outside (default), or the tracemalloc or memray "
+                             "tracer inside the server")
+    add_run_options(parser, FULL)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        config = config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    refuse_if_too_big([config], parser)
+    console = stderr_console()
+    install_interrupt_handlers()
+    with console.status(f"{config.layout}/{config.probe}: starting") as status:
+        run_dir = run_once(config, lambda phase: status.update(f"{config.layout}/{config.probe}: {phase}"))
+    result = load_run(run_dir)
+    console.print(f"run written to {run_dir}")
+    print_summary(console, [result])
+    return EXIT_OK
+
+
+def refuse_if_too_big(configs: Iterable[RunConfig], parser: argparse.ArgumentParser) -> None:
+    """Exit 2 with one line when the largest run would not fit in the memory available."""
+    problem = memory_problem(configs)
+    if problem:
+        parser.error(problem)
+
+
+def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
+    """The runs' headline figures as one table, then any client warnings (503s, resets) below it."""
+    table = Table(title="memdiet runs")
+    for column in ("layout", "probe", "status", "idle RSS", "held RSS", "B/slot", "B/held conn", "req/s",
+                   "CPU/req", "errors"):
+        table.add_column(column, justify="right" if column not in ("layout", "probe", "status") else "left")
+    for result in runs:
+        s = result.summary
+        per_held = s.get("heap_bytes_per_held_connection", s.get("rss_bytes_per_held_connection"))
+        table.add_row(
+            result.layout, result.probe, result.status,
+            _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")),
+            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0),
+            format_in_unit("us", s.get("cpu_us_per_request")), _num(s.get("errors"), 0),
+        )
+    console.print(table)
+    # A run can complete and still have failed some clients (503s, resets): say so under the table.
+    for result in runs:
+        for warning in result.document.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {result.layout}/{result.probe}: {warning}")
+
+
+def _mib(value: Any) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _num(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"

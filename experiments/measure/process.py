@@ -1,0 +1,290 @@
+"""Start a subject's process, know when it is ready, stop it: the one launcher of the runner, the bench
+and the tests.
+
+A :class:`LaunchedProcess` is a command (argv, working folder, environment) whose stderr goes to a log
+file (a temporary one when none is named) and whose stdout is either read for readiness or logged
+too. Readiness is a strategy, chosen by what the command tells:
+
+- :class:`FirstLine`: the command prints ``listening on HOST:PORT`` as its first stdout line
+  (memdiet's server); the line is read a byte at a time, so nothing after it is taken;
+- :class:`ListeningSocket`: the command prints nothing; it is ready once its process (or, with
+  ``descendants``, any process it started) holds a TCP socket in LISTEN state, found in
+  /proc/net/tcp by :mod:`.procfs` without a request.
+
+Stopping is SIGTERM by PID, a wait, then SIGKILL after the grace period. Errors are
+:class:`ProcessError`, one line each, naming the process and ending with the tail of its stderr;
+what an exit code means (clean or not) is the caller's to judge. Nothing here knows the server's
+layouts, the probes or the bench: those build their commands and pass them in.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable, Mapping, Protocol, Sequence
+
+from .procfs import ProcessGone, listening_ports
+
+#: Bytes of stderr quoted at the end of an error message.
+STDERR_TAIL_BYTES = 400
+#: Seconds between two looks at /proc while waiting for a listening socket.
+LISTEN_POLL_S = 0.02
+#: Seconds to wait for a killed process to be reaped.
+KILL_WAIT_S = 10.0
+
+
+class ProcessError(Exception):
+    """The process did not become ready, or did not exit within its grace period."""
+
+
+class NotReady(ProcessError):
+    """The process exited, or the timeout passed, before it was ready."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What a ready process told: the ``port`` it listens on, and with :class:`FirstLine` the
+    ``host`` and the whole ``line``."""
+
+    port: int
+    host: str | None = None
+    line: str | None = None
+
+
+class Readiness(Protocol):
+    """How to know that a started process is ready. ``reads_stdout``: its stdout must be a pipe
+    (else it goes to the log)."""
+
+    reads_stdout: bool
+
+    def wait(self, process: LaunchedProcess, timeout_s: float) -> Ready:
+        """Return once ``process`` is ready; raise :class:`NotReady` when it exits or ``timeout_s``
+        passes first."""
+        ...
+
+
+class FirstLine:
+    """Ready when the first stdout line is ``{prefix}HOST:PORT``."""
+
+    reads_stdout = True
+
+    def __init__(self, prefix: str = "listening on ") -> None:
+        self.prefix = prefix
+
+    def wait(self, process: LaunchedProcess, timeout_s: float) -> Ready:
+        assert process.stdout is not None
+        try:
+            line = read_line(process.stdout, timeout_s, alive=process.running)
+        except LineNotRead as error:
+            line = error.partial
+        host, _, port = line.removeprefix(self.prefix).rpartition(":")
+        if line.startswith(self.prefix) and port.isdigit():
+            return Ready(int(port), host, line)
+        # A closed stdout is usually an exit on its way: give its code a moment to arrive.
+        raise NotReady(process.failure(f"did not start within {timeout_s:g} s (first line {line!r}; "
+                                       f"exit code {process.poll(wait_s=1.0)})"))
+
+
+class ListeningSocket:
+    """Ready when the process, or with ``descendants`` any process below it, listens on a TCP port
+    (the lowest, when several): for a command that prints nothing."""
+
+    reads_stdout = False
+
+    def __init__(self, descendants: bool = False) -> None:
+        self.descendants = descendants
+
+    def wait(self, process: LaunchedProcess, timeout_s: float) -> Ready:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.running():
+            try:
+                ports = listening_ports(process.pid, self.descendants)
+            except ProcessGone:
+                break
+            if ports:
+                return Ready(min(ports))
+            time.sleep(LISTEN_POLL_S)
+        raise NotReady(process.failure(f"was not listening within {timeout_s:g} s (exit code {process.poll()})"))
+
+
+class LaunchedProcess:
+    """One command's process. :meth:`start` spawns it, :meth:`wait_ready` returns once it is ready
+    (see :class:`Readiness`), :meth:`stop` sends a signal and returns the exit code, :meth:`close`
+    kills it if still running and releases its pipe and log. ``name`` begins every error message.
+
+    stderr, and stdout when the readiness does not read it, go to ``log_path`` (created with its
+    folder; a temporary file when None, readable with :meth:`log_text`). ``nofile_limit`` sets
+    RLIMIT_NOFILE, soft and hard (so the process cannot raise it), in the child before it starts.
+    ``own_group`` starts it in a process group of its own and signals the whole group: a shell
+    command's children stop with it (and a terminal's Ctrl-C no longer reaches them directly)."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+                 log_path: Path | None = None, readiness: Readiness | None = None, name: str = "process",
+                 nofile_limit: int | None = None, own_group: bool = False) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self.log_path = log_path
+        self.readiness: Readiness = readiness if readiness is not None else FirstLine()
+        self.name = name
+        self.nofile_limit = nofile_limit
+        self.own_group = own_group
+        self.popen: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
+
+    # --- the process -----------------------------------------------------------------------------
+    def start(self) -> int:
+        """Spawn the process (stdin from /dev/null) and return its pid, without waiting."""
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "wb")
+        else:
+            self._log = tempfile.TemporaryFile()
+        limit = self.nofile_limit
+        set_limit = None
+        if limit is not None:
+            def set_limit() -> None:  # runs in the child between fork and exec
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        try:
+            self.popen = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stderr=self._log,
+                stdout=subprocess.PIPE if self.readiness.reads_stdout else self._log, preexec_fn=set_limit,
+                process_group=0 if self.own_group else None,
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self.popen.pid
+
+    def wait_ready(self, timeout_s: float) -> Ready:
+        """Wait until the process is ready (raises :class:`NotReady`; the process is left as it is)."""
+        return self.readiness.wait(self, timeout_s)
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} not started"
+        return self.popen.pid
+
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        return self.popen.stdout if self.popen is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the exit has been seen (negative: the signal that ended it), else None."""
+        return self.popen.returncode if self.popen is not None else None
+
+    def poll(self, wait_s: float = 0.0) -> int | None:
+        """The exit code if the process has exited (reaping it) or exits within ``wait_s``, else None."""
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(wait_s) if wait_s > 0 else self.popen.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` by PID (to its whole group with ``own_group``), unless it has exited."""
+        if not self.running():
+            return
+        if self.own_group:
+            try:
+                os.killpg(self.popen.pid, signum)
+            except ProcessLookupError:
+                pass
+        else:
+            self.popen.send_signal(signum)
+
+    def stop(self, grace_s: float, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` (unless it has exited already) and wait up to ``grace_s`` for the exit;
+        return the exit code. A process still running then is killed and :class:`ProcessError`
+        raised."""
+        assert self.popen is not None, f"{self.name} not started"
+        self.send_signal(signum)
+        try:
+            return self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ProcessError(self.failure(f"did not exit within {grace_s:g} s of "
+                                            f"{signal.Signals(signum).name}; killed")) from None
+
+    def kill(self) -> None:
+        """SIGKILL the process (its group with ``own_group``) if it is running, and reap it."""
+        if self.running():
+            self.send_signal(signal.SIGKILL)
+            self.popen.wait(KILL_WAIT_S)
+
+    def close(self) -> None:
+        """Kill the process if still running, then release its stdout pipe and its log file."""
+        self.kill()
+        if self.popen is not None and self.popen.stdout is not None:
+            self.popen.stdout.close()
+        if self._log is not None:
+            self._log.close()
+
+    # --- its log -------------------------------------------------------------------------------------
+    def log_text(self, last_bytes: int | None = None) -> str:
+        """What the process wrote to its log so far (only the last ``last_bytes`` when given). Read
+        without moving the file's offset, which the process shares for its writes."""
+        if self.log_path is not None:  # opened for writing only: read it by its path
+            try:
+                with open(self.log_path, "rb") as log:
+                    return _tail(log.fileno(), last_bytes)
+            except FileNotFoundError:
+                return ""
+        if self._log is None or self._log.closed:
+            return ""
+        return _tail(self._log.fileno(), last_bytes)
+
+    def failure(self, what: str) -> str:
+        """``"{name} {what}"``, then where its log is and the end of its stderr: one line."""
+        tail = self.log_text(STDERR_TAIL_BYTES).strip()
+        where = f"; see {self.log_path}" if self.log_path is not None else ""
+        return f"{self.name} {what}{where}" + (f"; its stderr ends with {tail!r}" if tail else "")
+
+
+def _tail(fd: int, last_bytes: int | None) -> str:
+    size = os.fstat(fd).st_size
+    start = 0 if last_bytes is None else max(0, size - last_bytes)
+    return os.pread(fd, size - start, start).decode(errors="replace")
+
+
+class LineNotRead(ProcessError):
+    """The stream ended, or the time ran out, before a whole line; ``partial`` holds what came."""
+
+    def __init__(self, message: str, partial: str) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+def read_line(stream: IO[bytes], timeout_s: float, alive: Callable[[], bool] | None = None) -> str:
+    """One line from a pipe, without its newline, read a byte at a time so nothing after it is taken.
+    Raises :class:`LineNotRead` at the end of the stream, when ``timeout_s`` passes, or when
+    ``alive()`` turns false (looked at every half second: a child of the process may hold the pipe
+    open after it exits)."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LineNotRead(f"no complete line within {timeout_s:g} s, got {data!r}", data.decode(errors="replace"))
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if ready:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                raise LineNotRead(f"stream closed after {data!r}", data.decode(errors="replace"))
+            data += chunk
+        elif alive is not None and not alive():
+            raise LineNotRead(f"the process exited after writing {data!r}", data.decode(errors="replace"))
+    return data.decode(errors="replace").rstrip("\n")
