@@ -38,7 +38,7 @@ experiment: $(STAMP)
 
 # Long versions of the reliability tests (hostile clients, leak checks at full size).
 soak: $(STAMP)
-	MEMDIET_SOAK=1 $(PY) -m pytest -q -m soak tests/
+	MEMDIET_SOAK=1 $(PY) -m pytest -q -m soak tests/ $(PYTEST_ARGS)
 
 # Execute every notebook on real results into reports/notebooks/ (outputs never go in notebooks/).
 notebooks: $(STAMP)
