@@ -153,15 +153,15 @@ def summarize(
         summary["after_heap_bytes"] = by_phase[IDLE_AFTER]
         summary["loaded_peak_heap_bytes"] = by_phase["load-max"]
         summary["heap_bytes_per_held_connection"] = _per_connection(by_phase[IDLE_HELD], by_phase[IDLE_EMPTY], connections)
+        summary["heap_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase[IDLE_EMPTY], connections)
+        tracer = _phase_stats(heap, "tracer_bytes", phases)
+        summary["tracer_bytes"] = tracer.get(IDLE_HELD)
     live = phase_end_heap or {}
     if live.get(IDLE_HELD) is not None and live.get(IDLE_EMPTY) is not None:
         # Where the probe dumps, the live heaps at the two phases' ends: the medians above also
         # count the interpreter's free lists and garbage not yet collected, whose fill depends on
         # timing (up to 30 KB apart at C = 1,000 in three identical runs).
         summary["heap_bytes_per_held_connection"] = _per_connection(live[IDLE_HELD], live[IDLE_EMPTY], connections)
-        summary["heap_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase[IDLE_EMPTY], connections)
-        tracer = _phase_stats(heap, "tracer_bytes", phases)
-        summary["tracer_bytes"] = tracer.get(IDLE_HELD)
 
     if table:
         if table.get("table_heap_bytes") is not None and max_conns:

@@ -32,7 +32,7 @@ _SITE = re.compile(r"^(?P<path>.*?):(?P<line>\d+)(?P<rest>(?: .*)?)$")
 
 
 def short_site(site: str) -> str:
-    """``/work/main/server/layouts/naive.py:44 (__init__)`` -> ``layouts/naive.py:44 (__init__)``:
+    """``/srv/memdiet/server/layouts/naive.py:44 (__init__)`` -> ``layouts/naive.py:44 (__init__)``:
     the file's last two path components, its line and function. Other names are kept whole."""
     match = _SITE.match(site)
     if not match or match["path"].startswith("<"):

@@ -99,3 +99,25 @@ def test_an_idle_servers_heap_samples_hold_still(identical_runs: list[RunResult]
         assert samples, f"no heap samples in {phase_name}"
         moved = max(samples) - min(samples)
         assert moved <= MAX_IDLE_RANGE_BYTES, f"{run.path.name}: heap moved {moved} B within {phase_name}"
+
+
+def test_heap_figures_of_a_run_without_phase_end_dumps() -> None:
+    """A memray run has a heap series but no phase-end dumps: its per-connection heap figures come
+    from the phase medians (and a tracemalloc run's per-active figure too), worked out by hand."""
+    from experiments.dataset.metrics import summarize
+    from experiments.dataset.results import Phase, Series
+
+    phases = [Phase("idle-empty", 0.0, 1.0), Phase("ramp", 1.0, 2.0), Phase("idle-held", 2.0, 3.0),
+              Phase("load", 3.0, 4.0), Phase("drain", 4.0, 5.0), Phase("idle-after", 5.0, 6.0)]
+    times = [0.5, 2.5, 3.2, 3.5, 3.8, 5.5]
+    heap = Series({"time_s": times, "heap_bytes": [1_000_000, 1_050_000, 1_100_000, 1_090_000, 1_095_000, 1_000_000],
+                   "tracer_bytes": [None] * 6})
+    memray = summarize(phases, None, heap, None, {"connections": 100, "max_conns": 1024}, None)
+    # (1,050,000 - 1,000,000) / 100 = 500 B held; (median 1,095,000 - 1,000,000) / 100 = 950 B active.
+    assert memray["heap_bytes_per_held_connection"] == 500.0
+    assert memray["heap_bytes_per_active_connection"] == 950.0
+    # With the dumps' live heaps, only the held figure changes: (1,040,000 - 1,000,500) / 100 = 395 B.
+    traced = summarize(phases, None, heap, None, {"connections": 100, "max_conns": 1024}, None,
+                       phase_end_heap={"idle-empty": 1_000_500, "idle-held": 1_040_000})
+    assert traced["heap_bytes_per_held_connection"] == 395.0
+    assert traced["heap_bytes_per_active_connection"] == 950.0

@@ -91,7 +91,7 @@ def test_top_sites_keep_the_biggest_and_lose_nothing(matrix):
 
 
 def test_short_site():
-    assert short_site("/work/main/server/layouts/naive.py:44 (__init__)") == "layouts/naive.py:44 (__init__)"
+    assert short_site("/srv/memdiet/server/layouts/naive.py:44 (__init__)") == "layouts/naive.py:44 (__init__)"
     assert short_site(OTHER_SITE) == OTHER_SITE
 
 
