@@ -13,18 +13,18 @@ interval in which it happened, with the sites live at that moment. Aggregated ca
 
 Frames are memray's Python frames (function names included); native frames are not used.
 memray reads a cut-off compressed capture as a shorter one without complaint, so the lz4 stream is
-checked for completeness first (:mod:`.lz4_frame`).
+checked for completeness first (:mod:`.lz4_frame`). The capture is decoded by :mod:`.memray_records`,
+which memdiet's memray probe shares.
 """
 
 from __future__ import annotations
 
-import bisect
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ViewerInputError, first_bytes
-from ..model import Frame, Sample, Series, Site, merge_sites
-from . import lz4_frame
+from ..model import Sample, Series, Site, merge_sites
+from . import lz4_frame, memray_records
 
 if TYPE_CHECKING:
     from .options import LoadOptions
@@ -33,8 +33,6 @@ NAME = "memray"
 
 #: memray writes its header uncompressed (``memray``) or, after the tracker closes, as an lz4 frame.
 _MAGICS = (b"memray", lz4_frame.MAGIC)
-#: Read every memory record (FileReader downsamples beyond 10,000 by default).
-_MAX_MEMORY_RECORDS = 10_000_000
 
 
 def claims(paths: Sequence[Path]) -> bool:
@@ -59,11 +57,11 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
 
 
 def _load(path: Path, options: "LoadOptions") -> Series:
-    from memray import FileFormat, FileReader  # imported here: only this source needs memray
+    from memray import FileFormat  # imported here: only this source needs memray
 
-    reader = FileReader(str(path), max_memory_records=_MAX_MEMORY_RECORDS)
+    reader = memray_records.open_capture(path)
     try:
-        records = list(reader.get_memory_snapshots())
+        records = memray_records.memory_records(reader)
         if not records:
             raise ViewerInputError(f"empty series: {path} holds no memory records")
         origin_ms = records[0].time
@@ -96,10 +94,10 @@ def _temporal_samples(reader, times: list[float], heaps: list[int], end_s: float
               if options.detail.wants(index + (insert_peak and index >= peak_interval), final_count)]
     if not insert_peak:
         wanted = sorted(set(wanted) | {heaps.index(max(heaps))})
-    sites = _live_sites(reader.get_temporal_allocation_records(merge_threads=True), wanted) if wanted else {}
+    sites = memray_records.live_sites(reader.get_temporal_allocation_records(merge_threads=True), wanted) if wanted else {}
     samples = [Sample(times[index], heaps[index], sites.get(index)) for index in range(count)]
     if insert_peak:
-        peak_sites = _live_sites(peak_records, [peak_interval])[peak_interval]
+        peak_sites = memray_records.live_sites(peak_records, [peak_interval])[peak_interval]
         peak_time = times[peak_interval] if peak_interval < count else end_s
         samples.insert(peak_interval, Sample(peak_time, peak_bytes, peak_sites))
         start = times[peak_interval - 1] if peak_interval > 0 else 0.0
@@ -110,7 +108,7 @@ def _temporal_samples(reader, times: list[float], heaps: list[int], end_s: float
 
 def _aggregated_samples(reader, times: list[float], heaps: list[int], notes: list[str]) -> list[Sample]:
     peak_sites = merge_sites([
-        Site(_frames(record), record.size, record.n_allocations)
+        Site(memray_records.frames(record), record.size, record.n_allocations)
         for record in reader.get_high_watermark_allocation_records(merge_threads=True)
     ])
     peak_bytes = sum(site.size for site in peak_sites)
@@ -121,31 +119,6 @@ def _aggregated_samples(reader, times: list[float], heaps: list[int], notes: lis
     samples.insert(largest + 1, Sample(times[largest], peak_bytes, peak_sites))
     notes.append("peak: aggregated capture, the high-water mark's time is unknown; drawn at the largest memory record")
     return samples
-
-
-def _live_sites(records: Iterable, indices: Sequence[int]) -> dict[int, tuple[Site, ...]]:
-    """Sites live at each of ``indices`` (sorted memory-record or high-water-mark indices)."""
-    live: dict[int, list[Site]] = {index: [] for index in indices}
-    for record in records:
-        frames = None
-        for interval in record.intervals:
-            if not interval.n_bytes and not interval.n_allocations:
-                continue
-            low = bisect.bisect_left(indices, interval.allocated_before_snapshot)
-            freed = interval.deallocated_before_snapshot
-            high = len(indices) if freed is None else bisect.bisect_left(indices, freed)
-            if low >= high:
-                continue
-            frames = frames if frames is not None else _frames(record)
-            site = Site(frames, interval.n_bytes, interval.n_allocations)
-            for index in indices[low:high]:
-                live[index].append(site)
-    return {index: merge_sites(sites) for index, sites in live.items()}
-
-
-def _frames(record) -> tuple[Frame, ...]:
-    # memray gives (function, file, line), most recent call first, as tracemalloc orders raw frames.
-    return tuple(Frame(filename, lineno, function) for function, filename, lineno in record.stack_trace())
 
 
 def _interval_ms(records) -> int:
