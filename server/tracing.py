@@ -55,12 +55,11 @@ PROBE_SITE = "(probe)"
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(document))
-    os.replace(temp, path)
+    _write_atomic(str(path), json.dumps(document).encode())
 
 
 def _write_atomic(path: str, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary name, so a reader never sees it half written."""
     temp = path + ".tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from .runner import RunConfig
+from .anatomy import slot_anatomy
+from .procfs import meminfo_bytes
+from .scenario import RunConfig
 
 #: Peak RSS of a run over its table's bytes (slot_anatomy total x max_conns), per probe, rounded
 #: up. Measured on naive, max_conns 65,536, C = 100, CPython 3.11.7: 1.05 (rss), 1.58 (tracemalloc:
@@ -32,8 +34,6 @@ BYTES_PER_CONNECTION = 4 * 2**10
 def estimated_peak_bytes(config: RunConfig) -> int:
     """The highest RSS ``config``'s run is expected to reach, in bytes (an estimate, see the
     constants above)."""
-    from .anatomy import slot_anatomy
-
     table_bytes = slot_anatomy(config.layout).total * config.max_conns
     factor = PEAK_RSS_PER_TABLE_BYTE.get(config.probe, max(PEAK_RSS_PER_TABLE_BYTE.values()))
     return int(BASE_BYTES + table_bytes * factor + config.connections * BYTES_PER_CONNECTION)
@@ -41,13 +41,7 @@ def estimated_peak_bytes(config: RunConfig) -> int:
 
 def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
     """``MemAvailable`` (what can be allocated without swapping), in bytes; None when unknown."""
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return meminfo_bytes("MemAvailable", meminfo)
 
 
 def memory_problem(configs: Iterable[RunConfig], available_bytes: int | None = None) -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import REPO_ROOT
+from .procfs import meminfo_bytes
 
 
 def _version(distribution: str) -> str | None:
@@ -29,16 +30,6 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
-
-
-def _memory_total_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def git_commit(cwd: Path | None = None) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def describe() -> dict[str, Any]:
         "psutil": _version("psutil"),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "memory_total_bytes": _memory_total_bytes(),
+        "memory_total_bytes": meminfo_bytes("MemTotal"),
         "kernel": platform.release(),
         "machine": platform.machine(),
         "rlimit_nofile": {"soft": soft, "hard": hard},

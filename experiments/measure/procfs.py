@@ -1,5 +1,6 @@
 """Reading another process from /proc without touching it: its memory, CPU time, descriptors, sockets,
-listening ports and children. memdiet's one /proc reader, with :mod:`server.procfs`.
+listening ports and children; and the machine's memory (/proc/meminfo). memdiet's one /proc reader,
+with :mod:`server.procfs`.
 
 The root (opening a /proc file, :class:`ProcessGone`, the RSS read) is :mod:`server.procfs`,
 re-exported here: the server reads its own RSS with the same code and may import only the standard
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 from server.procfs import PAGE_SIZE, ProcessGone, read_proc, rss_bytes
@@ -24,8 +26,8 @@ from server.procfs import PAGE_SIZE, ProcessGone, read_proc, rss_bytes
 __all__ = [
     "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
     "listening_ports", "memory_status", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
-    "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets", "thread_ids",
-    "uss_pss_bytes",
+    "meminfo_bytes", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
+    "thread_ids", "uss_pss_bytes",
 ]
 
 #: Units of the CPU times in /proc/PID/stat, per second.
@@ -208,3 +210,15 @@ def process_tree(pid: int) -> list[int]:
     for member in tree:  # grows while it is walked: breadth first
         tree.extend(sorted(children.get(member, ())))
     return tree
+
+
+def meminfo_bytes(field: str, meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """The machine's ``field`` of /proc/meminfo (``MemTotal``, ``MemAvailable``...) in bytes; None
+    when the file or the field cannot be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
