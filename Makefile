@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 # aiohttp are tested too. One stamp per set of extras: asking for more installs them.
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
-# What .ci/run installs through apt (Debian): valgrind (ms_print reads our massif.out exports), wrk
-# (the bench's throughput path); nginx-light, chromium and chromium-driver are for coming work and
-# not used yet.
-SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver
+# What .ci/run installs through apt (Debian): valgrind (the massif probe; ms_print reads our massif.out
+# exports), wrk (the bench's throughput path), nginx-light (a native subject), chromium and
+# chromium-driver (tests/browser: the interactive report in a real browser), gcc (the massif reader's
+# test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory).
+SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2
 
-.PHONY: venv system-deps test experiment soak notebooks lab regress baseline bench clean
+.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep clean
 
 venv: $(STAMP)
 
@@ -26,15 +27,23 @@ system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null
 
-# The suite, then the memory ceilings, which pytest-memray enforces only under --memray.
+# The suite on two workers (pytest-xdist; 7.5 min here instead of 12.4 serially), then the memory
+# ceilings, one at a time, which pytest-memray enforces only under --memray.
 test: $(STAMP)
-	$(PY) -m pytest -m "not memray_ceiling" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not memray_ceiling" $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
 
-# The full study into reports/latest/ (committed). QUICK=1: a reduced matrix in well under a minute,
-# into reports/quick/ (git-ignored, so it leaves the committed report and git status alone).
+# The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
+# and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the
+# layouts only, rss and tracemalloc, in about a minute, into reports/quick/ (git-ignored, so it leaves
+# the committed report and git status alone).
 experiment: $(STAMP)
+	$(if $(QUICK),,$(MAKE) venv EXTRAS=dev,bench)
 	$(VENV)/bin/memdiet matrix $(if $(QUICK),--quick)
+
+# README's screenshots of reports/latest/index.html, retaken by the browser test in headless chromium.
+screenshots: $(STAMP)
+	MEMDIET_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser -k committed
 
 # Long versions of the reliability tests (hostile clients, leak checks at full size).
 soak: $(STAMP)
@@ -48,13 +57,21 @@ lab: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,lab]'
 	$(VENV)/bin/jupyter lab notebooks/
 
-# Quick matrix against the committed baseline; writes reports/regression.md, exit 1 on a regression.
+# Quick matrix against the committed baseline; writes reports/regression.md and .json, appends a record
+# to reports/history.jsonl (`memdiet history` draws it), exit 1 on a regression. REGRESS_FORMAT=github
+# (the workflow) prints one ::error annotation per failing figure; json prints regression.json.
+REGRESS_FORMAT ?= markdown
 regress: $(STAMP)
-	$(VENV)/bin/memdiet regress --quick
+	$(VENV)/bin/memdiet regress --quick --format $(REGRESS_FORMAT)
 
-# Write a new baseline from a fresh quick matrix, deliberately.
+# Write a new baseline deliberately: three quick matrices, tolerances learned from their spread.
 baseline: $(STAMP)
-	$(VENV)/bin/memdiet baseline --quick
+	$(VENV)/bin/memdiet baseline --quick --repeat 3
+
+# The scaling laws (RSS = a + b·slots + c·held per layout, from a grid of real runs within RLIMIT_NOFILE)
+# into reports/latest/sweep/ (about 4 minutes); QUICK=1: two sizes × two C, into reports/quick/sweep/ (2 minutes).
+sweep: $(STAMP)
+	$(VENV)/bin/memdiet sweep $(if $(QUICK),--quick)
 
 # Side-by-side with uvicorn, aiohttp and plain asyncio (QUICK=1: one trial, N = 1,000), then one
 # throughput run per subject under cProfile (--profile: where each server's time goes, in bench.md).

@@ -11,6 +11,9 @@ the quick one (``make experiment QUICK=1``, or :func:`ensure_results`) into ``<r
 are never committed, so on a fresh clone the committed report's matrix counts as no results), and
 :func:`ensure_results` makes a quick matrix first when there is none. ``$MEMDIET_NOTEBOOK_QUICK=1``
 shrinks the notebooks' own work (the sweep of notebook 02) for tests and CI.
+
+Notebook 05 reads the scaling-law sweep (``sweep.json``, :func:`latest_sweep`), and makes one when there
+is none (:func:`ensure_sweep`: a tiny one under ``$MEMDIET_NOTEBOOK_QUICK=1``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .dataset.metrics import METRICS
-from .dataset.results import OTHER_SITE, PROBE_SITE, RunResult, load_run
+from .dataset.results import OTHER_SITE, PROBE_SITE, RunResult, load_run, write_json
 from .dataset.selection import CURVE_PROBES, merged_metrics, pick_run
 from .dataset.selection import latest_runs as runs_by_layout
+from .dataset.sweep import SWEEP_DIR, SWEEP_FILE, Sweep, read_sweep
 from .measure.matrix import MATRIX_FILE, MatrixPlan, MatrixRecord, default_plan, read_matrix, run_matrix
 from .measure.probes import site_label
 from .measure.runner import run_once
 from .measure.scenario import DEFAULT_LATEST_DIR, QUICK, QUICK_LATEST_DIR, RunConfig
+from .measure.sweep import TINY_PLAN, Sweeper, check_plan, plan_for
 from .paths import REPO_ROOT, REPORTS_DIR
 from .render.markdown import table
 
@@ -331,3 +336,52 @@ def baseline_path(root: str | os.PathLike[str] | None = None) -> Path:
     root = Path(root) if root is not None else reports_dir()
     own = root / BASELINE_FILE
     return own if own.is_file() else REPO_ROOT / REPORTS_DIR / BASELINE_FILE
+
+
+# --- the scaling-law sweep of notebook 05 -----------------------------------------------------------
+#: The sweep notebook 05 makes under :func:`quick_mode` when it finds none: the tests' tiny grid for
+#: nofd alone (4 runs and the allocator, about 12 s), so the notebook's test stays short.
+NOTEBOOK_QUICK_SWEEP = replace(TINY_PLAN, layouts=("nofd",))
+
+
+def latest_sweep(root: str | os.PathLike[str] | None = None) -> Sweep:
+    """The newest complete ``sweep.json`` under ``root`` (default :func:`reports_dir`), of
+    ``<root>/latest/sweep/`` (``memdiet sweep``, committed) and ``<root>/quick/sweep/`` (``memdiet
+    sweep --quick``, or :func:`ensure_sweep`). A sweep.json holds every point it fitted, so unlike a
+    matrix it needs no run folder: the committed one reads on a fresh clone. Raises
+    :class:`NoResults` when there is none."""
+    root = Path(root) if root is not None else reports_dir()
+    found = []
+    for name in MATRIX_DIRS:
+        path = root / name / SWEEP_DIR / SWEEP_FILE
+        if path.is_file():
+            sweep = read_sweep(path)
+            if sweep.status == "complete":
+                found.append(sweep)
+    if not found:
+        raise NoResults(f"no complete sweep under {root}", "run `memdiet sweep --quick` or call "
+                                                           "experiments.study.ensure_sweep()")
+    return max(found, key=lambda sweep: str(sweep.document.get("created_utc") or ""))
+
+
+def ensure_sweep(quick: bool | None = None, root: str | os.PathLike[str] | None = None,
+                 progress: Callable[[str], None] | None = print) -> Sweep:
+    """:func:`latest_sweep`; when there is none, run a sweep first: with ``quick`` (default
+    :func:`quick_mode`) :data:`NOTEBOOK_QUICK_SWEEP`, else ``memdiet sweep --quick``'s (every
+    layout, about 2 minutes). Its runs go to ``<root>/runs/sweep``, its sweep.json to
+    ``<root>/quick/sweep/``. A failed run raises :class:`experiments.measure.runner.RunFailed`."""
+    root = Path(root) if root is not None else reports_dir()
+    try:
+        return latest_sweep(root)
+    except NoResults as no_results:
+        reason = no_results.reason
+    quick = quick_mode() if quick is None else quick
+    plan = NOTEBOOK_QUICK_SWEEP if quick else plan_for(quick=True)
+    out_dir = root / QUICK_LATEST_DIR.name / SWEEP_DIR
+    if progress:
+        progress(f"{reason}: running a sweep ({', '.join(plan.layouts)}; {plan.steps()} steps) into {out_dir}")
+    # Its runs in a folder of their own (runs/sweep/): a matrix's run folder list never takes them in.
+    sweeper = Sweeper(plan, root / "runs" / "sweep", out_dir, check_plan(plan))
+    sweeper.run((lambda i, n, label: progress(f"  {i + 1}/{n}: {label}")) if progress else None)
+    write_json(out_dir / SWEEP_FILE, sweeper.document())
+    return read_sweep(out_dir / SWEEP_FILE)

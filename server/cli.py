@@ -41,6 +41,12 @@ _positive_int = bounded(int, 1, MAX_CONNS_CEILING, "a whole number")
 _port = bounded(int, 0, 65535, "a port number")
 _seconds = bounded(float, 0, 86400, "seconds", low_inclusive=False)
 _hertz = bounded(float, 0, 1000, "samples per second", low_inclusive=False)
+#: Frames tracemalloc keeps per traceback under ``--trace tracemalloc`` (``tracemalloc.start(N)``): 8
+#: shows who called the allocating line, several callers deep, in the phase-end dumps (massif.out
+#: trees, ``top --by traceback``); 1 is tracemalloc's own default and the cheapest (README, probes).
+DEFAULT_TRACE_FRAMES = 8
+#: Up to 200 frames, the viewer's and massif's largest ``--depth``; tracemalloc itself allows 65,535.
+_trace_frames = bounded(int, 1, 200, "a whole number of frames")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tracemalloc totals sampled per second (default: 50)")
     parser.add_argument("--detail-interval", type=_seconds, default=2.0,
                         help="seconds between detailed per-site tracemalloc snapshots, at least (default: 2)")
+    parser.add_argument("--trace-frames", type=_trace_frames, default=DEFAULT_TRACE_FRAMES, metavar="N",
+                        help="frames tracemalloc keeps per traceback, the allocating line first: the dumps' call "
+                             f"stacks (default: {DEFAULT_TRACE_FRAMES}; sites.csv stays keyed by the allocating line)")
     return parser
 
 
@@ -88,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.trace == "tracemalloc":
         import tracemalloc
 
-        tracemalloc.start()
+        tracemalloc.start(args.trace_frames)
     return _run(args, trace_dir)
 
 

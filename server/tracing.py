@@ -117,6 +117,8 @@ class TracemallocSampler:
         detail_interval_s: float = 2.0,
         top_sites: int = 30,
         max_overhead: float = 0.2,
+        dump_request_file: str | None = None,
+        first_dump_index: int = 0,
     ) -> None:
         self.out_dir = Path(out_dir)
         #: Written after the first detailed snapshot; the runner starts its phases after it.
@@ -126,8 +128,14 @@ class TracemallocSampler:
         self.detail_interval_s = detail_interval_s
         self.top_sites = top_sites
         self.max_overhead = max_overhead
-        self.dumps_written = 0
-        self._dump_requests = 0
+        #: Dumps are numbered from ``first_dump_index``: a process that starts after the runner asked
+        #: for N dumps (a forked worker) numbers its next one N, as every other process does.
+        self.dumps_written = first_dump_index
+        self._dump_requests = first_dump_index
+        #: A file whose content is the number of dumps asked for so far (written by the runner for a
+        #: program the tracer was injected into, which has no SIGUSR1 of ours): looked at every sample.
+        self.dump_request_file = dump_request_file
+        self._request_mtime_ns = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracemalloc-sampler", daemon=True)
@@ -169,6 +177,8 @@ class TracemallocSampler:
         while not self._stop.is_set():
             now = time.monotonic()
             self._sample(now)
+            if self.dump_request_file is not None:
+                self._read_dump_requests()
             if self.dumps_written < self._dump_requests:
                 self._dump(now)
                 self._after_probe_work()
@@ -189,6 +199,18 @@ class TracemallocSampler:
             self._wake.clear()
         self._heap.flush()
         self._sites.flush()
+
+    def _read_dump_requests(self) -> None:
+        """Take the number of dumps asked for from :attr:`dump_request_file`, when it changed."""
+        try:
+            mtime_ns = os.stat(self.dump_request_file).st_mtime_ns
+            if mtime_ns == self._request_mtime_ns:
+                return
+            self._request_mtime_ns = mtime_ns
+            with open(self.dump_request_file, "rb") as handle:
+                self._dump_requests = max(self._dump_requests, int(handle.read() or b"0"))
+        except (OSError, ValueError):  # not written yet, or written meanwhile: read on the next sample
+            return
 
     def _sample(self, now: float) -> None:
         """One heap.csv row. ``peak_bytes`` is the highest traced total since the previous row (the

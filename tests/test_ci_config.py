@@ -19,7 +19,7 @@ from .fixtures import REPO
 
 CI_RUN = REPO / ".ci" / "run"
 #: What the brief of CI installs through apt: the tools the tests use and those of coming work.
-APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver"}
+APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver", "gcc", "iproute2"}
 
 
 def ci_commands() -> list[str]:
@@ -65,3 +65,13 @@ def test_bench_extra_holds_every_peer_package() -> None:
     bench = {re.split(r"[<>=;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in extras["bench"]}
     for peer in PEERS.values():
         assert set(peer.packages) <= bench, (peer.name, peer.packages, bench)
+
+
+def test_make_baseline_learns_from_three_matrices_and_make_regress_checks_the_quick_one(tmp_path: Path) -> None:
+    """``make baseline`` learns the noisy figures' tolerances from three quick matrices; ``make regress``
+    (what .ci/run and the workflow run) checks one quick matrix, printing the table (or, with
+    REGRESS_FORMAT=github, annotations: tests/test_workflow.py)."""
+    venv = tmp_path / "venv"
+    commands = make_dry_run("baseline", "regress", f"VENV={venv}").splitlines()
+    assert f"{venv}/bin/memdiet baseline --quick --repeat 3" in commands
+    assert f"{venv}/bin/memdiet regress --quick --format markdown" in commands

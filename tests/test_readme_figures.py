@@ -132,6 +132,24 @@ def measured_table_mismatches(readme: str, report: str) -> list[str]:
     return mismatches
 
 
+def servers_table_mismatches(readme: str, report: str) -> list[str]:
+    """README's "where each server's bytes per held connection go" table against the full report's
+    summary (RSS per held connection from the rss run, heap per held connection from the tracemalloc run)."""
+    summary = {plain(row["metric"]): row for row in table_after(report, "| metric |")}
+    # The table sits in a list item, indented two spaces.
+    rows = table_after(re.sub(r"^  (?=\|)", "", section(readme, "Profiling any server"), flags=re.M), "| server |")
+    if not rows:
+        return ["README's Profiling any server section has no table of servers"]
+    mismatches = []
+    for row in rows:
+        for column, key in (("RSS per held connection", "rss_bytes_per_held_connection"),
+                            ("heap per held connection", "heap_bytes_per_held_connection")):
+            source = summary[key].get(row["server"])
+            if source is None or not agrees(row[column], source):
+                mismatches.append(f"Profiling any server: {row['server']} {column}: README {row[column]!r}, report {source!r}")
+    return mismatches
+
+
 def layouts_table_mismatches(readme: str, python_bytes_per_slot, c_bytes_per_slot) -> list[str]:
     """README's layouts table: Python B/slot and C B/slot against the measurements given."""
     mismatches = []
@@ -191,6 +209,14 @@ def readme_python_minor(readme: str) -> str:
 
 def test_what_it_measured_is_the_committed_report() -> None:
     assert measured_table_mismatches(README.read_text(), REPORT.read_text()) == []
+
+
+def test_servers_table_is_the_committed_report() -> None:
+    readme, report = README.read_text(), REPORT.read_text()
+    assert servers_table_mismatches(readme, report) == []
+    row = next(line for line in readme.splitlines() if line.lstrip().startswith("| uvicorn |"))
+    changed = readme.replace(row, row.replace("| uvicorn | ", "| uvicorn | 9", 1))
+    assert len(servers_table_mismatches(changed, report)) == 1
 
 
 def test_readme_and_report_name_the_same_interpreter() -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tracemalloc_viewer top|diff|timeline|chart|massif ...``.
+"""Command line: ``python -m tracemalloc_viewer top|diff|timeline|chart|massif|html ...``.
 
 Bad input (a file that is not a snapshot or capture, a truncated one, an empty series, an output
 that cannot be written) prints one ``error:`` line on stderr and exits with status 2.
@@ -30,7 +30,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     top = commands.add_parser("top", help="table of allocation sites in one dump (or a capture's peak)")
     top.add_argument("snapshot", type=Path, help="tracemalloc dump, or memray capture (its peak is shown)")
     _grouping(top, with_traceback=True)
-    top.add_argument("--frames", type=_positive, default=6, help="callers shown per row with --by traceback (6)")
+    _frames_option(top)
 
     diff = commands.add_parser("diff", help="size and count changes per site between two dumps")
     diff.add_argument("old", type=Path)
@@ -39,6 +39,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     diff.add_argument("--order", choices=("change", "growth"), default="change",
                       help="change: largest absolute change first, as tracemalloc's compare_to (default); "
                            "growth: largest growth first")
+    _frames_option(diff)
 
     timeline = commands.add_parser("timeline", help="stacked-area PNG/SVG of the top sites over a series")
     _series_input(timeline)
@@ -57,6 +58,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _series_input(massif)
     massif.add_argument("-o", "--output", type=Path, required=True, help="massif.out.NAME")
     _massif_options(massif)
+
+    page = commands.add_parser("html", help="one self-contained interactive page: curves, sites, comparisons")
+    _series_input(page)
+    page.add_argument("--also", action="append", type=Path, default=[], metavar="CAPTURE",
+                      help="another capture on the same page, to compare with (a run folder, a memray capture, a "
+                           "massif.out file, one dump); repeatable")
+    page.add_argument("-o", "--output", type=Path, required=True, help="page.html")
+    page.add_argument("--title", default=None, help="the page's title (default: the inputs' names)")
     return parser
 
 
@@ -78,6 +87,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> str:
+    if args.command in ("top", "diff") and args.frames is not None and args.cumulative:
+        raise ViewerInputError("--frames lists each row's call stacks, and a --cumulative row counts every frame "
+                               "of a traceback: give one or the other")
     if args.command == "top":
         series, sites = _peak_sites(args.snapshot)
         from .outputs import top
@@ -88,13 +100,21 @@ def _run(args: argparse.Namespace) -> str:
         new_series, new_sites = _peak_sites(args.new)
         from .outputs import diff
         title = f"{_describe_sample(args.old, old_series)}\n -> {_describe_sample(args.new, new_series)}"
-        return diff.render(old_sites, new_sites, title, args.by, args.limit, args.cumulative, args.bytes, args.order)
+        return diff.render(old_sites, new_sites, title, args.by, args.limit, args.cumulative, args.bytes, args.order,
+                           args.frames)
     if args.command == "timeline":
         series = open_series(args.files, LoadOptions(Detail(every=1, at_most=400), args.time))
         from .outputs import timeline
         _check_output(args.output, timeline.FORMATS)
         _write(lambda: timeline.render(series, args.output, args.top, args.by, args.title), args.output)
         return f"wrote {args.output}\n"
+    if args.command == "html":
+        from .outputs import html
+        _check_output(args.output, html.FORMATS)
+        captures = [html.capture_of(args.files, args.time), *(html.capture_of([path]) for path in args.also)]
+        page = html.build(captures, args.title or " vs ".join(capture.name for capture in captures))
+        _write(lambda: html.write_file(page, args.output), args.output)
+        return html.summary(page, args.output)
     detail = Detail(every=args.detailed_freq)
     series = open_series(args.files, LoadOptions(detail, args.time))
     if args.command == "chart":
@@ -141,6 +161,13 @@ def _grouping(parser: argparse.ArgumentParser, with_traceback: bool) -> None:
     parser.add_argument("--cumulative", action="store_true",
                         help="credit every frame of a traceback, not only the most recent (lineno, filename)")
     parser.add_argument("--bytes", action="store_true", help="exact byte counts instead of KiB/MiB")
+
+
+def _frames_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=_positive, default=None, metavar="N",
+                        help="call stacks under each row, N callers deep: with --by traceback the row's callers "
+                             "(6 unless given); with --by lineno or filename the row's largest stacks (none unless "
+                             "given). A dump keeps as many frames as tracemalloc.start(N) asked for")
 
 
 def _series_input(parser: argparse.ArgumentParser) -> None:

@@ -12,10 +12,18 @@ Rules (each violation is a :class:`MassifFormatError` naming the line):
   that order) and ``heap_tree=empty|detailed|peak``; times never decrease;
 * a detailed or peak snapshot is followed by its tree: ``nK: BYTES LABEL`` lines, each indented one
   space more than its parent, K being the number of child lines that follow; the root's bytes equal
-  ``mem_heap_B``; a node with children has exactly the sum of their bytes; children are sorted by
-  bytes, largest first; at most one child per node is the merged
+  ``mem_heap_B``; a node with children has exactly the sum of their bytes, the below-threshold line
+  included; children are sorted by bytes, largest first; at most one child per node is the merged
   ``in 1 place, below massif's threshold (X.XX%)`` / ``in K places, all below massif's threshold
-  (X.XX%)`` node (K >= 2), and it has no children; other child labels start ``0xHEX: ``;
+  (X.XX%)`` node (K >= 2), and it has no children; other child labels start ``0xHEX: ``, and no two
+  children of one node have the same label (one node per frame, as massif groups by code address);
+* the threshold rule, as valgrind applies it (``coregrind/m_xtree.c``): the file has one threshold T
+  (``--threshold=T`` on the ``desc:`` line, else the one the merged nodes state, else massif's
+  default 1%), every merged node states it, and in each snapshot, with S its significance limit
+  (:func:`~.massif_tree.significant_bytes`: T percent of heap + extra + stacks, rounded down), every
+  named node below the root has at least S bytes and a merged node of K places at most K * (S - 1)
+  (each place had fewer than S). A threshold known only from the labels' two decimals is taken as the
+  interval they round from;
 * exactly one snapshot is the peak, and no snapshot's total (heap + extra + stacks) exceeds it
   (massif itself records a new peak only after a 1% rise: pass ``peak_tolerance=0.01`` for files
   written by valgrind);
@@ -31,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .massif_tree import significant_bytes, tree_depth
+
 SEPARATOR = "#-----------"
 TIME_UNITS = ("i", "ms", "B")
 HEAP_TREE_KINDS = ("empty", "detailed", "peak")
@@ -40,6 +50,12 @@ _BELOW_ONE = re.compile(r"^in 1 place, below massif's threshold \(([0-9]+\.[0-9]
 _BELOW_MANY = re.compile(r"^in ([2-9]|[1-9][0-9]+) places, all below massif's threshold \(([0-9]+\.[0-9]{2})%\)$")
 _CODE_LABEL = re.compile(r"^0x[0-9A-F]+: \S")
 _NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
+#: ``--threshold=T`` among the ``desc:`` line's options (valgrind's, or this viewer's export).
+_DESC_THRESHOLD = re.compile(r"(?:^| )--threshold=([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?: |$)")
+#: massif's default --threshold, in percent.
+MASSIF_DEFAULT_THRESHOLD = 1.0
+#: Half a unit of the labels' last decimal: a threshold read from a label is known to this much.
+_LABEL_ROUNDING = 0.005
 
 
 class MassifFormatError(ValueError):
@@ -63,6 +79,20 @@ class TreeNode:
     def below_threshold(self) -> bool:
         return bool(_BELOW_ONE.match(self.label) or _BELOW_MANY.match(self.label))
 
+    @property
+    def places(self) -> int:
+        """The number of places a below-threshold node merges (0 for any other node)."""
+        if _BELOW_ONE.match(self.label):
+            return 1
+        many = _BELOW_MANY.match(self.label)
+        return int(many.group(1)) if many else 0
+
+    @property
+    def stated_threshold(self) -> float | None:
+        """The threshold (percent) a below-threshold node's label states; None for any other node."""
+        match = _BELOW_ONE.match(self.label) or _BELOW_MANY.match(self.label)
+        return float(match.groups()[-1]) if match else None
+
 
 @dataclass
 class Snapshot:
@@ -80,13 +110,21 @@ class Snapshot:
         """Bytes as ms_print counts them: heap + extra heap + stacks."""
         return self.heap + self.heap_extra + self.stacks
 
+    @property
+    def depth(self) -> int:
+        """Levels of the tree below its root (0 without a tree; 1: the allocating lines, no callers)."""
+        return tree_depth(self.tree) if self.tree is not None else 0
+
 
 @dataclass
 class MassifFile:
+    """A checked file. ``threshold``: the percent its trees were cut at (see the threshold rule)."""
+
     desc: str
     cmd: str
     time_unit: str
     snapshots: list[Snapshot]
+    threshold: float = MASSIF_DEFAULT_THRESHOLD
 
     @property
     def peak(self) -> Snapshot:
@@ -152,7 +190,8 @@ class _Parser:
         if not snapshots:
             raise MassifFormatError(self.position, "no snapshot")
         self._check_peak(snapshots)
-        return MassifFile(desc[len("desc: "):], cmd[len("cmd: "):], unit, snapshots)
+        threshold = self._check_threshold(desc[len("desc: "):], snapshots)
+        return MassifFile(desc[len("desc: "):], cmd[len("cmd: "):], unit, snapshots, threshold)
 
     def _snapshot(self, expected_number: int, previous_time: int) -> Snapshot:
         if self._next(SEPARATOR) != SEPARATOR:
@@ -228,6 +267,46 @@ class _Parser:
         merged = [child for child in node.children if child.below_threshold]
         if len(merged) > 1:
             raise MassifFormatError(merged[1].line, "more than one below-threshold node under one parent")
+        seen: dict[str, int] = {}
+        for child in node.children:
+            if not child.below_threshold and seen.setdefault(child.label, child.line) != child.line:
+                raise MassifFormatError(child.line, f"a sibling on line {seen[child.label]} has the same label "
+                                                    f"{child.label!r}: one frame is one node under its parent")
+
+    def _check_threshold(self, desc: str, snapshots: Sequence[Snapshot]) -> float:
+        """Check every tree against the file's threshold (see the module's rules); return it."""
+        merged = [node for snapshot in snapshots if snapshot.tree is not None
+                  for node in _nodes(snapshot.tree) if node.below_threshold]
+        stated = _DESC_THRESHOLD.search(desc)
+        if stated:
+            threshold, rounding = float(stated.group(1)), 0.0
+        elif merged:
+            threshold, rounding = merged[0].stated_threshold, _LABEL_ROUNDING
+        else:
+            threshold, rounding = MASSIF_DEFAULT_THRESHOLD, 0.0
+        for node in merged:
+            if abs(node.stated_threshold - round(threshold, 2)) > 1e-9:
+                raise MassifFormatError(node.line, f"the label states a threshold of {node.stated_threshold:.2f}%, "
+                                                   f"the file's is {threshold:g}%")
+        for snapshot in snapshots:
+            if snapshot.tree is None:
+                continue
+            lowest = significant_bytes(snapshot.total, max(0.0, threshold - rounding))
+            highest = significant_bytes(snapshot.total, threshold + rounding)
+            for node in _nodes(snapshot.tree):
+                if node is snapshot.tree:
+                    continue
+                if node.below_threshold:
+                    if node.size > node.places * (highest - 1):
+                        raise MassifFormatError(node.line, f"{node.size} B in {node.places} place(s) below the "
+                                                           f"threshold: each place has under {highest} B "
+                                                           f"({threshold:g}% of snapshot {snapshot.number}'s "
+                                                           f"{snapshot.total} B), so at most {node.places * (highest - 1)} B")
+                elif node.size < lowest:
+                    raise MassifFormatError(node.line, f"{node.size} B is below the threshold ({threshold:g}% of "
+                                                       f"snapshot {snapshot.number}'s {snapshot.total} B is {lowest} B): "
+                                                       f"it belongs in the merged node")
+        return threshold
 
     def _check_peak(self, snapshots: Sequence[Snapshot]) -> None:
         peaks = [snapshot for snapshot in snapshots if snapshot.kind == "peak"]
@@ -239,6 +318,15 @@ class _Parser:
         if larger is not None:
             raise MassifFormatError(larger.line, f"snapshot {larger.number} ({larger.total} B) exceeds the "
                                                  f"peak snapshot {peak.number} ({peak.total} B)")
+
+
+def _nodes(root: TreeNode):
+    """Every node of a tree, the root first (iterative: trees can be deeper than the recursion limit)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,8 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = max(status, 1)
         else:
             peak = massif.peak
+            deepest = max(snapshot.depth for snapshot in massif.snapshots)
             print(f"{path}: ok ({len(massif.snapshots)} snapshots, {len(massif.detailed)} detailed, "
-                  f"peak snapshot {peak.number}: {peak.heap} B)")
+                  f"peak snapshot {peak.number}: {peak.heap} B, trees {deepest} level{'' if deepest == 1 else 's'} "
+                  f"deep at most)")
     return status
 
 

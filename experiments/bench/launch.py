@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from ..measure.process import FirstLine, LaunchedProcess, ListeningSocket, NotReady, ProcessError
+from ..measure.process import LaunchedProcess, NotReady, ProcessError
 from ..measure.procfs import ProcessGone, thread_ids
 from ..paths import REPO_ROOT
 from .subjects import Subject
@@ -83,7 +83,7 @@ class BenchServer:
                    else subject.command(self.python))
         self.command, self.pinning = pin_command(command, self.cpus)
         self.process = LaunchedProcess(self.command, cwd=REPO_ROOT, log_path=self.log_path, name=subject.label,
-                                       readiness=FirstLine() if subject.announces_port else ListeningSocket())
+                                       readiness=subject.launch(self.python, self.log_path.parent).readiness)
         self.process.start()
         try:
             if self.pinning == "sched_setaffinity":

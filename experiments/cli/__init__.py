@@ -3,7 +3,10 @@
     memdiet run --layout nofd --probe tracemalloc [--max-conns N --connections C ...]
     memdiet matrix [--quick] [--layouts a,b] [--probes rss,tracemalloc] [--latest-dir DIR]
     memdiet report RUN_DIR... [-o reports/latest] [--allow-mixed]
-    memdiet regress [--quick] [RUN_DIR...]        memdiet baseline [--quick] [RUN_DIR...]
+    memdiet regress [--quick] [--format markdown|json|github] [RUN_DIR...]
+    memdiet baseline [--quick] [--repeat K] [RUN_DIR...]
+    memdiet history [--history reports/history.jsonl] [--metrics a,b]
+    memdiet sweep [--quick] [--layouts a,b] [-o reports/latest/sweep]
     memdiet export RUN_DIR [--format csv|json]    memdiet bench [--quick]
     memdiet view COMMAND ...
 
@@ -29,7 +32,7 @@ from typing import Sequence
 
 from ..errors import EXIT_INTERRUPTED, ExperimentError
 from ..measure.runner import Interrupted
-from . import baseline, bench, export, matrix, regress, report, run, view
+from . import baseline, bench, export, history, matrix, regress, report, run, sweep, view
 from .args import ArgumentParser
 
 #: memdiet's commands, in the order ``memdiet --help`` lists them: (name, module).
@@ -39,6 +42,8 @@ COMMANDS: tuple[tuple[str, ModuleType], ...] = (
     ("report", report),
     ("regress", regress),
     ("baseline", baseline),
+    ("history", history),
+    ("sweep", sweep),
     ("export", export),
     ("bench", bench),
     ("view", view),

@@ -65,6 +65,13 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> Non
                         help="seconds between the tracemalloc probe's per-site snapshots, stretched when a snapshot "
                              f"takes longer (default: {defaults.detail_interval_s}); sites are also recorded at every "
                              "phase end")
+    parser.add_argument("--frames", type=bounded(int, 1, 200, "a whole number of frames"), default=None,
+                        help="frames the tracemalloc probe keeps per traceback: the call stacks of its phase-end dumps "
+                             f"and massif.out trees; more frames cost more CPU and tracer memory (default: "
+                             f"{defaults.trace_frames})")
+    parser.add_argument("--start-timeout", type=bounded(float, 0.5, 3600, "seconds"), default=None,
+                        help="seconds the subject may take to listen and its probe to settle (default: the probe's, "
+                             "60 s untraced, longer under the tracers and valgrind)")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run folders go (default: reports/runs)")
 
 
@@ -74,6 +81,7 @@ def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
     overrides = {
         "max_conns": args.max_conns, "connections": args.connections, "idle_s": args.idle,
         "load_s": args.load, "sample_hz": args.sample_hz, "detail_interval_s": args.detail_interval,
+        "start_timeout_s": args.start_timeout, "trace_frames": args.frames,
     }
     config = replace(base, runs_dir=args.runs_dir, **{k: v for k, v in overrides.items() if v is not None})
     if config.connections > config.max_conns:

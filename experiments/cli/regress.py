@@ -1,10 +1,13 @@
-"""``memdiet regress [--baseline reports/baseline.json] [--quick] [-o reports] [RUN_DIR...]``.
+"""``memdiet regress [--baseline reports/baseline.json] [--quick] [-o reports] [--format F] [--history FILE] [RUN_DIR...]``.
 
 Runs the matrix again (``--quick``, or the matrix the baseline records) or reads given run folders,
 compares every figure with the baseline within the baseline's own tolerances
 (:func:`experiments.regress.compare`), writes ``regression.md`` (table and comparison chart) and
-``regression.json`` (:mod:`experiments.render.regression_md`), prints the table and ends with a
-one-line verdict on stdout.
+``regression.json`` (:mod:`experiments.render.regression_md`), and appends one record to the history
+(``--history``, default ``<output dir>/history.jsonl``; ``--no-history`` appends none). stdout is
+what ``--format`` asks for: ``markdown`` (the default) the table and a one-line verdict; ``json``
+the regression.json document alone; ``github`` GitHub Actions workflow commands (one ``::error`` per
+failing figure, a ``::notice`` with the verdict), then the table for the log.
 
 Exit codes: 0 every figure holds, 1 a regression (or a missing figure), 2 bad input (baseline missing
 or malformed, run folders unreadable or made with other parameters than the baseline's, or on another
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,15 @@ from ..regress import (
     current_interpreter,
     load_baseline,
 )
-from ..render.regression_md import REGRESSION_JSON, summary_line, text_table, write_outputs
+from ..regress.history import HISTORY_FILE, append_record, history_record
+from ..render.regression_md import (
+    FORMATS,
+    REGRESSION_JSON,
+    github_annotations,
+    summary_line,
+    text_table,
+    write_outputs,
+)
 from .args import install_interrupt_handlers, stderr_console
 
 #: Where a matrix run by ``regress`` or ``baseline`` writes its report: apart from reports/latest.
@@ -54,6 +66,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where new run folders go")
     parser.add_argument("--latest-dir", type=Path, default=REGRESS_LATEST_DIR,
                         help="where the new matrix's report goes (kept apart from reports/latest)")
+    parser.add_argument("--format", choices=FORMATS, default="markdown",
+                        help="stdout: the table and verdict (markdown), the regression.json document (json), or "
+                             "GitHub Actions annotations, one ::error per failing figure (github)")
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument("--history", type=Path, default=None, metavar="FILE",
+                         help=f"append this check's record to FILE (default: OUTPUT_DIR/{HISTORY_FILE})")
+    history.add_argument("--no-history", action="store_true", help="append no history record")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -72,9 +91,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     comparison = compare(baseline, complete, failures)
     exit_code = EXIT_OK if comparison.passed else EXIT_FAILED
     report = write_outputs(comparison, args.baseline, args.output_dir, exit_code)
+    history = None if args.no_history else (args.history or args.output_dir / HISTORY_FILE)
+    if history is not None:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        append_record(history, history_record(comparison, time_utc=now, baseline_path=args.baseline))
+    if args.format == "json":
+        print(report.with_name(REGRESSION_JSON).read_text(encoding="utf-8"), end="")
+        return exit_code
+    if args.format == "github":
+        print("\n".join(github_annotations(comparison, args.baseline)))
     print(text_table(comparison))
     print()
-    print(f"report: {report} (and {report.with_name(REGRESSION_JSON)})")
+    print(f"report: {report} (and {report.with_name(REGRESSION_JSON)})"
+          + (f"; history: {history}" if history is not None else ""))
     print(summary_line(comparison))
     return exit_code
 

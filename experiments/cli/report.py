@@ -1,4 +1,5 @@
-"""``memdiet report RUN_DIR... [-o reports/latest] [--allow-mixed]``: the report of existing run folders.
+"""``memdiet report RUN_DIR... [-o reports/latest] [--allow-mixed]``: the report of existing run folders
+(``index.md`` with its charts, and the interactive ``index.html``).
 
 Of several runs of one layout and probe the latest complete one is used. Runs of matrices made with
 different parameters are refused (exit 2) unless ``--allow-mixed`` asks for one report per
@@ -14,6 +15,7 @@ from ..dataset.results import load_run
 from ..errors import EXIT_OK, BadInput
 from ..measure.anatomy import write_anatomy_file
 from ..measure.scenario import DEFAULT_LATEST_DIR
+from ..render.html_report import HTML_FILE, write_html_report
 from ..render.report_md import IncomparableRuns, build_report, refuse_incomparable
 
 
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         write_anatomy_file(args.output, {run.layout for run in runs})
         path = build_report(runs, args.output, allow_mixed=args.allow_mixed)
+        write_html_report(runs, args.output / HTML_FILE)  # the interactive page beside index.md
     except IncomparableRuns as error:  # the renderer says what differs; the way out is this command's option
         raise BadInput(f"{error}; give the runs of one matrix, or --allow-mixed for one report per parameter set") from None
     print(f"report: {path}")

@@ -1,6 +1,10 @@
-"""``memdiet run --layout L --probe P [run options]``: one layout under one probe.
+"""``memdiet run (--subject S | --layout L | --cmd "COMMAND" [--name N]) --probe P [run options]``: one
+subject under one probe.
 
-Writes one run folder (``reports/runs/<UTC time>-<layout>-<probe>/``) and prints a summary table on
+A subject is one of memdiet's layouts, a named peer (uvicorn, aiohttp, asyncio, nginx) or any command
+(``--cmd``, split as a shell would and never run by one; ``{port}`` in it becomes a free loopback
+port, else the port is found from the listening sockets of its process tree). Writes one run folder
+(``reports/runs/<UTC time>-<subject>-<probe>/``) and prints a summary table on
 stderr. A run the machine has not the memory for is refused before anything starts (exit 2); a run
 that does not complete raises :class:`~experiments.measure.runner.RunFailed` (exit 1, its folder
 kept and marked incomplete). :func:`refuse_if_too_big` and :func:`print_summary` serve ``memdiet
@@ -23,26 +27,40 @@ from ..errors import EXIT_OK
 from ..measure.budget import memory_problem
 from ..measure.probes import PROBES
 from ..measure.runner import run_once
-from ..measure.scenario import FULL, RunConfig
+from ..measure.scenario import RUN, RunConfig
+from ..measure.subjects import subject_names
 from ..render.units import format_in_unit
 from .args import add_run_options, config_from, install_interrupt_handlers, stderr_console
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
-    parser = commands.add_parser(name, help="run one layout under one probe")
-    parser.add_argument("--layout", required=True, choices=list(LAYOUTS), help="connection-table layout to run")
+    parser = commands.add_parser(name, help="run one subject (a layout, a peer, any command) under one probe")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subject", choices=subject_names(), metavar="SUBJECT",
+                       help=f"what to run: a layout or a peer ({', '.join(subject_names())})")
+    which.add_argument("--layout", choices=list(LAYOUTS), help="memdiet's server with this layout (as --subject)")
+    which.add_argument("--cmd", metavar="COMMAND",
+                       help="any server's command line, run without a shell; {port} in it becomes a free loopback "
+                            "port, else the port is found from the listening sockets of its process tree")
+    parser.add_argument("--name", default=None, help="with --cmd: the name its runs are filed under (default: "
+                                                     "the command's file name)")
     parser.add_argument("--probe", default="rss", choices=list(PROBES),
-                        help="how memory is measured: rss from outside (default), or the tracemalloc or memray "
-                             "tracer inside the server")
-    add_run_options(parser, FULL)
+                        help="how memory is measured: rss from outside (default; the whole process tree); "
+                             "tracemalloc or memray inside (Python subjects: injected at interpreter start); "
+                             "massif (valgrind, any program)")
+    add_run_options(parser, RUN)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.name is not None and args.cmd is None:
+        parser.error("--name goes with --cmd")
+    name = args.subject or args.layout or args.name or ""
     try:
-        config = config_from(args, replace(FULL, layout=args.layout, probe=args.probe))
+        config = config_from(args, replace(RUN, layout=name, probe=args.probe, cmd=args.cmd))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    refuse_if_too_big([config], parser)
+    if config.layout in LAYOUTS:
+        refuse_if_too_big([config], parser)
     console = stderr_console()
     install_interrupt_handlers()
     with console.status(f"{config.layout}/{config.probe}: starting") as status:
@@ -63,15 +81,15 @@ def refuse_if_too_big(configs: Iterable[RunConfig], parser: argparse.ArgumentPar
 def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
     """The runs' headline figures as one table, then any client warnings (503s, resets) below it."""
     table = Table(title="memdiet runs")
-    for column in ("layout", "probe", "status", "idle RSS", "held RSS", "B/slot", "B/held conn", "req/s",
-                   "CPU/req", "errors"):
-        table.add_column(column, justify="right" if column not in ("layout", "probe", "status") else "left")
+    for column in ("subject", "probe", "status", "idle RSS", "held RSS", "idle PSS", "B/slot", "B/held conn",
+                   "req/s", "CPU/req", "errors"):
+        table.add_column(column, justify="right" if column not in ("subject", "probe", "status") else "left")
     for result in runs:
         s = result.summary
         per_held = s.get("heap_bytes_per_held_connection", s.get("rss_bytes_per_held_connection"))
         table.add_row(
             result.layout, result.probe, result.status,
-            _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")),
+            _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")), _mib(s.get("idle_pss_bytes")),
             _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0),
             format_in_unit("us", s.get("cpu_us_per_request")), _num(s.get("errors"), 0),
         )

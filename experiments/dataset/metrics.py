@@ -35,7 +35,17 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("loaded_peak_rss_bytes", "bytes", "highest RSS during the load phase", False),
     Metric("after_rss_bytes", "bytes", f"median RSS after every client closed ({IDLE_AFTER})", False),
     Metric("idle_uss_bytes", "bytes", f"median USS (memory unique to the server) in {IDLE_EMPTY}", False),
+    # PSS, summed over the subject's processes, is the honest total of a server with forked workers:
+    # the pages they share with their parent count once, split among them (RSS counts them per process).
+    Metric("idle_pss_bytes", "bytes", f"median PSS of the subject's processes, summed, in {IDLE_EMPTY}", False),
+    Metric("held_pss_bytes", "bytes", f"median PSS of the subject's processes, summed, in {IDLE_HELD}", False),
+    Metric("pss_bytes_per_held_connection", "bytes", "(held PSS - idle PSS) / C", False),
     Metric("rss_bytes_per_held_connection", "bytes", "(held RSS - idle RSS) / C", False),
+    # Outside RSS: what the kernel holds for the subject's sockets (experiments/measure/kernel.py).
+    Metric("kernel_buffer_bytes_per_held_connection", "bytes",
+           "the subject's sockets' buffer charge (ss skmem: r + w + f + o + bl), held - idle, / C", False),
+    Metric("kernel_bytes_per_held_connection", "bytes",
+           "kernel buffers per held connection plus one struct tcp_sock (the TCP slab's object size)", False),
     Metric("rss_bytes_per_active_connection", "bytes", "(median RSS under load - idle RSS) / C", False),
     Metric("table_heap_bytes", "bytes", "heap allocated building the connection table", True),
     Metric("bytes_per_slot", "bytes", "table heap / max_conns: what one preallocated slot costs", True),
@@ -145,6 +155,10 @@ def summarize(
         summary["rss_bytes_per_active_connection"] = _per_connection(by_phase["load-median"], by_phase[IDLE_EMPTY], connections)
         uss = _phase_stats(rss, "uss_bytes", phases)
         summary["idle_uss_bytes"] = uss.get(IDLE_EMPTY)
+        pss = _phase_stats(rss, "pss_bytes", phases)
+        summary["idle_pss_bytes"] = pss.get(IDLE_EMPTY)
+        summary["held_pss_bytes"] = pss.get(IDLE_HELD)
+        summary["pss_bytes_per_held_connection"] = _per_connection(pss.get(IDLE_HELD), pss.get(IDLE_EMPTY), connections)
 
     by_phase = _phase_stats(heap, "heap_bytes", phases)
     if by_phase:

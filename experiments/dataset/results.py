@@ -66,7 +66,7 @@ STATUSES = ("running", "complete", "incomplete")
 #: are sampled maxima; detailed snapshots cost the tracer time and memory) and the workload (the
 #: request path, the keep-alive timeout). Where the files went (``runs_dir``) does not count.
 COMPARED_PARAMETERS = ("max_conns", "connections", "idle_s", "load_s", "sample_hz", "detail_interval_s",
-                       "path", "keep_alive_timeout_s")
+                       "path", "keep_alive_timeout_s", "trace_frames")
 
 RSS_COLUMNS = ("time_s", "rss_bytes", "uss_bytes", "pss_bytes")
 HEAP_COLUMNS = ("time_s", "heap_bytes", "peak_bytes", "tracer_bytes")

@@ -24,10 +24,12 @@ from ..dataset.results import (
     write_atomic,
     write_json,
 )
+from ..render.html_report import HTML_FILE, write_html_report
 from ..render.report_md import build_report
 from .anatomy import write_anatomy_file
 from .probes import PROBES
 from .runner import RunFailed, run_once
+from .subjects import FULL_PEERS, PEERS
 from .scenario import (
     DEFAULT_LATEST_DIR,
     FULL,
@@ -44,7 +46,8 @@ MATRIX_FILE = "matrix.json"
 
 @dataclass
 class MatrixPlan:
-    """Which runs to make: ``base`` gives every parameter but layout and probe."""
+    """Which runs to make: ``base`` gives every parameter but subject and probe; ``layouts`` names
+    the subjects (memdiet's layouts, peers; see :mod:`.subjects`)."""
 
     base: RunConfig
     layouts: Sequence[str] = field(default_factory=lambda: list(LAYOUTS))
@@ -150,7 +153,9 @@ def write_latest(runs: Sequence[RunResult], latest_dir: Path, plan: MatrixPlan) 
     }
     write_json(latest_dir / MATRIX_FILE, info)
     write_anatomy_file(latest_dir, plan.layouts)
-    return build_report(list(runs), latest_dir, matrix_info=info)
+    index = build_report(list(runs), latest_dir, matrix_info=info)
+    write_html_report(list(runs), latest_dir / HTML_FILE)  # the interactive page beside index.md
+    return index
 
 
 @dataclass
@@ -198,7 +203,16 @@ def read_matrix(matrix_file: Path) -> MatrixRecord:
 
 def default_plan(quick: bool) -> MatrixPlan:
     """Every layout under the study's probes, with its parameters (runs go to reports/runs)."""
-    return MatrixPlan(base=QUICK if quick else FULL, probes=QUICK_PROBES if quick else FULL_PROBES)
+    return MatrixPlan(base=QUICK if quick else FULL, layouts=default_subjects(quick),
+                      probes=QUICK_PROBES if quick else FULL_PROBES)
+
+
+def default_subjects(quick: bool) -> list[str]:
+    """What a matrix runs unless told: every layout; the full matrix adds the peers of
+    :data:`.subjects.FULL_PEERS` whose packages are installed (the bench extra)."""
+    if quick:
+        return list(LAYOUTS)
+    return [*LAYOUTS, *(name for name in FULL_PEERS if not PEERS[name].missing_packages())]
 
 
 def default_latest_dir(quick: bool) -> Path:

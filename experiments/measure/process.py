@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Mapping, Protocol, Sequence
 
-from .procfs import ProcessGone, listening_ports
+from .procfs import ProcessGone, listening_sockets
 
 #: Bytes of stderr quoted at the end of an error message.
 STDERR_TAIL_BYTES = 400
@@ -94,24 +94,55 @@ class FirstLine:
 
 class ListeningSocket:
     """Ready when the process, or with ``descendants`` any process below it, listens on a TCP port
-    (the lowest, when several): for a command that prints nothing."""
+    that loopback reaches (``port`` when given, else the lowest): for a command that prints nothing.
+    A process that listens only on addresses loopback does not reach is refused at once (memdiet sends
+    traffic to loopback only). :attr:`Ready.host` is the loopback address to connect to."""
 
     reads_stdout = False
 
-    def __init__(self, descendants: bool = False) -> None:
+    def __init__(self, descendants: bool = False, port: int | None = None) -> None:
         self.descendants = descendants
+        self.port = port
 
     def wait(self, process: LaunchedProcess, timeout_s: float) -> Ready:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and process.running():
             try:
-                ports = listening_ports(process.pid, self.descendants)
+                sockets = listening_sockets(process.pid, self.descendants)
             except ProcessGone:
                 break
-            if ports:
-                return Ready(min(ports))
+            if self.port is not None:
+                sockets = {(address, port) for address, port in sockets if port == self.port}
+            if sockets:
+                by_port: dict[int, list[str]] = {}
+                for address, port in sockets:
+                    by_port.setdefault(port, []).append(address)
+                reachable = {port: host for port, addresses in by_port.items()
+                             if (host := loopback_host(addresses)) is not None}
+                if reachable:
+                    port = min(reachable)
+                    return Ready(port, reachable[port])
+                where = ", ".join(f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
+                                  for address, port in sorted(sockets))
+                raise NotReady(process.failure(f"listens on {where} only, which loopback does not reach "
+                                               "(memdiet sends traffic to 127.0.0.1 or ::1 only)"))
             time.sleep(LISTEN_POLL_S)
-        raise NotReady(process.failure(f"was not listening within {timeout_s:g} s (exit code {process.poll()})"))
+        code = process.poll(wait_s=0.5)
+        if code is not None:
+            raise NotReady(process.failure(f"exited with code {code} before it listened"))
+        waited = f"on port {self.port} " if self.port is not None else ""
+        raise NotReady(process.failure(f"was not listening {waited}within {timeout_s:g} s"))
+
+
+def loopback_host(addresses: Sequence[str]) -> str | None:
+    """The loopback host to connect to, given the addresses a process listens on one port with
+    (``0.0.0.0``, ``127.0.0.1``, ``::``, ``::1``, ...): 127.0.0.1 when IPv4 loopback reaches one, ``::1``
+    when only IPv6 loopback does, None when loopback reaches none."""
+    if any(address in ("0.0.0.0", "::") or address.startswith("127.") for address in addresses):
+        return "127.0.0.1"
+    if "::1" in addresses:
+        return "::1"
+    return None
 
 
 class LaunchedProcess:

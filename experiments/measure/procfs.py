@@ -16,7 +16,9 @@ process that has exited raises :class:`ProcessGone` (an OSError). Each function 
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -25,8 +27,8 @@ from server.procfs import PAGE_SIZE, ProcessGone, read_proc, rss_bytes
 
 __all__ = [
     "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
-    "listening_ports", "memory_status", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
-    "meminfo_bytes", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
+    "listening_ports", "listening_sockets", "memory_status", "smaps_rollup", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
+    "meminfo_bytes", "parent_and_name", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
     "thread_ids", "uss_pss_bytes",
 ]
 
@@ -70,6 +72,31 @@ def uss_pss_bytes(pid: int | str) -> tuple[int, int]:
         elif line.startswith(b"Pss:"):
             pss += int(line.split()[1]) * 1024
     return uss, pss
+
+
+#: Lines of /proc/PID/smaps_rollup read by :func:`smaps_rollup`, in kB there, and their names here.
+_ROLLUP_FIELDS = {b"Rss:": "rss_bytes", b"Pss:": "pss_bytes", b"Pss_Anon:": "pss_anon_bytes",
+                  b"Pss_File:": "pss_file_bytes", b"Pss_Shmem:": "pss_shmem_bytes", b"Anonymous:": "anon_bytes",
+                  b"Swap:": "swap_bytes"}
+
+
+def smaps_rollup(pid: int | str) -> dict[str, int]:
+    """One read of /proc/PID/smaps_rollup: ``rss_bytes``, ``pss_bytes`` (and its anonymous, file and
+    shmem parts, Linux 5.9+), ``uss_bytes`` (the ``Private_*`` lines), ``anon_bytes`` (anonymous
+    pages), ``swap_bytes``; with /proc/PID/status's split of RSS: ``rss_anon_bytes``,
+    ``rss_file_bytes``, ``rss_shmem_bytes`` (RssAnon, RssFile, RssShmem)."""
+    text = read_proc(pid, "smaps_rollup")
+    values = {"uss_bytes": 0}
+    for line in text.splitlines():
+        key = line.split(None, 1)[0] if line else b""
+        if key.startswith(b"Private_"):
+            values["uss_bytes"] += int(line.split()[1]) * 1024
+        elif key in _ROLLUP_FIELDS:
+            values[_ROLLUP_FIELDS[key]] = int(line.split()[1]) * 1024
+    status = memory_status(pid)
+    values.update(rss_anon_bytes=status.get("anon_bytes", 0), rss_file_bytes=status.get("file_bytes", 0),
+                  rss_shmem_bytes=status.get("shmem_bytes", 0))
+    return values
 
 
 def memory_status(pid: int | str) -> dict[str, int]:
@@ -132,13 +159,15 @@ def socket_count(pid: int | str) -> int:
 
 class TcpSocket(NamedTuple):
     """One row of /proc/net/tcp: ports, ``state`` (``TCP_LISTEN``...), bytes written and not yet
-    acknowledged by the peer's kernel (``tx_queue``), and the socket's inode."""
+    acknowledged by the peer's kernel (``tx_queue``), the socket's inode and its local address
+    (``127.0.0.1``, ``::``...)."""
 
     local_port: int
     remote_port: int
     state: int
     tx_queue_bytes: int
     inode: int
+    local_address: str = ""
 
 
 def parse_tcp_table(text: str) -> list[TcpSocket]:
@@ -147,9 +176,18 @@ def parse_tcp_table(text: str) -> list[TcpSocket]:
     for line in text.splitlines()[1:]:  # after the header line
         fields = line.split()
         if len(fields) > 9:
-            rows.append(TcpSocket(int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
-                                  int(fields[3], 16), int(fields[4].split(":")[0], 16), int(fields[9])))
+            address, _, port = fields[1].rpartition(":")
+            rows.append(TcpSocket(int(port, 16), int(fields[2].rsplit(":", 1)[1], 16),
+                                  int(fields[3], 16), int(fields[4].split(":")[0], 16), int(fields[9]),
+                                  _address(address)))
     return rows
+
+
+def _address(hex_address: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order) in its usual text."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] if sys.byteorder == "little" else raw[i:i + 4] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(words) == 4 else socket.AF_INET6, words)
 
 
 def tcp_sockets(pid: int | str = "self", ipv6: bool = False) -> list[TcpSocket]:
@@ -172,6 +210,12 @@ def parse_listening(table: str) -> dict[int, int]:
 def listening_ports(pid: int, descendants: bool = False) -> set[int]:
     """TCP ports on which the process (with ``descendants``, or any process it started, and theirs)
     has a socket in LISTEN state."""
+    return {port for _address, port in listening_sockets(pid, descendants)}
+
+
+def listening_sockets(pid: int, descendants: bool = False) -> set[tuple[str, int]]:
+    """``(address, port)`` of each TCP socket in LISTEN state the process (with ``descendants``, or any
+    process below it) holds: ``("127.0.0.1", 8000)``, ``("::", 8000)``."""
     inodes = set()
     for member in process_tree(pid) if descendants else [pid]:
         try:
@@ -179,7 +223,7 @@ def listening_ports(pid: int, descendants: bool = False) -> set[int]:
         except ProcessGone:
             if member == pid:
                 raise
-    return {row.local_port for ipv6 in (False, True) for row in tcp_sockets(pid, ipv6)
+    return {(row.local_address, row.local_port) for ipv6 in (False, True) for row in tcp_sockets(pid, ipv6)
             if row.state == TCP_LISTEN and row.inode in inodes}
 
 
@@ -199,6 +243,13 @@ def parent_pids() -> dict[int, int]:
             except (ProcessGone, IndexError, ValueError):  # exited meanwhile
                 continue
     return parents
+
+
+def parent_and_name(pid: int | str) -> tuple[int, str]:
+    """The parent pid and the command name (/proc/PID/comm) of a process."""
+    stat = read_proc(pid, "stat")
+    name = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+    return int(stat.rsplit(b")", 1)[1].split()[1]), name
 
 
 def process_tree(pid: int) -> list[int]:

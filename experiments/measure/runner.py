@@ -13,9 +13,9 @@ written with status ``running`` first and rewritten at the end; an interrupted o
 
 from __future__ import annotations
 
-import signal
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -42,17 +42,24 @@ from ..dataset.results import (
     write_csv,
     write_json,
 )
-from ..errors import ExperimentError
+from ..errors import BadInput, ExperimentError
 from ..loadgen import LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment
-from .probes import PROBES, Probe, RssSampler, read_table
-from .process import FirstLine, LaunchedProcess, NotReady, ProcessError
-from .procfs import ProcessGone, cpu_seconds
+from . import environment, kernel
+from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
+from .probes.processes import held_sites_from_rows
+from .probes.sampler import PROCESS_COLUMNS
+from .process import LaunchedProcess, NotReady, ProcessError
+from .procfs import ProcessGone, cpu_seconds, process_tree
+from .subjects import MemdietLayout, Subject, resolve
 from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_DIR: importable here too)
 
 #: Seconds the server may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 60.0
+#: Seconds between two looks at how many clients are still connected while they are held.
+HELD_POLL_S = 0.25
+#: Per-process memory over time (every process of the subject's tree), beside rss.csv.
+PROCESSES_FILE = "processes.csv"
 
 
 class RunFailed(ExperimentError):
@@ -84,9 +91,20 @@ class Run:
 
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         if config.probe not in PROBES:
-            raise ValueError(f"unknown probe {config.probe!r}; choose one of {', '.join(PROBES)}")
+            raise BadInput(f"unknown probe {config.probe!r}; choose one of {', '.join(PROBES)}")
+        self.subject: Subject = resolve(config.layout or None, config.cmd)
+        if config.layout != self.subject.name:
+            config = replace(config, layout=self.subject.name)
         self.config = config
         self.probe: Probe = PROBES[config.probe]
+        if self.probe.subjects == "python" and not self.subject.python:
+            raise BadInput(f"{self.subject.name}: the {self.probe.name} probe traces Python programs, and "
+                           f"{self.subject.description} is not one; use --probe rss (or massif)")
+        #: How many times longer the timed phases last under this probe (valgrind slows the subject).
+        self.stretch = self.probe.time_stretch(config)
+        self.host = "127.0.0.1"
+        #: Clients the subject closed before the held phase ended: ``{phase, time_s, closed}`` each.
+        self.closed_early: list[dict[str, Any]] = []
         self.progress = progress or (lambda message: None)
         self.run_dir = _new_run_dir(config)
         self.trace_dir = self.run_dir / "raw"
@@ -106,6 +124,7 @@ class Run:
             "status": "running",
             "error": None,
             "layout": config.layout,
+            "subject": self.subject.describe(),
             "probe": config.probe,
             "parameters": config.parameters(),
             "phases": [],
@@ -114,7 +133,7 @@ class Run:
             "probe_info": {"name": self.probe.name, "note": self.probe.note, "notes": []},
             "environment": environment.describe(),
             "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "files": {"rss": RSS_FILE, "server_log": "server.log"},
+            "files": {"rss": RSS_FILE, "processes": PROCESSES_FILE, "server_log": "server.log"},
         }
         write_json(self.run_dir / RESULT_FILE, self.document)
 
@@ -126,14 +145,15 @@ class Run:
         try:
             self._start_server()
             config = self.config
-            self._phase(IDLE_EMPTY, lambda: self._idle(config.idle_s))
+            idle_s = config.idle_s * self.stretch
+            self._phase(IDLE_EMPTY, lambda: self._idle(idle_s))
             self.loadgen = LoadGeneratorProcess(python=config.python)
-            self.loadgen.start("127.0.0.1", self.port, path=config.path)
+            self.loadgen.start(self.host, self.port, path=config.path)
             self._phase(RAMP, self._ramp)
-            self._phase(IDLE_HELD, lambda: self._idle(config.idle_s))
+            self._phase(IDLE_HELD, lambda: self._hold(idle_s))
             self._phase(LOAD, self._load)
-            self._phase(DRAIN, lambda: self._load_command(DRAIN, "drain", 60))
-            self._phase(IDLE_AFTER, lambda: self._idle(config.idle_s))
+            self._phase(DRAIN, lambda: self._load_command(DRAIN, "drain", 60 * self.stretch))
+            self._phase(IDLE_AFTER, lambda: self._idle(idle_s))
             self.phase = "stop"
             self._stop_server(expect_running=True)
         except (RunFailed, Interrupted, KeyboardInterrupt, Exception) as caught:
@@ -142,9 +162,9 @@ class Run:
             self._teardown()
             self._write(error)
         if error is not None:
-            if isinstance(error, (RunFailed, Interrupted, KeyboardInterrupt)):
-                raise error
-            raise RunFailed(f"{self.config.layout}/{self.config.probe} failed in phase {self.phase}: {error!r}") from error
+            if isinstance(error, (RunFailed, Interrupted, KeyboardInterrupt, BadInput)):
+                raise error  # BadInput: a probe found the subject unusable (exit 2), e.g. no valgrind
+            raise RunFailed(f"{self.config.layout}/{self.config.probe} failed in phase {self.phase}: {error}") from error
         return self.run_dir
 
     def _now(self) -> float:
@@ -158,8 +178,23 @@ class Run:
         self._check_server()
         end = self._now()
         self.phases.append(Phase(name, start, end))
-        if self.probe.dumps_at_phase_end:
-            self._dump_snapshot(name)
+        assert self.server is not None
+        if name in (IDLE_EMPTY, IDLE_HELD):  # the kernel's side of the held connections, from outside
+            self.document.setdefault("kernel", {})[name] = kernel.describe(self.port)
+        try:
+            dumped = self.probe.phase_end(len(self.dumps), name, self._tree(), self.trace_dir, self._check_server)
+        except ProbeFailed as error:
+            raise RunFailed(f"{self.subject.name}: {error}") from None
+        if dumped:
+            self.dumps.append(name)
+
+    def _tree(self) -> list[int]:
+        """The subject's processes: its root first, then every process below it."""
+        assert self.server is not None
+        try:
+            return process_tree(self.server.pid)
+        except OSError:
+            return [self.server.pid]
 
     def _idle(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -167,32 +202,72 @@ class Run:
             self._check_server()
             time.sleep(min(left, 0.1))
 
+    def _hold(self, seconds: float) -> None:
+        """The idle-held phase: nothing is sent; every :data:`HELD_POLL_S` the load generator says how
+        many clients are still connected. A subject that closes idle connections (a short keep-alive
+        timeout) is recorded with when and how many; the clients it closed are opened again before
+        the load phase, so the run completes."""
+        assert self.loadgen is not None
+        expected = self.load_results[RAMP].get("connections_open", self.config.connections)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._check_server()
+            time.sleep(min(left, HELD_POLL_S))
+            reply = self.loadgen.command("status", 30)
+            open_now = reply.get("connections_open", expected)
+            if open_now < expected:
+                self.closed_early.append({"phase": IDLE_HELD, "time_s": round(self._now(), 3), "closed": expected - open_now})
+                expected = open_now
+
+    def _reopen_closed(self) -> None:
+        """Open again the clients the subject closed while they were held (see :meth:`_hold`); not
+        those it closed after their first response (it would close them again)."""
+        closed = sum(int(event["closed"]) for event in self.closed_early if event["phase"] == IDLE_HELD)
+        if closed > 0:
+            self._load_command("reopen", f"ramp {closed}", (60 + closed / 20) * self.stretch)
+
     def _ramp(self) -> None:
-        """Open the C clients; fail when the server did not keep them all: every figure per held
-        connection divides by C."""
+        """Open the C clients; fail when the subject did not accept them all (every figure per held
+        connection divides by C). A subject that accepted them, answered each, and then closed
+        them (an HTTP/1.0 server, no keep-alive) is recorded as such, and the run goes on."""
         connections = self.config.connections
-        self._load_command(RAMP, f"ramp {connections}", 60 + connections / 20)
-        held = self.load_results[RAMP].get("connections_open", connections)
+        self._load_command(RAMP, f"ramp {connections}", (60 + connections / 20) * self.stretch)
+        reply = self.load_results[RAMP]
+        held = reply.get("connections_open", connections)
         if held < connections:
+            if reply.get("connections_opened") == connections and not reply.get("errors"):
+                self.closed_early.append({"phase": RAMP, "time_s": round(self._now(), 3), "closed": connections - held})
+                return
             raise RunFailed(f"{self.config.layout}: only {held} of {connections} clients were held after phase "
-                            f"{self.phase} ({errors_text(self.load_results[RAMP])})")
+                            f"{self.phase} ({errors_text(reply)})")
 
     def _load(self) -> None:
         """The load phase, with the server's CPU time over it (user + system, read from outside
         in /proc): CPU per request is what a probe costs the server, which req/s can hide
         when the load generator is the bottleneck."""
+        self._reopen_closed()
         before = self._server_cpu_s()
-        self._load_command(LOAD, f"load {self.config.load_s}", self.config.load_s + 60)
+        load_s = self.config.load_s * self.stretch
+        self._load_command(LOAD, f"load {load_s:g}", load_s + 60 * self.stretch)
         after = self._server_cpu_s()
         self.server_cpu_s[LOAD] = {key: round(after[key] - before[key], 6) for key in before if key in after}
 
     def _server_cpu_s(self) -> dict[str, float]:
-        """CPU seconds (user + system) the server has used so far: ``process`` (every thread, the
-        probe's own included) and ``main_thread`` (the thread that serves)."""
+        """CPU seconds (user + system) the subject has used so far: ``process`` (every thread of
+        every process of its tree, the probe's own included) and ``main_thread`` (its root's main
+        thread: the thread that serves, for a one-process server)."""
         assert self.server is not None
         pid = self.server.pid
         try:
-            return {"process": cpu_seconds(pid), "main_thread": cpu_seconds(pid, thread=pid)}
+            main_thread = cpu_seconds(pid, thread=pid)
+            total = 0.0
+            for member in self._tree():
+                try:
+                    total += cpu_seconds(member)
+                except ProcessGone:  # a worker that exited meanwhile: its time is gone with it
+                    if member == pid:
+                        raise
+            return {"process": total, "main_thread": main_thread}
         except ProcessGone:
             self._check_server()
             raise
@@ -207,35 +282,49 @@ class Run:
 
     # --- the server --------------------------------------------------------------------------
     def _start_server(self) -> None:
-        config = self.config
+        config, subject = self.config, self.subject
         self.trace_dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            config.python, "-m", "server", "--layout", config.layout, "--host", "127.0.0.1", "--port", "0",
-            "--max-conns", str(config.max_conns), "--keep-alive-timeout", str(config.keep_alive_timeout_s),
-            *self.probe.server_args(self.trace_dir, config.sample_hz, config.detail_interval_s),
-        ]
-        self.document["server_command"] = command
-        self.server = LaunchedProcess(command, cwd=REPO_ROOT, log_path=self.run_dir / "server.log",
-                                      readiness=FirstLine(), name="server")
+        in_server = isinstance(subject, MemdietLayout)
+        if in_server:
+            launch = subject.launch(config.python, self.run_dir)
+            argv = [*subject.command(config.python, config.keep_alive_timeout_s, config.max_conns),
+                    *self.probe.server_args(self.trace_dir, config.sample_hz, config.detail_interval_s)]
+        else:
+            launch = subject.launch(config.python, self.run_dir)
+            argv = launch.argv
+        argv, extra_env = self.probe.wrap(list(argv), dict(launch.env), self.trace_dir, config, in_server)
+        self.document["server_command"] = argv
+        self.document["subject"]["command"] = argv
+        self.document["subject"]["environment"] = {key: value for key, value in extra_env.items()}
+        # memdiet's server and the peers' apps run from the repository; a --cmd from where memdiet was
+        # started (its app:module and relative paths are the user's). A subject other than memdiet's
+        # own server gets a process group of its own, so its workers stop (or are killed) with it.
+        self.server = LaunchedProcess(argv, cwd=REPO_ROOT if subject.kind != "command" else None,
+                                      env={**os.environ, **extra_env}, log_path=self.run_dir / "server.log",
+                                      readiness=launch.readiness, name=subject.name, own_group=not in_server)
         self.wall_t0 = time.time()
         self.t0 = time.monotonic()
-        self.server.start()
+        try:
+            self.server.start()
+        except OSError as error:
+            raise RunFailed(f"{subject.name}: could not start {argv[0]!r}: {error.strerror or error}") from None
         # Sampled from the start on, before it listens: the start-up is part of the RSS series.
         self.sampler = RssSampler(self.server.pid, config.sample_hz)
         self.sampler.start()
+        timeout_s = config.start_timeout_s or self.probe.startup_timeout_s * self.stretch
         try:
-            self.port = self.server.wait_ready(self.probe.startup_timeout_s).port
+            ready = self.server.wait_ready(timeout_s)
         except NotReady as error:
+            raise RunFailed(f"{subject.name}: not ready in phase start: {error}") from None
+        self.port, self.host = ready.port, ready.host or "127.0.0.1"
+        self.document["listening"] = {"host": self.host, "port": self.port}
+        deadline = time.monotonic() + timeout_s
+        while not self.probe.ready(self.trace_dir, self._tree()):
             self._check_server()
-            raise RunFailed(f"{config.layout}: {error}") from None
-        if self.probe.ready_file:
-            ready = self.trace_dir / self.probe.ready_file
-            deadline = time.monotonic() + self.probe.startup_timeout_s
-            while not ready.exists():
-                self._check_server()
-                if time.monotonic() > deadline:
-                    raise RunFailed(f"{config.layout}: the {self.probe.name} probe was not ready within {self.probe.startup_timeout_s:.0f} s")
-                time.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise RunFailed(f"{subject.name}: the {self.probe.name} probe was not ready within {timeout_s:.0f} s "
+                                f"(no trace from the subject's processes in {self.trace_dir})")
+            time.sleep(0.02)
         self._refuse_unholdable_clients()
 
     def _refuse_unholdable_clients(self) -> None:
@@ -255,24 +344,8 @@ class Run:
 
     def _check_server(self) -> None:
         if self.server is not None and self.server.poll() is not None:
-            raise RunFailed(
-                f"server ({self.config.layout}, probe {self.config.probe}) died during phase {self.phase} "
-                f"with exit code {self.server.returncode}; see {self.run_dir / 'server.log'}"
-            )
-
-    def _dump_snapshot(self, phase: str) -> None:
-        """Ask the server for a full tracemalloc dump and wait until it is written."""
-        assert self.server is not None
-        index = len(self.dumps)
-        target = self.trace_dir / "snapshots" / f"{index:03d}.tmsnap"
-        self.server.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 120
-        while not target.exists():
-            self._check_server()
-            if time.monotonic() > deadline:
-                raise RunFailed(f"{self.config.layout}: snapshot dump after {phase} did not appear within 120 s")
-            time.sleep(0.02)
-        self.dumps.append(phase)
+            raise RunFailed(self.server.failure(
+                f"(probe {self.config.probe}) died during phase {self.phase} with exit code {self.server.returncode}"))
 
     def _stop_server(self, expect_running: bool) -> None:
         server = self.server
@@ -284,8 +357,8 @@ class Run:
             returncode = server.stop(STOP_TIMEOUT_S)
         except ProcessError as error:
             raise RunFailed(f"{self.config.layout}: {error}") from None
-        if expect_running and returncode != 0:
-            raise RunFailed(f"{self.config.layout}: server exited with code {returncode} on SIGTERM")
+        if expect_running and returncode not in self.subject.clean_exit_codes:
+            raise RunFailed(self.server.failure(f"exited with code {returncode} on SIGTERM"))
 
     def _teardown(self) -> None:
         if self.loadgen is not None:
@@ -307,6 +380,12 @@ class Run:
         document = self.document
         rss_rows = [(t - self.t0, rss, uss, pss) for t, rss, uss, pss in (self.sampler.rows if self.sampler else [])]
         write_csv(self.run_dir / RSS_FILE, RSS_COLUMNS, (_fmt_row(row) for row in rss_rows))
+        process_rows = [(row[0] - self.t0, *row[1:]) for row in (self.sampler.process_rows if self.sampler else [])]
+        write_csv(self.run_dir / PROCESSES_FILE, PROCESS_COLUMNS, (_fmt_row(row) for row in process_rows))
+        document["process_tree"] = _tree_summary(process_rows, self.phases)
+        if self.closed_early:
+            closed = sum(int(event["closed"]) for event in self.closed_early)
+            document["closed_early"] = {"closed": closed, "events": self.closed_early}
         notes = document["probe_info"]["notes"]
         probe_data = None
         try:
@@ -327,6 +406,13 @@ class Run:
                 document["files"]["sites"] = SITES_FILE
             if probe_data.phase_end_heap:
                 document["phase_end_heap_bytes"] = probe_data.phase_end_heap
+            held_sites = probe_data.held_sites
+            if held_sites is None and probe_data.site_rows:
+                held_sites = held_sites_from_rows(probe_data.site_rows, {p.name: p.end_s for p in self.phases})
+            if held_sites is not None:
+                document["held_connection_sites"] = held_sites
+            if probe_data.processes:
+                document["traced_processes"] = self._write_processes(probe_data)
         rss_series = Series({c: [r[i] for r in rss_rows] for i, c in enumerate(RSS_COLUMNS)})
         document["phases"] = [asdict(p) for p in self.phases]
         document["load"] = self.load_results
@@ -336,13 +422,85 @@ class Run:
             probe_data.table if probe_data else None, server_cpu_s=self.server_cpu_s,
             phase_end_heap=probe_data.phase_end_heap if probe_data else None,
         )
+        document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), self.config.connections))
+        if self.closed_early:  # it did not hold C clients: a figure per held connection would be wrong
+            for key in ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection",
+                        "heap_bytes_per_held_connection", "kernel_bytes_per_held_connection",
+                        "kernel_buffer_bytes_per_held_connection"):
+                if key in document["summary"]:
+                    document["summary"][key] = None
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
+        if self.closed_early:
+            first = self.closed_early[0]
+            document["warnings"] = [w for w in document["warnings"] if not w.startswith("ramp: only")]
+            document["warnings"].append(
+                f"{self.subject.name} closed {document['closed_early']['closed']} of the {self.config.connections} "
+                f"clients before the held phase ended (the first {first['closed']} in phase {first['phase']}, at "
+                f"{first['time_s']:.1f} s): "
+                + ("it closes a connection after its response (HTTP/1.0, no keep-alive)" if first["phase"] == RAMP
+                   else "a keep-alive timeout shorter than the held phase; they were opened again before the load phase")
+                + "; figures per held connection divide by C, which it did not hold")
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"
         if error is not None:
             document["error"] = str(error) or type(error).__name__
         write_json(self.run_dir / RESULT_FILE, document)
+
+
+    def _write_processes(self, data: ProbeData) -> list[dict[str, Any]]:
+        """Each traced process's own series into ``processes/pid-PID/``; what the run says of each."""
+        described = []
+        for info in data.process_info:
+            key = info["key"]
+            one = data.processes.get(key)
+            entry = {k: v for k, v in info.items() if k != "key"}
+            if one is not None:
+                folder = self.run_dir / "processes" / key
+                folder.mkdir(parents=True, exist_ok=True)
+                write_csv(folder / HEAP_FILE, HEAP_COLUMNS, (_fmt_row(r) for r in one.heap_rows))
+                write_csv(folder / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in one.site_rows))
+                entry["files"] = {"heap": f"processes/{key}/{HEAP_FILE}", "sites": f"processes/{key}/{SITES_FILE}",
+                                  "snapshots": one.files.get("snapshots", [])}
+                entry["phase_end_heap_bytes"] = one.phase_end_heap
+            described.append(entry)
+        return described
+
+
+def kernel_per_held_connection(kernel_at: dict[str, Any], connections: int) -> dict[str, float | None]:
+    """The kernel's memory per held connection, from :mod:`.kernel`'s reads at the ends of idle-empty
+    and idle-held: ``kernel_buffer_bytes_per_held_connection`` (the subject's sockets' skmem
+    charge, over C) and ``kernel_bytes_per_held_connection`` (that plus one ``struct tcp_sock``, the
+    TCP slab's object size). None where a read is missing."""
+    held, empty = kernel_at.get(IDLE_HELD) or {}, kernel_at.get(IDLE_EMPTY) or {}
+    if held.get("skmem_bytes") is None or empty.get("skmem_bytes") is None or connections <= 0:
+        return {"kernel_buffer_bytes_per_held_connection": None, "kernel_bytes_per_held_connection": None}
+    buffers = (held["skmem_bytes"] - empty["skmem_bytes"]) / connections
+    slab = (held.get("tcp_slab") or {}).get("object_bytes")
+    return {"kernel_buffer_bytes_per_held_connection": buffers,
+            "kernel_bytes_per_held_connection": buffers + slab if slab is not None else None}
+
+
+def _tree_summary(process_rows: list[tuple], phases: list[Phase]) -> dict[str, Any]:
+    """Per process, its memory at the last full sample of each phase (RSS, USS, PSS, RssAnon,
+    RssFile, RssShmem; the last before the phase's end when none fell inside it), and the tree's
+    totals: what ``processes.csv`` holds, at the phase ends."""
+    by_phase: dict[str, dict[str, Any]] = {}
+    for phase in phases:
+        inside = [row for row in process_rows if phase.start_s <= row[0] <= phase.end_s]
+        if not inside:  # a phase shorter than the full samples' period: the last sample before its end
+            before = [row for row in process_rows if row[0] <= phase.end_s]
+            inside = [row for row in before if row[0] == before[-1][0]] if before else []
+        if not inside:
+            continue
+        last_time = {}
+        for row in inside:
+            last_time[row[1]] = row
+        processes = [dict(zip(PROCESS_COLUMNS[1:], row[1:])) for row in last_time.values()]
+        totals = {column: sum(p[column] for p in processes) for column in PROCESS_COLUMNS[4:]}
+        by_phase[phase.name] = {"processes": processes, "total": totals}
+    pids = sorted({row[1] for row in process_rows})
+    return {"processes_seen": len(pids), "phase_end": by_phase}
 
 
 def _fmt_row(row: tuple) -> tuple:

@@ -7,21 +7,32 @@ tolerances. Only a change in the worse direction (:attr:`~experiments.dataset.me
 beyond the tolerance fails (*REGRESSED*); a change as large in the better direction is *improved*.
 A figure in the baseline but missing now fails (*MISSING*), as does one now taken from another probe
 (*PROBE CHANGED*); a figure new since the baseline is reported (*new*) and passes.
+
+Against a baseline of repeated matrices every row also says whether the change, in either direction,
+is *beyond the noise* those matrices showed (:attr:`Row.beyond_noise`): a deterministic figure may be
+within its 1% and still beyond the noise, which is worth a look; and a figure is *improved* only when
+it is better beyond the noise too (req/s, whose learned drop is capped below its noise, is not
+improved by a rise the noise explains). Learned tolerances hold on the machine
+they were learned on: when the runs come from another (:data:`~.baseline.MACHINE_FIELDS` differ),
+each figure with a learned tolerance is judged by the fixed policy it keeps (rule ``other machine``)
+and has no noise band.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..dataset.metrics import METRICS
 from ..dataset.results import RunResult
 from ..dataset.selection import layout_order, merged_metrics
-from .baseline import Baseline, common_environment, metric_order
+from .baseline import Baseline, common_environment, machine_differences, metric_order
 from .tolerances import Tolerance
 
 OK, IMPROVED, NEW = "ok", "improved", "new"
+#: The rule of a learned tolerance replaced by its fixed policy because the runs come from another machine.
+OTHER_MACHINE = "other machine"
 REGRESSED, MISSING, PROBE_CHANGED = "REGRESSED", "MISSING", "PROBE CHANGED"
 #: Verdicts that fail the check.
 FAILING = (REGRESSED, MISSING, PROBE_CHANGED)
@@ -30,7 +41,9 @@ FAILING = (REGRESSED, MISSING, PROBE_CHANGED)
 @dataclass(frozen=True)
 class Row:
     """One figure compared: ``baseline`` and ``now`` in the metric's unit (None where absent),
-    ``allowed`` the tolerance in that unit, ``worse`` +1 if a rise is worse, -1 if a drop is."""
+    ``allowed`` the tolerance in that unit, ``worse`` +1 if a rise is worse, -1 if a drop is;
+    ``noise`` the change the baseline's repeated matrices allow either way (None without them) and
+    ``rule`` how the tolerance applied was set (``fixed``, ``learned`` or ``other machine``)."""
 
     layout: str
     metric: str
@@ -42,6 +55,8 @@ class Row:
     verdict: str
     probe: str | None
     note: str = ""
+    noise: float | None = None
+    rule: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -60,6 +75,12 @@ class Row:
         return None if change is None or not self.baseline else change / abs(self.baseline)
 
     @property
+    def beyond_noise(self) -> bool:
+        """True when the figure moved, either way, further than its noise band (False without one)."""
+        change = self.change
+        return change is not None and self.noise is not None and abs(change) > self.noise
+
+    @property
     def severity(self) -> float:
         """How far past its tolerance a failing figure is (for naming the worst): the worse-direction
         change over the allowed change, infinite for exact tolerances, missing figures first."""
@@ -76,6 +97,7 @@ class Row:
             "allowed_change": self.allowed, "worse_when": "higher" if self.worse > 0 else "lower",
             "tolerance": self.tolerance.to_json() if self.tolerance else None,
             "verdict": self.verdict, "probe": self.probe, "note": self.note or None,
+            "rule": self.rule, "noise_band": self.noise, "beyond_noise": self.beyond_noise,
         }
 
 
@@ -105,10 +127,17 @@ class Comparison:
     baseline: Baseline
     runs: list[RunResult]
     run_failures: list[str]
+    #: The machine fields in which the runs differ from the baseline's (empty: the same machine).
+    machine_changes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Row]:
         return [row for row in self.rows if row.failed]
+
+    @property
+    def beyond_noise(self) -> list[Row]:
+        """Rows that hold (or improved) yet moved further than the baseline's noise."""
+        return [row for row in self.rows if row.beyond_noise and not row.failed]
 
     @property
     def passed(self) -> bool:
@@ -135,6 +164,7 @@ class Comparison:
 def compare(baseline: Baseline, runs: Sequence[RunResult], run_failures: Sequence[str] = ()) -> Comparison:
     """Compare the complete ``runs`` (merged per layout) with ``baseline``."""
     merged = merged_metrics(runs)
+    changes = machine_differences(baseline.environment, common_environment(runs)) if runs else []
     rows = []
     for layout in layout_order(set(baseline.figures) | set(merged)):
         before = baseline.figures.get(layout, {})
@@ -146,15 +176,21 @@ def compare(baseline: Baseline, runs: Sequence[RunResult], run_failures: Sequenc
                 rows.append(Row(layout, name, None, figure.value, None, None, worse, NEW, figure.probe,
                                 "not in the baseline"))
                 continue
-            tolerance = baseline.tolerances[name]
+            tolerance, rule = baseline.tolerances[name], baseline.tolerances[name].rule
+            if changes and tolerance.other_machine is not None:
+                tolerance, rule = tolerance.other_machine, OTHER_MACHINE
             allowed = tolerance.allowed(base.value)
+            noise = tolerance.noise.allowed(base.value) if tolerance.noise is not None else None
             if figure is None:
                 rows.append(Row(layout, name, base.value, None, tolerance, allowed, worse, MISSING, None,
-                                "in the baseline but not in these runs"))
+                                "in the baseline but not in these runs", noise, rule))
             elif figure.probe != base.probe:
                 rows.append(Row(layout, name, base.value, figure.value, tolerance, allowed, worse, PROBE_CHANGED,
-                                figure.probe, f"baseline from the {base.probe} probe, now from {figure.probe}"))
+                                figure.probe, f"baseline from the {base.probe} probe, now from {figure.probe}", noise, rule))
             else:
-                rows.append(Row(layout, name, base.value, figure.value, tolerance, allowed, worse,
-                                judge(base.value, figure.value, tolerance, worse), figure.probe))
-    return Comparison(rows, baseline, list(runs), list(run_failures))
+                verdict = judge(base.value, figure.value, tolerance, worse)
+                if verdict == IMPROVED and noise is not None and abs(figure.value - base.value) <= noise:
+                    verdict = OK  # better by more than a capped tolerance, but not beyond the noise: no news
+                rows.append(Row(layout, name, base.value, figure.value, tolerance, allowed, worse, verdict,
+                                figure.probe, "", noise, rule))
+    return Comparison(rows, baseline, list(runs), list(run_failures), changes)

@@ -48,8 +48,10 @@ from ..dataset.selection import (
 from ..errors import BadInput
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
+from .held_sites import held_site_tables, held_sites_markdown
 from .markdown import table
 from .massif_curve import render_massif_curve
+from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
 from .units import MISSING, format_metric, percent_change
 
 INDEX_FILE = "index.md"
@@ -385,6 +387,15 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
             lines += ["## Per-slot anatomy", "", *_anatomy_section(anatomies, merged), ""]
         elif not anatomy_file.is_file():
             lines += ["## Per-slot anatomy", "", _missing_anatomy(anatomy_file, out_dir), ""]
+        lines += ["## Where each server's bytes per held connection go", "",
+                  "The Python heap live at the end of `idle-held` less that at the end of `idle-empty`, by the line "
+                  "that allocated it, divided by the C clients held: the study's question asked of each server, "
+                  "ours and the ones people run. Sites of the subject's own code, its framework's and the standard "
+                  "library's alike; C extensions' own allocations show under memray's native frames.", "",
+                  *held_sites_markdown(held_site_tables(by_layout))]
+        checks = crosscheck_tables(by_layout)
+        if checks:
+            lines += ["## massif beside tracemalloc", "", *crosscheck_markdown(checks)]
         lines += ["## Memory over time, per layout", "",
                   "Massif-style: heap by allocation site (top sites stacked, the rest as *other*), phases shaded, "
                   "the heap peak marked, and the process's RSS as a line on top.", "",

@@ -55,7 +55,7 @@ def test_a_matrix_without_its_run_folders_counts_as_no_results(tmp_path):
 
 def test_ensure_results_makes_the_quick_matrix_apart_from_the_committed_report(tmp_path):
     reports = clone_reports(tmp_path)
-    committed = {p.name: p.read_bytes() for p in (reports / "latest").iterdir()}
+    committed = {p.relative_to(reports): p.read_bytes() for p in (reports / "latest").rglob("*") if p.is_file()}
     said = []
 
     runs = study.ensure_results(root=reports, plan=TINY_PLAN, progress=said.append)
@@ -63,7 +63,7 @@ def test_ensure_results_makes_the_quick_matrix_apart_from_the_committed_report(t
     assert [(run.layout, run.probe, run.status) for run in runs] == [("packed", "rss", "complete")]
     assert "not here" in said[0] and str(reports / "quick") in said[0]
     assert (reports / "quick" / "matrix.json").is_file() and (reports / "quick" / "index.md").is_file()
-    assert {p.name: p.read_bytes() for p in (reports / "latest").iterdir()} == committed
+    assert {p.relative_to(reports): p.read_bytes() for p in (reports / "latest").rglob("*") if p.is_file()} == committed
     # And the next notebook reads what the first one made, without running it again.
     assert study.latest_matrix(reports).path == reports / "quick" / "matrix.json"
     assert [run.path for run in study.ensure_results(root=reports, plan=None, progress=None)] == [runs[0].path]

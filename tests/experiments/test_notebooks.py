@@ -20,7 +20,7 @@ from ..conftest import QuickMatrix
 from ..fixtures import REPO
 
 NOTEBOOK_DIR = REPO / "notebooks"
-NOTEBOOKS = ("01-slot-anatomy", "02-idle-vs-loaded", "03-massif-curves", "04-regressions")
+NOTEBOOKS = ("01-slot-anatomy", "02-idle-vs-loaded", "03-massif-curves", "04-regressions", "05-scaling-laws")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,22 @@
 """``memdiet baseline`` and ``memdiet regress`` on one real (tiny) matrix: the runs hold against a
 baseline of figures derived without them (an outside oracle); halved, it fails naming the metrics;
 from another CPython or broken, it is refused with one line. The tolerances are checked against the
-literal figures the policy states, so a changed constant in experiments/regress/ fails here.
+literal figures the policy states, so a changed constant in experiments/regress/ fails here. A real
+run whose nofd slot carries one more 8-byte field (patched into the server process by a
+``sitecustomize`` on PYTHONPATH, no server file touched) fails on ``bytes_per_slot`` +8 B.
 
 The matrix is the session's (``quick_matrix`` in tests/conftest.py, with a baseline made from its runs
 by ``memdiet baseline``); every test reads its run folders and edits a copy of a baseline.
+
+Tolerances learned from noise (``memdiet baseline --repeat 3``) and the output formats are tested on
+fake matrices (tests/fixtures/fake_runs.py) whose figures are known by hand: three matrices whose RSS
+differs by exactly 40 KiB from one to the next, so the learned figures are literal.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,9 +36,11 @@ from experiments.regress import (
 )
 from server.layouts import LAYOUTS, make_table
 
+from ..conftest import TINY_RUN_ARGS, QuickMatrix
 from ..conftest import TINY_RUN_OPTIONS as TINY
-from ..conftest import QuickMatrix
+from ..conftest import memdiet as memdiet_subprocess
 from ..fixtures import REPO
+from ..fixtures.fake_runs import FAKE_ENVIRONMENT, write_fake_matrix
 from ..server.test_layouts_memory import C_BYTES_PER_SLOT, reachable_bytes
 
 #: Figures every layout's baseline holds whose halving must fail (memory: lower is better, > 0).
@@ -68,7 +77,8 @@ def regress(baseline: Path, out_dir: Path, runs: list[str], capsys) -> tuple[int
 
 def test_baseline_records_figures_tolerances_matrix_and_machine(made):
     document = json.loads(made["baseline"].read_text())
-    assert document["schema"] == "memdiet.baseline/1"
+    assert document["schema"] == "memdiet.baseline/2"
+    assert "noise" not in document  # one matrix: the fixed policy, nothing learned
     parameters = document["parameters"]
     assert {name: parameters[name] for name in TINY} == TINY
     assert parameters["layouts"] == list(LAYOUTS) and parameters["probes"] == ["rss", "tracemalloc"]
@@ -94,6 +104,9 @@ def test_baseline_records_figures_tolerances_matrix_and_machine(made):
     # RSS 4 pages / 50 = 4 x 4,096 / 50 = 327.68 B.
     assert tolerances["heap_bytes_per_held_connection"] == pytest.approx((0.01, 10.24))
     assert tolerances["rss_bytes_per_held_connection"] == pytest.approx((0.10, 327.68))
+    # PSS moves with what else maps the shared pages: 30%, and per held connection 2 x 1.2 MB / 50 = 48,000 B.
+    assert tolerances["idle_pss_bytes"] == tolerances["held_pss_bytes"] == (0.30, 0.0)
+    assert tolerances["pss_bytes_per_held_connection"] == pytest.approx((0.30, 48_000.0))
 
 
 def oracle_baseline(made: dict[str, Path], tmp_path: Path) -> tuple[Path, int]:
@@ -311,3 +324,293 @@ def test_every_metric_has_a_measured_tolerance():
     policy = tolerance_policy(METRICS, connections=100)
     defaults = [name for name, tolerance in policy.items() if tolerance.why.startswith("new ")]
     assert not defaults, f"metrics with no tolerance of their own in experiments.regress: {defaults}"
+
+
+def test_every_metric_has_a_measured_noise_floor():
+    """A learned tolerance never goes below twice what the long series measured: every metric needs
+    its range there (MEASURED_RANGES in experiments/regress/tolerances.py), or three quiet matrices
+    could learn a band of nothing."""
+    from experiments.regress.tolerances import MEASURED_RANGES, noise_floor
+
+    assert [name for name in METRICS if name not in MEASURED_RANGES] == []
+    # Literal: RSS 2 x 33 pages; heap per held connection 2 x 173 B / C at C = 100; req/s 2 x 176%.
+    assert noise_floor("idle_rss_bytes", 100).absolute == 270_336.0
+    assert noise_floor("heap_bytes_per_held_connection", 100).absolute == pytest.approx(3.46)
+    assert noise_floor("req_per_s", 100).relative == pytest.approx(3.52)
+
+
+# --- one more 8-byte field per slot, in a real run -----------------------------------------------
+#: A sitecustomize module the server process imports at start-up (it is on PYTHONPATH): nofd's slot
+#: class is replaced by a subclass with one more __slots__ entry, one more 8-byte pointer per slot.
+ONE_MORE_FIELD = """
+from server.layouts import nofd
+
+
+class NofdSlotPlusOne(nofd.NofdSlot):
+    __slots__ = ("extra",)
+
+
+nofd.NofdTable.slot_class = NofdSlotPlusOne
+"""
+
+
+def test_one_more_field_per_slot_in_a_real_run_fails_bytes_per_slot_by_8_bytes(made, tmp_path, capsys):
+    """A real tiny nofd run (tracemalloc probe) with one more field per slot, put in the session
+    matrix's place, fails the session baseline: bytes_per_slot +8 B, table heap +8 B x max_conns."""
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(ONE_MORE_FIELD)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(patch), os.environ.get("PYTHONPATH")]))}
+    parameters = json.loads(made["baseline"].read_text())["parameters"]  # the session matrix's (the quick one's)
+    run = memdiet_subprocess("run", "--layout", "nofd", "--probe", "tracemalloc", *TINY_RUN_ARGS,
+                             "--detail-interval", str(parameters["detail_interval_s"]),
+                             "--sample-hz", str(parameters["sample_hz"]),
+                             "--runs-dir", str(tmp_path / "runs"), env=environment)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [patched] = [path for path in (tmp_path / "runs").iterdir() if path.is_dir()]
+
+    runs = run_dirs(made, leave_out="nofd-tracemalloc") + [str(patched)]
+    code, out, err = regress(made["baseline"], tmp_path / "out", runs, capsys)
+    assert code == 1, out + err
+    rows = {(r["layout"], r["metric"]): r for r in json.loads((tmp_path / "out" / "regression.json").read_text())["rows"]}
+    slot = rows["nofd", "bytes_per_slot"]
+    assert slot["verdict"] == REGRESSED and slot["change"] == pytest.approx(8.0, abs=0.05), slot
+    table = rows["nofd", "table_heap_bytes"]
+    assert table["verdict"] == REGRESSED and table["change"] == pytest.approx(8 * TINY["max_conns"], abs=200), table
+    assert rows["nofd", "c_bytes_per_slot"]["verdict"] == OK  # the C struct did not change
+    regressed = {key for key, row in rows.items() if row["verdict"] == REGRESSED}
+    assert {layout for layout, _ in regressed} == {"nofd"}, regressed
+    assert "| nofd      | bytes_per_slot" in out and "REGRESSED" in out
+
+
+# --- tolerances learned from noise (fake matrices: every figure known by hand) ---------------------
+#: Three matrices, each's RSS 40 KiB above the one before; the req/s of each differs by its seed.
+RSS_STEP = 40 * 1024
+#: packed's idle RSS with no noise and no offset: 14 MiB + (400,000 B + 16 B x 4,096 slots) x 1.05.
+PACKED_IDLE_RSS = 15_168_876
+
+
+def fake_matrices(root: Path, count: int = 3, **kwargs) -> list[Path]:
+    """``count`` fake matrices under ``root`` (folder names ordered by matrix), RSS ``RSS_STEP`` apart."""
+    paths = []
+    for index in range(count):
+        paths += write_fake_matrix(root, stamp=f"2026010{index + 1}T000000Z", seed=index + 1, rss_noise_bytes=0,
+                                   rss_offset_bytes=index * RSS_STEP, **kwargs)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory) -> Path:
+    """A baseline ``memdiet baseline --repeat 3`` learned from three fake matrices' run folders."""
+    root = tmp_path_factory.mktemp("learned")
+    runs = fake_matrices(root / "runs")
+    path = root / "baseline.json"
+    assert main(["baseline", "--repeat", "3", *map(str, runs), "-o", str(path)]) == 0
+    return path
+
+
+def test_learned_baseline_records_k_the_spread_and_the_rule(learned):
+    document = json.loads(learned.read_text())
+    noise = document["noise"]
+    assert noise["repeat"] == 3 and noise["multiple"] == 4
+    assert noise["rule"].startswith("baseline = median of the K matrices; noise band = max(4 x the largest range")
+    assert [len(names) for names in noise["matrices"]] == [10, 10, 10]
+    # RSS moved by exactly two steps in every layout: 80 KiB, in bytes (RSS noise is pages, not a share).
+    assert noise["spread"]["idle_rss_bytes"] == {"scale": "absolute", "worst_range": 81_920.0,
+                                                 "worst_layout": "naive", "band": {"relative": 0.0, "absolute": 327_680.0}}
+    packed = document["layouts"]["packed"]["idle_rss_bytes"]
+    assert packed["values"] == [PACKED_IDLE_RSS, PACKED_IDLE_RSS + RSS_STEP, PACKED_IDLE_RSS + 2 * RSS_STEP]
+    assert packed["value"] == PACKED_IDLE_RSS + RSS_STEP  # the median
+
+    tolerances = document["tolerances"]
+    # Learned: 4 x 80 KiB = 320 KiB, above the floor (2 x 33 pages = 264 KiB); the fixed 10% kept for another machine.
+    rss = tolerances["idle_rss_bytes"]
+    assert (rss["rule"], rss["relative"], rss["absolute"]) == ("learned", 0.0, 327_680.0)
+    assert rss["other_machine"]["relative"] == 0.10 and rss["other_machine"]["rule"] == "fixed"
+    # req/s moved by more than a fifth: 4 x its range is past a total collapse, so the drop is capped at 80%.
+    assert tolerances["req_per_s"]["rule"] == "learned" and tolerances["req_per_s"]["relative"] == 0.80
+    # Deterministic heap figures keep their fixed rule; the band beside it is the floor (they did not move):
+    # 2 x the 0.04% measured for bytes per slot.
+    slot = tolerances["bytes_per_slot"]
+    assert (slot["rule"], slot["relative"], slot["absolute"]) == ("fixed", 0.01, 0.0)
+    assert slot["noise"]["relative"] == pytest.approx(0.0008) and "other_machine" not in slot
+    assert (tolerances["c_bytes_per_slot"]["relative"], tolerances["c_bytes_per_slot"]["absolute"]) == (0.0, 0.0)
+
+
+def test_baseline_repeat_prints_what_it_learned(learned, tmp_path, capsys):
+    runs = fake_matrices(tmp_path / "runs")
+    assert main(["baseline", "--repeat", "3", *map(str, runs), "-o", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"baseline: {tmp_path / 'b.json'}: ")
+    assert out[1].startswith("tolerances learned from 3 matrices: baseline = median")
+    rss = next(line for line in out if line.startswith("| idle_rss_bytes "))
+    assert [cell.strip() for cell in rss.strip("|").split("|")] == [
+        "idle_rss_bytes", "80.0 KiB", "naive", "±320.0 KiB", "learned", "+320.0 KiB", "+10%"]
+
+
+def test_baseline_repeat_runs_the_matrix_k_times(tmp_path, monkeypatch, capsys):
+    """Without run folders, ``--repeat 3`` runs the plan three times (the matrices are fake: the
+    command's run_plan is replaced by one handing out three fake matrices in turn)."""
+    roots = [tmp_path / f"m{index}" for index in range(3)]
+    for index, root in enumerate(roots):
+        write_fake_matrix(root, stamp=f"2026010{index + 1}T000000Z", seed=index + 1, rss_noise_bytes=0,
+                          rss_offset_bytes=index * RSS_STEP)
+    handed: list[Path] = []
+
+    def next_matrix(plan, latest_dir):
+        root = roots[len(handed)]
+        handed.append(root)
+        from experiments.dataset.results import find_runs
+
+        return [load_run(path) for path in find_runs(root)], []
+
+    monkeypatch.setattr(baseline_command, "run_plan", next_matrix)
+    out = tmp_path / "baseline.json"
+    assert main(["baseline", "--quick", "--repeat", "3", "-o", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert handed == roots
+    document = json.loads(out.read_text())
+    assert document["noise"]["repeat"] == 3
+    assert document["tolerances"]["idle_rss_bytes"]["absolute"] == 327_680.0
+    assert "baseline: matrix 3 of 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["--repeat", "2"], "--repeat: 2: give 1 (one matrix, the fixed policy) or 3 to 50 matrices"),
+    (["--repeat", "three"], "--repeat: a whole number is expected, not 'three'"),
+])
+def test_baseline_repeat_below_three_is_one_line_and_exit_2(arguments, expected, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["baseline", "--quick", *arguments, "-o", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_baseline_repeat_with_runs_of_one_matrix_is_refused(tmp_path, capsys):
+    runs = write_fake_matrix(tmp_path / "runs", rss_noise_bytes=0)
+    code = main(["baseline", "--repeat", "3", *map(str, runs), "-o", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--repeat 3 needs 3 runs of each layout and probe: " in err and "naive/rss has 1" in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_deterministic_figure_that_does_not_reproduce_makes_no_baseline(tmp_path, capsys):
+    """One of three matrices with packed's slot 2% larger: bytes_per_slot moved past its fixed 1%
+    across matrices of (supposedly) the same code, so no baseline is learned from them."""
+    runs = fake_matrices(tmp_path / "runs", count=2)
+    runs += write_fake_matrix(tmp_path / "runs", layouts=("naive", "split", "bitfields", "nofd"), stamp="20260103T000000Z",
+                              seed=3, rss_noise_bytes=0)
+    runs += write_fake_matrix(tmp_path / "runs", layouts=("packed",), stamp="20260103T000000Z", seed=3,
+                              rss_noise_bytes=0, bytes_per_slot=16.0 * 1.02)
+    code = main(["baseline", "--repeat", "3", *map(str, runs), "-o", str(tmp_path / "b.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.splitlines()) == 1, err
+    # 16.32 B x 4,096 slots = 66,846 B against 65,536 B twice: 1,310 B, past 1% of the median (655.36 B).
+    assert err == ("memdiet baseline failed: packed table_heap_bytes moved by 1,310 across the 3 matrices (65,536, "
+                   "65,536, 66,846), more than its fixed tolerance allows (655.36): a deterministic figure did not "
+                   "reproduce; no baseline written\n"), err
+    assert not (tmp_path / "b.json").exists()
+
+
+def fourth_matrix(root: Path, **kwargs) -> list[str]:
+    return list(map(str, write_fake_matrix(root, stamp="20260104T000000Z", seed=4, rss_noise_bytes=0, **kwargs)))
+
+
+def test_a_change_within_tolerance_but_beyond_the_noise_is_reported(learned, tmp_path, capsys):
+    """packed's slot 0.6% larger (16.0 -> 16.1 B): within bytes_per_slot's fixed 1%, so the check
+    passes, but beyond the 0.08% noise band, and the report says so."""
+    runs = fourth_matrix(tmp_path / "runs", rss_offset_bytes=RSS_STEP)
+    code, out, err = regress(learned, tmp_path / "out", runs[:-1] + fourth_matrix(
+        tmp_path / "packed", layouts=("packed",), probes=("tracemalloc",), bytes_per_slot=16.1,
+        rss_offset_bytes=RSS_STEP), capsys)
+    assert code == 0, out + err
+    rows = {(r["layout"], r["metric"]): r for r in json.loads((tmp_path / "out" / "regression.json").read_text())["rows"]}
+    beyond = {key for key, row in rows.items() if row["beyond_noise"]}
+    assert beyond == {("packed", "table_heap_bytes"), ("packed", "bytes_per_slot")}, beyond
+    slot = rows["packed", "bytes_per_slot"]
+    assert slot["verdict"] == OK and slot["rule"] == "fixed"
+    assert slot["noise_band"] == pytest.approx(16.0 * 0.0008) and slot["change"] == pytest.approx(0.1, abs=0.001)
+    figures = sum(len(by_name) for by_name in json.loads(learned.read_text())["layouts"].values())
+    assert out.splitlines()[-1] == f"memdiet regress: PASS: all {figures} figures within tolerance (2 beyond the noise)"
+    assert any(line.startswith("| packed    | bytes_per_slot") and line.rstrip().endswith("| ok, beyond noise |")
+               for line in out.splitlines()), out
+    markdown = (tmp_path / "out" / "regression.md").read_text()
+    section = markdown.split("## Beyond the noise", 1)[1].split("## Every figure", 1)[0]
+    assert "- **packed** `bytes_per_slot`: 16.0 B → 16.1 B (+0.62%; noise ±0.08%, tolerance +1%): ok" in section
+
+
+def test_rss_beyond_its_learned_noise_fails_on_the_baseline_machine_only(learned, tmp_path, capsys):
+    """RSS 400 KiB above the baseline's median: past the learned 320 KiB (the fixed 10% would let it
+    pass), so it fails; from another machine the learned tolerance does not hold and the fixed 10% judges."""
+    shift = RSS_STEP + 400 * 1024
+    code, out, err = regress(learned, tmp_path / "here", fourth_matrix(tmp_path / "here-runs", rss_offset_bytes=shift),
+                             capsys)
+    assert code == 1, out + err
+    rows = json.loads((tmp_path / "here" / "regression.json").read_text())["rows"]
+    rss = [r for r in rows if r["metric"] == "idle_rss_bytes"]
+    assert [(r["verdict"], r["rule"], r["change"]) for r in rss] == [(REGRESSED, "learned", 400 * 1024)] * len(LAYOUTS)
+    assert {r["metric"] for r in rows if r["verdict"] == REGRESSED} <= {
+        "idle_rss_bytes", "held_rss_bytes", "loaded_peak_rss_bytes", "after_rss_bytes", "idle_uss_bytes", "idle_pss_bytes",
+        "held_pss_bytes"}
+
+    elsewhere = {**FAKE_ENVIRONMENT, "cpu_model": "Another CPU @ 3.0GHz"}
+    code, out, err = regress(learned, tmp_path / "there", fourth_matrix(tmp_path / "there-runs", rss_offset_bytes=shift,
+                                                                      environment=elsewhere), capsys)
+    assert code == 0, out + err
+    document = json.loads((tmp_path / "there" / "regression.json").read_text())
+    assert document["machine_changes"] == ["cpu_model"]
+    rss = [r for r in document["rows"] if r["metric"] == "idle_rss_bytes"]
+    assert {(r["verdict"], r["rule"], r["noise_band"]) for r in rss} == {(OK, "other machine", None)}
+    bytes_per_slot = [r for r in document["rows"] if r["metric"] == "bytes_per_slot"]
+    assert {r["rule"] for r in bytes_per_slot} == {"fixed"}  # deterministic: the same rule everywhere
+    markdown = (tmp_path / "there" / "regression.md").read_text()
+    assert "The tolerances learned on the baseline's machine do not hold here" in markdown
+
+
+# --- machine-readable output -----------------------------------------------------------------------
+def test_format_json_prints_the_regression_document(made, tmp_path, capsys):
+    code = main(["regress", "--baseline", str(made["baseline"]), "-o", str(tmp_path), "--format", "json", *run_dirs(made)])
+    out = capsys.readouterr().out
+    assert code == 0
+    document = json.loads(out)
+    assert document == json.loads((tmp_path / "regression.json").read_text())
+    assert document["schema"] == "memdiet.regression/1" and document["passed"] is True
+
+
+def test_format_github_is_one_error_annotation_per_failing_figure(made, tmp_path, capsys):
+    def halve_nofd(document):
+        for figure in document["layouts"]["nofd"].values():
+            figure["value"] /= 2
+
+    baseline = edited_baseline(made, tmp_path, halve_nofd)
+    code = main(["regress", "--baseline", str(baseline), "-o", str(tmp_path / "out"), "--format", "github",
+                 *run_dirs(made)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    rows = json.loads((tmp_path / "out" / "regression.json").read_text())["rows"]
+    failing = [r for r in rows if r["verdict"] in ("REGRESSED", "MISSING", "PROBE CHANGED")]
+    errors = [line for line in lines if line.startswith("::error ")]
+    assert failing and len(errors) == len(failing)
+    assert all(r["layout"] == "nofd" for r in failing)
+    # Properties escaped (":" and "," inside a value), the message's "%" escaped too.
+    slot = next(line for line in errors if "nofd bytes_per_slot" in line)
+    assert slot.startswith(f"::error file={baseline},title=memdiet regress%3A nofd bytes_per_slot::"
+                           "nofd bytes_per_slot REGRESSED: "), slot
+    assert "+100.0%25, tolerance +1%25" in slot
+    notices = [line for line in lines if line.startswith("::notice ")]
+    assert len(notices) == 1 and notices[0].startswith("::notice title=memdiet regress::memdiet regress: FAIL: ")
+    assert lines[-1].startswith("memdiet regress: FAIL")  # the table and verdict follow, for the log
+
+    code = main(["regress", "--baseline", str(made["baseline"]), "-o", str(tmp_path / "pass"), "--format", "github",
+                 *run_dirs(made)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and not [line for line in lines if line.startswith("::error")]
+    assert lines[0].startswith("::notice title=memdiet regress::memdiet regress: PASS")
+
+
+def test_bad_format_is_one_line_and_exit_2(made, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["regress", "--baseline", str(made["baseline"]), "--format", "xml", *run_dirs(made)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "invalid choice: 'xml'" in err, err

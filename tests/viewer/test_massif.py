@@ -117,16 +117,16 @@ heap_tree=empty
 snapshot=1
 #-----------
 time=10
-mem_heap_B=4408000
+mem_heap_B=4453000
 mem_heap_extra_B=18400
 mem_stacks_B=0
 heap_tree=peak
-n3: 4408000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.
+n3: 4453000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.
  n2: 4400000 0x109170: g (t.c:3)
   n1: 4000000 0x1091A6: f (t.c:4)
    n0: 4000000 0x1091C6: main (t.c:6)
   n0: 400000 0x1091F4: main (t.c:7)
- n0: 5000 0x109222: main (t.c:8)
+ n0: 50000 0x109222: main (t.c:8)
  n0: 3000 in 2 places, all below massif's threshold (1.00%)
 #-----------
 snapshot=2
@@ -136,15 +136,18 @@ mem_heap_B=2000
 mem_heap_extra_B=1000
 mem_stacks_B=0
 heap_tree=detailed
-n1: 2000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.
- n0: 2000 in 1 place, below massif's threshold (1.00%)
+n2: 2000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.
+ n0: 1980 0x10922A: main (t.c:9)
+ n0: 20 in 1 place, below massif's threshold (1.00%)
 """
 
 
 def test_strict_parser_accepts_the_valid_sample():
     massif = parse(VALID)
-    assert (massif.peak.number, massif.peak.heap, len(massif.detailed)) == (1, 4408000, 2)
-    assert [child.size for child in massif.peak.tree.children] == [4400000, 5000, 3000]
+    assert (massif.peak.number, massif.peak.heap, len(massif.detailed)) == (1, 4453000, 2)
+    assert [child.size for child in massif.peak.tree.children] == [4400000, 50000, 3000]
+    # No --threshold on the desc: line, so the labels' 1.00% (to two decimals); 4 levels below the root.
+    assert massif.threshold == 1.0 and massif.peak.depth == 3
 
 
 @pytest.mark.parametrize("broken,fault", [
@@ -154,8 +157,8 @@ def test_strict_parser_accepts_the_valid_sample():
     (VALID.replace("heap_tree=detailed", "heap_tree=peak"), "peak snapshots"),
     (VALID.replace("heap_tree=peak", "heap_tree=detailed"), "peak snapshots"),
     (VALID.replace("   n0: 4000000 0x1091C6", "    n0: 4000000 0x1091C6"), "indented"),
-    (VALID.replace("n3: 4408000", "n4: 4408000"), "tree line"),
-    (VALID.replace(" n0: 5000 0x109222: main (t.c:8)", " n0: 5000 in 3 places, all below massif's threshold (1.00%)"), "more than one"),
+    (VALID.replace("n3: 4453000", "n4: 4453000"), "tree line"),
+    (VALID.replace(" n0: 50000 0x109222: main (t.c:8)", " n0: 50000 in 3 places, all below massif's threshold (1.00%)"), "more than one"),
     (VALID.replace("in 2 places, all below", "in 2 places, below"), "malformed below-threshold"),
     (VALID.replace("mem_heap_B=2000", "mem_heap_B=2001"), "mem_heap_B is 2001"),
     (VALID.replace("time=20", "time=5"), "before the previous"),
@@ -163,10 +166,20 @@ def test_strict_parser_accepts_the_valid_sample():
     (VALID.replace("time_unit: ms", "time_unit: s"), "time_unit"),
     (VALID.replace("#-----------\nsnapshot=1\n#-----------", "#-----------\nsnapshot=1\n#----------"), "after snapshot=1"),
     (VALID.replace("0x109222: main", "main"), "0xADDRESS"),
-    (VALID.replace("mem_heap_B=4408000", "mem_heap_B=4408000\n"), "blank line"),
+    (VALID.replace("mem_heap_B=4453000", "mem_heap_B=4453000\n"), "blank line"),
     (VALID.replace("mem_heap_B=0\n", "mem_heap_B=5000000\n").replace("n1: 2000 (heap", "n1: 2000 (heap"), "mem_heap_B=5000000"),
     (VALID[:-1], "newline"),
     (VALID.replace("desc: --time-unit=ms\n", "desc: --time-unit=ms\ndesc: again\n"), "one desc line"),
+    # the threshold rule: S = floor(1% of heap + extra + stacks) per snapshot (30 B in snapshot 2)
+    (VALID.replace(" n0: 20 in 1 place, below massif's threshold (1.00%)", " n0: 20 0x109240: h (t.c:11)"),
+     "20 B is below the threshold"),
+    (VALID.replace("n2: 2000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.\n"
+                   " n0: 1980 0x10922A: main (t.c:9)\n n0: 20 in 1 place",
+                   "n1: 2000 (heap allocation functions) malloc/new/new[], --alloc-fns, etc.\n n0: 2000 in 1 place"),
+     "at most 29 B"),
+    (VALID[:-len("(1.00%)\n")] + "(2.00%)\n", "the file's is 1%"),
+    (VALID.replace("desc: --time-unit=ms", "desc: --time-unit=ms --threshold=0.5"), "the file's is 0.5%"),
+    (VALID.replace("0x1091F4: main (t.c:7)", "0x1091A6: f (t.c:4)"), "same label"),
 ])
 def test_strict_parser_rejects(broken, fault):
     assert broken != VALID

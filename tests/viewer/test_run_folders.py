@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.viewer_support import REPO, _session_directory, ms_print, viewer
+from tests.fixtures.viewer_support import REPO, ms_print, session_run, viewer
 from tracemalloc_viewer import Detail, LoadOptions, ViewerInputError, open_series
 from tracemalloc_viewer.massif_check import check_file, parse
 from tracemalloc_viewer.model import Frame, Sample, Series, Site, detailed_indices
@@ -39,21 +39,7 @@ def memdiet(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProce
 
 
 def _real_run(tmp_path_factory, probe: str) -> Path:
-    directory, done = _session_directory(tmp_path_factory, f"memdiet-run-{probe}")
-    runs_dir = directory / "runs"
-    if not done:
-        command = [sys.executable, "-m", "experiments", "run", *RUN_ARGS, "--probe", probe, "--runs-dir", str(runs_dir)]
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = process.communicate(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.terminate()  # on SIGTERM the runner stops the server and load generator it started
-            out, err = process.communicate(timeout=60)
-            pytest.fail(f"memdiet run --probe {probe} took over {RUN_TIMEOUT_S} s: {err[-2000:]}")
-        assert process.returncode == 0, out + err
-        (directory / ".done").touch()
-    [run] = [path for path in runs_dir.iterdir() if (path / "result.json").is_file()]
-    return run
+    return session_run(tmp_path_factory, f"memdiet-run-{probe}", ["run", *RUN_ARGS, "--probe", probe], RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,12 @@ Layout: ``desc:``, ``cmd:``, ``time_unit: ms``, then per snapshot a ``#---------
 ``snapshot=N`` / ``#-----------`` header, ``time=`` (ms since the first sample, or the sample index
 when the series has no clock), ``mem_heap_B=``, ``mem_heap_extra_B=0``, ``mem_stacks_B=0``
 (Python tracers see neither allocator overhead nor stacks) and ``heap_tree=empty|detailed|peak``,
-followed for detailed snapshots by the tree: ``nK: BYTES LABEL`` lines indented one space per level.
+followed for detailed snapshots by the tree: ``nK: BYTES LABEL`` lines indented one space per level,
+each node's children the callers of its frame, down each call stack the source recorded (a
+tracemalloc dump's ``tracemalloc.start(N)`` frames, a memray capture's whole Python stack), built by
+:mod:`..massif_tree` with massif's threshold rule. ``desc:`` states the exact ``--threshold`` and
+``--depth`` the trees were built with (the tree labels round the threshold to two decimals, as massif
+does), so :mod:`..massif_check` can check every node against them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ def render(series: Series, detail: Detail, threshold: float = DEFAULT_THRESHOLD,
            depth: int = DEFAULT_DEPTH) -> str:
     """The massif.out text of ``series``."""
     desc = (f"--tool=tracemalloc_viewer --source={series.source} --time={series.time_source} "
-            f"--threshold={threshold:.2f} --detailed-freq={detail.every} --depth={depth}")
+            f"--threshold={threshold:g} --detailed-freq={detail.every} --depth={depth}")
     lines = [f"desc: {desc}", f"cmd: {' '.join(series.command.split()) or '(unknown)'}", "time_unit: ms"]
     for snapshot in massif_snapshots(series, detail, threshold, depth):
         lines.extend(_snapshot_lines(snapshot))

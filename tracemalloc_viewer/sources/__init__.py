@@ -11,7 +11,8 @@ A source module provides:
 
 :func:`open_series` asks the registered sources in order and loads with the first that claims the
 paths. Add a source with :func:`register`. ``memdiet_run`` reads memdiet run folders (it claims only a
-folder holding a ``result.json``, or that file).
+folder holding a ``result.json``, or that file); ``massif_out`` valgrind's massif.out files (one, or
+one per process of a program).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from typing import Sequence
 
 from ..errors import ViewerInputError
 from ..model import Series
-from . import memdiet_run, memray_capture, tracemalloc_dumps
+from . import massif_out, memdiet_run, memray_capture, tracemalloc_dumps
 from .options import TIME_MODES, LoadOptions
 
 __all__ = ["TIME_MODES", "LoadOptions", "open_series", "register", "sources"]
 
-_SOURCES: list[ModuleType] = [memdiet_run, memray_capture, tracemalloc_dumps]
+_SOURCES: list[ModuleType] = [memdiet_run, memray_capture, tracemalloc_dumps, massif_out]
 
 
 def register(source: ModuleType, *, first: bool = True) -> None:
@@ -67,9 +68,9 @@ def open_series(paths: Sequence[str | Path], options: LoadOptions | None = None)
         raise ViewerInputError(f"{paths[0]}: a directory, and no source reads it (give the dump files)")
     if len(paths) == 1:
         raise ViewerInputError(
-            f"{paths[0]}: not a tracemalloc snapshot dump nor a memray capture (no source reads it)")
+            f"{paths[0]}: not a tracemalloc snapshot dump, a memray capture nor a massif.out file (no source reads it)")
     raise ViewerInputError(
-        f"{_name(paths)}: no source reads these files together (give tracemalloc dumps, or one memray capture)")
+        f"{_name(paths)}: no source reads these files together (give tracemalloc dumps, one memray capture, or massif.out files)")
 
 
 def _name(paths: Sequence[Path]) -> str:

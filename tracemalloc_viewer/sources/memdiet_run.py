@@ -10,19 +10,22 @@ the run's clock, seconds since the server started (the clock of the phases in ``
   seen from outside, the only series of an ``rss`` run). The series' ``source`` names the file
   (``memdiet-run:heap.csv``), so the massif.out ``desc:`` line and the chart say which.
 - Detailed samples are the probe's snapshots in ``sites.csv``: one sample per time, one site per
-  row, one frame deep (``file:line (function)``, as the probe grouped them), with its ``(other)``
-  and ``(probe)`` rows as sites of their own, so the sites add up to the snapshot's total. The
-  probe chose these moments, so the series is marked :attr:`~..model.Series.detail_recorded`.
+  row, one frame deep (``file:line (function)``: the probe groups by the allocating line, so the
+  run's per-site series keep one key per line), with its ``(other)`` and ``(probe)`` rows as sites
+  of their own, so the sites add up to the snapshot's total. The probe chose these moments, so the
+  series is marked :attr:`~..model.Series.detail_recorded`.
   A detailed sample goes just before the ``heap.csv`` row taken at the same time (or replaces it,
   when both hold the same bytes).
 - The full tracemalloc dumps the runner asks for at the end of each phase
   (``snapshots/NN-PHASE.tmsnap``, listed in ``result.json``) are detailed samples too, with every
-  site, placed just after the first ``heap.csv`` row at or after their phase's end (the probe's
-  sampler writes that row, then takes the dump). Their
-  paths are shortened as the probe shortens them in ``sites.csv`` (relative to the server's
-  working directory, or after ``site-packages``, or from the standard library's ``pythonX.Y``
-  folder), and the probe's own allocations are one ``(probe)`` site as in ``sites.csv``, so a site
-  has one label in every snapshot. :func:`site_samples` returns these detailed samples alone.
+  site and its whole traceback (the run's ``--frames``: ``tracemalloc.start(N)``), so these are the
+  samples whose massif trees and ``top``/``diff --frames`` show callers; they are placed just after
+  the first ``heap.csv`` row at or after their phase's end (the probe's sampler writes that row,
+  then takes the dump). Their paths are shortened as the probe shortens them in ``sites.csv``
+  (relative to the server's working directory, or after ``site-packages``, or from the standard
+  library's ``pythonX.Y`` folder; every frame of a traceback alike), and the probe's own allocations (the allocating line
+  in the probe's code, whoever called it) are one ``(probe)`` site as in ``sites.csv``, so a site has
+  one label in every snapshot. :func:`site_samples` returns these detailed samples alone.
 - The probe records sites every few seconds, so the curve's peak may have none: its sites are
   then those of the nearest detailed sample plus one ``(not attributed)`` site holding the
   difference (never negative: the peak is the largest sample), and a note says so. A curve from
@@ -99,9 +102,9 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
         dumps = _read_dumps(folder, document, recorded, sorted(time_s for time_s, _size in heap), notes)
         recorded = _without_dump_twins(recorded, dumps)
         if recorded or dumps:
-            notes.append(f"detailed: {_count(recorded, 'snapshot')} in {SITES_FILE} (the probe's top sites) and "
-                         f"{_count(dumps, 'full dump')} at phase ends, one frame per site; "
-                         f"all shown unless denser than --detailed-freq")
+            notes.append(f"detailed: {_count(recorded, 'snapshot')} in {SITES_FILE} (the probe's top sites, one "
+                         f"frame each: the allocating line) and {_count(dumps, 'full dump')} at phase ends (every "
+                         f"site with its traceback); all shown unless denser than --detailed-freq")
         else:
             notes.append(f"detailed: none ({SITES_FILE} and the phase-end dumps are missing or empty)")
         return _from_curve(heap, recorded, dumps, HEAP_FILE, command, notes)
@@ -258,8 +261,9 @@ def site_samples(folder: str | Path) -> list[Sample]:
     """Every moment of a memdiet run folder that has its allocation sites, in time order: the probe's
     ``sites.csv`` snapshots and the full dumps taken at the end of each phase, on the run's clock
     (seconds since the server started), each a :class:`~..model.Sample` whose sites add up to its
-    total. A site is one frame (``file:line``, the function as sites.csv names it), keyed alike in
-    every sample: the dumps' absolute paths take sites.csv's short form, and the probe's own
+    total. A sites.csv site is one frame (``file:line``, the function as sites.csv names it); a dump's
+    site is its traceback, the allocating line first (as many frames as the run kept). Frames are keyed
+    alike in every sample: the dumps' absolute paths take sites.csv's short form, and the probe's own
     allocations are one ``(probe)`` site in the dumps as in sites.csv; sites.csv snapshots also hold
     ``(other)`` (the sites after the probe's top ones). A renderer stacks these over the run.
 
@@ -299,6 +303,7 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
     writes a heap row, then dumps."""
     ends = {phase.get("name"): phase.get("end_s") for phase in document.get("phases") or [] if isinstance(phase, dict)}
     loaded: list[tuple[float, tuple[Site, ...]]] = []
+    limits: list[int] = []
     listed = (document.get("files") or {}).get("snapshots") or []
     # Where the run recorded when each dump was taken (on the run's clock), that time is used.
     recorded_times = (document.get("files") or {}).get("snapshot_times_s") or {}
@@ -311,12 +316,15 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
             time_s = heap_times[after] if after < len(heap_times) else float(end_s)
             if isinstance(recorded_times.get(str(name)), (int, float)):
                 time_s = float(recorded_times[str(name)])
-            loaded.append((time_s, tracemalloc_dumps.load_sites(path)))
+            sites, limit = tracemalloc_dumps.load_dump(path)
+            loaded.append((time_s, sites))
+            limits.append(limit)
     if len(loaded) < len(listed):
         notes.append(f"{len(listed) - len(loaded)} of the {len(listed)} dumps listed in {RESULT_FILE} not read "
                      f"(missing, or not named after a phase)")
     if not loaded:
         return []
+    notes.append(tracemalloc_dumps.stacks_note(limits, "the phase-end dumps"))
     csv_frames = {frame for sample in recorded for site in sample.sites or () for frame in site.frames}
     dump_frames = {frame for _time_s, sites in loaded for site in sites for frame in site.frames}
     relabel = _Relabel(csv_frames, dump_frames)

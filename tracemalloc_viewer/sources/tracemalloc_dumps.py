@@ -1,7 +1,9 @@
 """Source: a series of ``tracemalloc.Snapshot.dump()`` files.
 
-Each dump becomes one sample whose sites are its traces grouped by traceback. A sample's time is
-taken, in ``auto`` mode, from the first of these that is available for every dump:
+Each dump becomes one sample whose sites are its traces grouped by traceback: the whole traceback
+the dump holds (as many frames as ``tracemalloc.start(N)`` kept, most recent first), so the massif
+trees and ``top``/``diff --frames`` show the callers; a note says how many frames the dumps kept. A
+sample's time is taken, in ``auto`` mode, from the first of these that is available for every dump:
 
 1. a JSON sidecar next to the dump, ``DUMP.json`` or ``DUMP`` with its suffix replaced by ``.json``,
    holding ``{"time_s": <seconds on any clock>}`` (and optionally ``"cmd": "<what was run>"``);
@@ -20,7 +22,7 @@ import os
 import pickle
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site
@@ -39,7 +41,8 @@ def claims(paths: Sequence[Path]) -> bool:
 
 
 def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
-    samples_by_path = [(path, load_sites(path)) for path in paths]
+    dumps = [load_dump(path) for path in paths]
+    samples_by_path = [(path, sites) for path, (sites, _limit) in zip(paths, dumps)]
     times, time_source = _times(paths, options.time_mode)
     order = sorted(range(len(paths)), key=lambda index: times[index])
     origin = times[order[0]]
@@ -48,8 +51,20 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
         _path, sites = samples_by_path[index]
         samples.append(Sample(times[index] - origin, sum(site.size for site in sites), sites))
     command = _sidecar_command(paths) or _describe(paths)
-    notes = [f"time: {_TIME_NOTES[time_source]}"]
+    notes = [f"time: {_TIME_NOTES[time_source]}", stacks_note(limit for _sites, limit in dumps)]
     return Series(samples, command=command, source=NAME, time_source=time_source, notes=notes)
+
+
+def stacks_note(limits: Iterable[int], what: str = "the dumps") -> str:
+    """One line saying how many frames per traceback ``what`` kept (their ``traceback_limit``s)."""
+    kept = sorted(set(limits))
+    if not kept:
+        return f"stacks: {what} hold no traceback"
+    if kept[-1] == 1:
+        return (f"stacks: {what} kept 1 frame per traceback (tracemalloc's default): the allocating line only, "
+                f"no callers (tracemalloc.start(N), a memdiet run's --frames N, keeps N)")
+    frames = f"up to {kept[0]}" if len(kept) == 1 else f"{kept[0]} to {kept[-1]} (by dump)"
+    return f"stacks: {what} kept {frames} frames per traceback (tracemalloc.start(N)), the allocating line first"
 
 
 #: The globals a ``Snapshot.dump`` file may name: tracemalloc's own data classes (a dump names
@@ -121,9 +136,15 @@ def _shape_problem(snapshot: tracemalloc.Snapshot) -> str | None:
 
 def load_sites(path: Path) -> tuple[Site, ...]:
     """The dump's traces grouped by traceback (all domains, as ``Snapshot.statistics`` counts them)."""
+    return load_dump(path)[0]
+
+
+def load_dump(path: Path) -> tuple[tuple[Site, ...], int]:
+    """:func:`load_sites`, and the frames tracemalloc kept per traceback when the dump was taken (its
+    ``traceback_limit``: the ``N`` of ``tracemalloc.start(N)``)."""
     snapshot = load_snapshot(path)
     try:
-        return snapshot_sites(snapshot)
+        return snapshot_sites(snapshot), snapshot.traceback_limit
     except (TypeError, ValueError) as error:  # a frame that is not (filename, lineno)
         raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({_describe_error(error)})") from None
 

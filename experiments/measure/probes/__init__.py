@@ -17,7 +17,8 @@ layout. :data:`PROBES` is the registry the runner and the command line choose fr
 
 from __future__ import annotations
 
-from .base import Probe, ProbeData, read_table
+from .base import Probe, ProbeData, ProbeFailed, read_table
+from .massif import MassifProbe
 from .memray import MemrayProbe
 from .rss import RssProbe
 from .sampler import FULL_INFO_EVERY, RssSampler
@@ -25,7 +26,7 @@ from .sites import TOP_SITES, function_at, short_path, site_label
 from .tracemalloc import TracemallocProbe
 
 #: Every probe by name, in the order a matrix runs them.
-PROBES: dict[str, Probe] = {probe.name: probe for probe in (RssProbe(), TracemallocProbe(), MemrayProbe())}
+PROBES: dict[str, Probe] = {probe.name: probe for probe in (RssProbe(), TracemallocProbe(), MemrayProbe(), MassifProbe())}
 
-__all__ = ["PROBES", "Probe", "ProbeData", "read_table", "RssProbe", "TracemallocProbe", "MemrayProbe",
+__all__ = ["PROBES", "Probe", "ProbeData", "ProbeFailed", "read_table", "RssProbe", "TracemallocProbe", "MemrayProbe",
            "RssSampler", "FULL_INFO_EVERY", "TOP_SITES", "site_label", "function_at", "short_path"]

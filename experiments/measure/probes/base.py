@@ -11,10 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:  # type-only: the scenario imports nothing of the probes
+    from ..scenario import RunConfig
 
 #: What the server writes about its table in the trace folder (every probe, ``rss`` included).
 TABLE_FILE = "table.json"
+
+
+class ProbeFailed(Exception):
+    """The probe could not do its part (a phase-end dump did not appear): the run fails with this line."""
 
 
 @dataclass
@@ -29,6 +36,15 @@ class ProbeData:
     #: The live heap at the end of each phase, bytes by phase name: the server's allocations in the
     #: phase-end dump (taken after a full collection), the probe's own left out.
     phase_end_heap: dict[str, int] = field(default_factory=dict)
+    #: Per site, bytes and blocks live at each phase end, as the phase-end dump holds them (probes
+    #: with dumps): ``{phase: {site: (bytes, count)}}``, the probe's own lines as ``(probe)``.
+    phase_end_sites: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    #: Where the bytes of the held connections go (:func:`.processes.held_connection_sites`).
+    held_sites: dict[str, Any] | None = None
+    #: A program with several traced processes: each one's own series, by key (``pid-PID``).
+    processes: dict[str, ProbeData] = field(default_factory=dict)
+    #: What each traced process is (pid, parent pid, argv, how it began), in the order they began.
+    process_info: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Probe:
@@ -36,16 +52,44 @@ class Probe:
 
     name: str
     note: str
-    #: True when the runner must ask for a full snapshot dump (SIGUSR1) at the end of each phase.
-    dumps_at_phase_end = False
     #: Seconds the server may take to come up (tracing a naive table takes long).
     startup_timeout_s = 60.0
-    #: A file the server's tracer writes in the trace folder when it is settled; the runner starts
-    #: the first phase only then (None: ready as soon as the server listens).
-    ready_file: str | None = None
+
+    #: Which subjects the probe can measure: ``"any"`` (any program, from outside or by wrapping its
+    #: command), ``"python"`` (memdiet's server, or a Python program it is injected into at interpreter
+    #: start). The runner refuses (exit 2) a subject the probe cannot measure.
+    subjects = "any"
 
     def server_args(self, trace_dir: Path, hz: float, detail_interval_s: float) -> list[str]:
+        """Arguments added to memdiet's own server (``python -m server``): its in-server tracing."""
         return ["--trace-dir", str(trace_dir)]
+
+    def wrap(self, argv: list[str], env: dict[str, str], trace_dir: Path, config: RunConfig,
+             in_server: bool) -> tuple[list[str], dict[str, str]]:
+        """The command and environment that start the subject under this probe. ``argv`` and ``env``
+        are the subject's own (for memdiet's server, :meth:`server_args` already added, and
+        ``in_server`` true); the default leaves them as they are. A probe that injects itself (a
+        bootstrap on PYTHONPATH) or wraps the command (``valgrind ... argv``) returns the new pair."""
+        return argv, env
+
+    def time_stretch(self, config: RunConfig) -> float:
+        """How many times longer each timed phase (the three idle phases, load) lasts under this
+        probe, and the timeouts of the others, because the probe slows the subject that much
+        (valgrind: tens of times). 1 for the tracers, whose cost the run measures instead."""
+        return 1.0
+
+    def ready(self, trace_dir: Path, pids: Sequence[int]) -> bool:
+        """True once the probe is settled in the subject (``pids``: its processes); the runner starts
+        the first phase only then. The default: as soon as the subject listens."""
+        return True
+
+    def phase_end(self, index: int, phase: str, pids: Sequence[int], trace_dir: Path,
+                  check: Callable[[], None]) -> bool:
+        """Called at the end of each phase with the subject's processes (``pids``, the first its
+        root): a probe that can take a full snapshot then does so, waits until it is written and
+        returns True (the runner records ``phase`` as dump ``index``). ``check()`` raises when the
+        subject died meanwhile. The default takes none."""
+        return False
 
     def collect(self, trace_dir: Path, run_dir: Path, t0: float, wall_t0: float, dumps: Sequence[str]) -> ProbeData:
         """Read what the server left in ``trace_dir``. ``t0`` is the server's start on the monotonic

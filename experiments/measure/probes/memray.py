@@ -25,13 +25,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from tracemalloc_viewer.sources import memray_records
 
 from ...dataset.results import OTHER_SITE
+from .. import inject
 from .base import Probe, ProbeData, read_table
+from .processes import summed_steps
 from .sites import TOP_SITES, site_label
+
+if TYPE_CHECKING:
+    from ..scenario import RunConfig
 
 #: The function whose allocations are the connection table.
 TABLE_BUILDER = "make_table"
@@ -40,37 +45,68 @@ TABLE_BUILDER = "make_table"
 class MemrayProbe(Probe):
     name = "memray"
     note = ("memray.Tracker with trace_python_allocators=True: every allocation, pymalloc's small objects "
-            "included, is recorded with its Python stack; memory snapshots every 10 ms. Much slower than "
-            "the untraced server and the capture grows with every request; figures are read back with "
+            "included, is recorded with its Python stack; memory snapshots every 10 ms. In memdiet's server it "
+            "wraps the server's main; in any other Python program it starts at interpreter start (a bootstrap "
+            "on PYTHONPATH) with native frames and follow_fork, one capture per process; an allocation with no "
+            "Python frame (a C extension's own, such as uvloop's) is labelled by its native frame. Much slower "
+            "than the untraced server and the capture grows with every request; figures are read back with "
             "memray.FileReader (max_memory_records raised so the curve is not downsampled) after the "
-            "server exits.")
+            "subject exits.")
+    subjects = "python"
     startup_timeout_s = 180.0
 
     def server_args(self, trace_dir: Path, hz: float, detail_interval_s: float) -> list[str]:
         return ["--trace", "memray", "--trace-dir", str(trace_dir)]
 
+    def wrap(self, argv: list[str], env: dict[str, str], trace_dir: Path, config: RunConfig,
+             in_server: bool) -> tuple[list[str], dict[str, str]]:
+        if in_server:
+            return argv, env
+        return argv, {**env, **inject.environment("memray", trace_dir, config)}
+
     def collect(self, trace_dir: Path, run_dir: Path, t0: float, wall_t0: float, dumps: Sequence[str]) -> ProbeData:
+        in_server = (trace_dir / "memray.bin").exists()
+        captures = [trace_dir / "memray.bin"] if in_server else _injected_captures(trace_dir)
         data = ProbeData(table=read_table(trace_dir))
-        capture = trace_dir / "memray.bin"
-        if not capture.exists():
-            data.notes.append("no memray capture was written (the server did not exit cleanly)")
+        if not captures:
+            data.notes.append("no memray capture was written (the subject did not exit cleanly, or no Python "
+                              "process of it started the tracker)")
             return data
-        target = run_dir / "memray.bin"
-        os.replace(capture, target)
-        data.files["memray"] = target.name
-        reader = memray_records.open_capture(target)  # imports memray: only this probe's runs need it
-        try:
-            snapshots = memray_records.memory_records(reader)
-            times = [snapshot.time / 1000.0 - wall_t0 for snapshot in snapshots]  # ms since epoch
-            data.heap_rows = [(t, s.heap, None, None) for t, s in zip(times, snapshots)]
-            data.site_rows, table_heap = _memray_sites(reader, times)
-        finally:
-            reader.close()
-        if table_heap is not None:
-            data.table["table_heap_bytes"] = table_heap
+        each: dict[str, ProbeData] = {}
+        for capture in captures:
+            key = "memray" if in_server else capture.parent.name if capture.name == "memray.bin" else f"pid-{capture.suffix[1:]}"
+            target = run_dir / (capture.name if in_server else f"memray-{key}.bin")
+            os.replace(capture, target)
+            one = ProbeData()
+            one.files["memray"] = target.name
+            reader = memray_records.open_capture(target)  # imports memray: only this probe's runs need it
+            try:
+                snapshots = memray_records.memory_records(reader)
+                times = [snapshot.time / 1000.0 - wall_t0 for snapshot in snapshots]  # ms since epoch
+                one.heap_rows = [(t, s.heap, None, None) for t, s in zip(times, snapshots)]
+                one.site_rows, table_heap = _memray_sites(reader, times, native=not in_server)
+            finally:
+                reader.close()
+            if table_heap is not None:
+                data.table["table_heap_bytes"] = table_heap
+            each[key] = one
+        if in_server:
+            only = each["memray"]
+            data.heap_rows, data.site_rows = only.heap_rows, only.site_rows
+            data.files["memray"] = only.files["memray"]
+        else:
+            info = inject.describe_processes(inject.process_dirs(trace_dir))
+            known = {entry["key"] for entry in info}
+            info += [{"key": key, "pid": int(key[4:]), "began": "fork"} for key in each if key not in known]
+            data.processes, data.process_info = each, [entry for entry in info if entry["key"] in each]
+            data.heap_rows = summed_steps([one.heap_rows for one in each.values()])
+            # Sites of the first process (the root) are the run's; every process keeps its own.
+            data.site_rows = next(iter(each.values())).site_rows
+            data.files["memray"] = [one.files["memray"] for one in each.values()]
+        first = run_dir / (data.files["memray"] if isinstance(data.files["memray"], str) else data.files["memray"][0])
         flamegraph = run_dir / "flamegraph.html"
         result = subprocess.run(
-            [sys.executable, "-m", "memray", "flamegraph", "--force", "-o", str(flamegraph), str(target)],
+            [sys.executable, "-m", "memray", "flamegraph", "--force", "-o", str(flamegraph), str(first)],
             capture_output=True, text=True, timeout=300,
         )
         if result.returncode == 0 and flamegraph.exists():
@@ -80,7 +116,16 @@ class MemrayProbe(Probe):
         return data
 
 
-def _memray_sites(reader, times: list[float]) -> tuple[list[tuple[float, str, int, int]], int | None]:
+def _injected_captures(trace_dir: Path) -> list[Path]:
+    """The captures of an injected run: each process's ``pid-PID/memray.bin``, and the
+    ``memray.bin.PID`` files memray's follow_fork writes for forked children beside their parent's."""
+    captures = []
+    for folder in inject.process_dirs(trace_dir):
+        captures.extend(sorted(folder.glob("memray.bin*"), key=lambda path: (path.name != "memray.bin", path.name)))
+    return captures
+
+
+def _memray_sites(reader, times: list[float], native: bool = False) -> tuple[list[tuple[float, str, int, int]], int | None]:
     """Per-site bytes at each memory snapshot, from memray's temporal records
     (:func:`memray_records.live_totals`, one pass), plus the bytes still live from allocations made
     under ``make_table`` at the first snapshot after it (the table heap).
@@ -96,6 +141,14 @@ def _memray_sites(reader, times: list[float]) -> tuple[list[tuple[float, str, in
             table_intervals.extend((interval.allocated_before_snapshot, interval.deallocated_before_snapshot,
                                     interval.n_bytes) for interval in record.intervals)
         if not stack:
+            if native:  # allocated by C code with no Python frame above it: name its native frame
+                try:
+                    native_stack = record.native_stack_trace()
+                except NotImplementedError:
+                    native_stack = []
+                for function, filename, lineno in native_stack:
+                    if "memray" not in filename and not function.startswith(("malloc", "calloc", "realloc")):
+                        return f"[native] {function} ({Path(filename).name}:{lineno})"
             return "<unknown>"
         function, filename, lineno = stack[0]
         return site_label(filename, lineno, function)

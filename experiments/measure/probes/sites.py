@@ -54,14 +54,16 @@ def function_at(filename: str, lineno: int) -> str | None:
 def short_path(filename: str) -> str:
     """``filename`` relative to the repository or to site-packages, for readable site labels."""
     path = Path(filename)
+    parts = path.parts
+    # An installed package first (a virtualenv may live inside the repository): uvicorn/server.py.
+    if "site-packages" in parts:
+        return "/".join(parts[len(parts) - parts[::-1].index("site-packages"):])
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except (ValueError, OSError):
         pass
-    parts = path.parts
-    for marker in ("site-packages", "lib"):
-        if marker in parts:
-            return "/".join(parts[len(parts) - parts[::-1].index(marker):])
+    if "lib" in parts:
+        return "/".join(parts[len(parts) - parts[::-1].index("lib"):])
     return filename
 
 

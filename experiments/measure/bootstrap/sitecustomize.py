@@ -1,0 +1,105 @@
+"""memdiet's bootstrap: the tracemalloc or memray probe started in a Python program that was not
+edited for it. This folder is put first on the subject's PYTHONPATH; the interpreter imports
+``sitecustomize`` at start-up (:mod:`site`), in every Python process of the subject's tree: the one
+the runner starts, the workers it spawns, and, through :func:`os.register_at_fork`, the workers it
+forks.
+
+Rules: standard library only, and nothing at all unless ``MEMDIET_TRACE_PROBE`` is set; each process
+writes into a folder of its own, ``$MEMDIET_TRACE_DIR/pid-PID/``, starting with ``process.json`` (pid,
+parent pid, argv, how it began: ``start`` or ``fork``). For ``tracemalloc`` it runs memdiet's own
+sampler (``server/tracing.py``, loaded from ``MEMDIET_TRACING_PY`` under a private name so the subject's
+own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapshots every
+``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
+``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers). For ``memray`` it
+starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
+``memray.bin.PID`` beside their parent's capture), stopped at exit. A ``sitecustomize`` that this one
+shadows (Debian's, a virtualenv's) is run after it.
+"""
+
+import os
+import sys
+
+
+def _process_dir(root: str, how: str) -> str:
+    folder = os.path.join(root, f"pid-{os.getpid()}")
+    os.makedirs(folder, exist_ok=True)
+    import json
+
+    with open(os.path.join(folder, "process.json"), "w") as handle:
+        json.dump({"pid": os.getpid(), "ppid": os.getppid(), "argv": list(getattr(sys, "orig_argv", None) or sys.argv),
+                   "began": how}, handle)
+    return folder
+
+
+def _requests_so_far(path: str) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return int(handle.read() or b"0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _start_tracemalloc(root: str) -> None:
+    import importlib.util
+    import tracemalloc
+
+    spec = importlib.util.spec_from_file_location("_memdiet_tracing", os.environ["MEMDIET_TRACING_PY"])
+    tracing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tracing)
+    requests = os.path.join(root, "dump-requests")
+    options = {"hz": float(os.environ.get("MEMDIET_TRACE_HZ", "50")),
+               "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2"))}
+    tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
+
+    def begin(how: str) -> None:
+        folder = _process_dir(root, how)
+        sampler = tracing.TracemallocSampler(folder, dump_request_file=requests,
+                                             first_dump_index=_requests_so_far(requests), **options)
+        sampler.start()
+
+    begin("start")
+    # A forked child keeps tracemalloc's traces (its copy of the parent's heap) but not the sampler's
+    # thread: it starts a sampler of its own, in its own folder.
+    os.register_at_fork(after_in_child=lambda: begin("fork"))
+
+
+def _start_memray(root: str) -> None:
+    import atexit
+
+    import memray
+
+    folder = _process_dir(root, "start")
+    tracker = memray.Tracker(os.path.join(folder, "memray.bin"), native_traces=True, follow_fork=True,
+                             trace_python_allocators=True, memory_interval_ms=10)
+    tracker.__enter__()
+    atexit.register(tracker.__exit__, None, None, None)
+
+
+def _chain_shadowed_sitecustomize() -> None:
+    """Run the ``sitecustomize`` this module hides (the next one on sys.path), as the interpreter would
+    have."""
+    import importlib.machinery
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [entry for entry in sys.path if os.path.abspath(entry or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+
+def _main() -> None:
+    probe, root = os.environ.get("MEMDIET_TRACE_PROBE"), os.environ.get("MEMDIET_TRACE_DIR")
+    if probe and root:
+        try:
+            if probe == "tracemalloc":
+                _start_tracemalloc(root)
+            elif probe == "memray":
+                _start_memray(root)
+        except Exception as error:  # the program runs on; the runner reports the missing series
+            print(f"memdiet bootstrap: {probe} not started in pid {os.getpid()}: {error!r}", file=sys.stderr)
+    _chain_shadowed_sitecustomize()
+
+
+_main()

@@ -1,0 +1,392 @@
+"""The interactive report of a set of runs: ``index.html`` beside ``index.md``, one self-contained page.
+
+It is the viewer's page (:mod:`tracemalloc_viewer.outputs.html`) with the runs on it: one massif-style
+curve per run (the latest complete run of each layout and probe: stacked sites from the viewer's
+reading of the run folder, the heap total, RSS and the tracer's own memory as lines, the scenario's
+phases shaded), the sites table and the comparison of any two moments, then the report's own charts
+as plotly figures: the layouts compared (RSS per phase, bytes per slot beside C), the per-slot anatomy
+and, where a run's result.json holds one, its RSS ledger.
+
+Rules: it reads files only (run folders through :mod:`experiments.dataset` and the viewer's sources,
+the anatomy file), as every renderer; it builds the page's data first and renders it into a stream;
+the command chooses the file (:func:`write_html_report` takes the path it was given). Runs are
+compared across only within one probe (the same sites) and one parameter set; which run fed the page
+is listed on it. Sizes are formatted by :mod:`.units` (the viewer's rows by the viewer's units).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tracemalloc_viewer import LoadOptions, ViewerInputError, open_series
+from tracemalloc_viewer.outputs import html
+
+from ..dataset.anatomy import ANATOMY_FILE, PART_NAMES, read_anatomies
+from ..dataset.results import IDLE_HELD, RSS_FILE, RunResult, write_atomic
+from ..dataset.selection import (
+    BASELINE_LAYOUT,
+    CURVE_PROBES,
+    RSS_PROBES,
+    chosen_runs,
+    layout_order,
+    merged_metrics,
+    parameter_key,
+    parameter_sets,
+    pick_run,
+    reductions,
+    split_by_status,
+)
+from ..paths import REPO_ROOT
+from .anatomy_chart import PART_COLOURS
+from .comparison import RSS_BARS, SLOT_BARS
+from .figures import LAYOUT_COLOURS
+from .units import MISSING, human_bytes, percent_change, slot_bytes
+
+HTML_FILE = "index.html"
+DEFAULT_TITLE = "memdiet: memory of each connection-table layout (interactive)"
+RSS_COLOUR = "#000000"
+USS_COLOUR = "#2ca02c"
+TRACER_COLOUR = "#6a51a3"
+#: Keys under which a run's result.json may hold its RSS ledger (what the process's resident memory
+#: is made of), in the order they are looked for.
+LEDGER_KEYS = ("rss_ledger", "ledger")
+
+
+def write_html_report(runs: Sequence[RunResult], path: Path, *, anatomy_file: Path | None = None,
+                      title: str = DEFAULT_TITLE) -> Path:
+    """Build the page of ``runs`` and write it to ``path`` atomically; return ``path``. The anatomy
+    is read from ``anatomy_file`` (default: ``anatomy.json`` beside ``path``)."""
+    path = Path(path)
+    page = build_html_report(runs, anatomy_file or path.parent / ANATOMY_FILE, title=title, out_dir=path.parent)
+    stream = io.StringIO()
+    html.render(page, stream)
+    # The viewer's notes name the folder it shortened paths against (a diff of two runs says
+    # "relative to /home/..."): a committed page names no folder of the machine that made it.
+    text = stream.getvalue().replace(f"relative to {REPO_ROOT}/", "relative to the repository")
+    write_atomic(path, text.replace(f"{REPO_ROOT}/", ""))
+    return path
+
+
+def build_html_report(runs: Sequence[RunResult], anatomy_file: Path, *, title: str = DEFAULT_TITLE,
+                      out_dir: Path | None = None) -> html.Page:
+    """The page's data for ``runs`` (see the module docstring); ``out_dir`` is where the page will be,
+    so that run folders are named relative to it."""
+    complete, others = split_by_status(runs)
+    used = chosen_runs(complete)
+    sets = parameter_sets(used)
+    mixed = len(sets) > 1
+    order = {layout: rank for rank, layout in enumerate(layout_order({run.layout for run in used}))}
+    probe_rank = {probe: rank for rank, probe in enumerate(CURVE_PROBES)}
+    used.sort(key=lambda run: (order[run.layout], probe_rank.get(run.probe, len(probe_rank)), run.path.name))
+    captures, failed = [], []
+    for run in used:
+        try:
+            captures.append(_capture(run, out_dir, mixed))
+        except ViewerInputError as error:
+            failed.append(f"{run.layout} · {run.probe}: no curve ({error})")
+    main = sets[0] if sets else []
+    sections = [section for section in (
+        _comparison_section(main, mixed),
+        _anatomy_section(anatomy_file, main),
+        _ledger_section(used),
+        _runs_section(runs, used, out_dir),
+    ) if section is not None]
+    intro = _intro(complete, others, used, mixed) + failed
+    # The compare view opens on the held connections: the end of idle-held (a full dump, every site
+    # named) of the first and the last layout.
+    return html.build(captures, title, intro, sections, short_names=True, default_kind=f"phase:{IDLE_HELD}")
+
+
+# --- the curves ----------------------------------------------------------------------------------------
+def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
+    series = open_series([run.path], LoadOptions(html.DETAIL))
+    from_rss = series.source.endswith(RSS_FILE)  # a run without heap data: its curve is rss.csv
+    lines = []
+    rss_times, rss_bytes = _column(run.rss, "rss_bytes")
+    if rss_times:
+        lines.append(html.Line("RSS, whole process", rss_times, rss_bytes, color=RSS_COLOUR))
+    if from_rss:
+        uss_times, uss_bytes = _column(run.rss, "uss_bytes")
+        if uss_times:
+            lines.append(html.Line("USS, pages unique to the server", uss_times, uss_bytes, color=USS_COLOUR, width=1.3))
+    else:
+        tracer_times, tracer_bytes = _column(run.heap, "tracer_bytes")
+        if tracer_times and any(tracer_bytes):
+            lines.append(html.Line("the tracer's own bookkeeping", tracer_times, tracer_bytes, color=TRACER_COLOUR,
+                                   dash="dot", width=1.2))
+    group = run.probe + (f" ({_parameters(run)})" if mixed else "")
+    return html.Capture(
+        series, f"{run.layout} · {run.probe} probe", phases=[html.Phase(p.name, p.start_s, p.end_s) for p in run.phases],
+        lines=lines, total_line=None if from_rss else "heap total (traced)", group=group, bands=not from_rss,
+        notes=[f"run {_relative(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
+        time_label="seconds since the server started", command=_command(run))
+
+
+def _command(run: RunResult) -> str:
+    """The server's command line as the run recorded it, naming no folder of the machine: the
+    interpreter as ``python``, paths inside the repository relative to it, other absolute paths
+    by their last part."""
+    command = run.document.get("server_command")
+    if not isinstance(command, list) or not command:
+        return f"{run.layout} · {run.probe} probe"
+    words = []
+    for number, word in enumerate(map(str, command)):
+        if number == 0 and Path(word).name.startswith("python"):
+            words.append("python")
+        elif Path(word).is_absolute():
+            path = Path(word)
+            words.append(path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else path.name)
+        else:
+            words.append(word)
+    return " ".join(words)
+
+
+def _column(series: Any, name: str) -> tuple[list[float], list[float]]:
+    """(times, values) of a run's CSV column, blanks and zero sizes left out (a zero RSS was read
+    after the process exited)."""
+    if series is None or name not in series.columns:
+        return [], []
+    pairs = [(time_s, value) for time_s, value in zip(series["time_s"], series[name])
+             if time_s is not None and value is not None and value > 0]
+    return [time_s for time_s, _ in pairs], [int(value) for _, value in pairs]
+
+
+def _parameters(run: RunResult) -> str:
+    return ", ".join(f"{name} {value}" for name, value in parameter_key(run)
+                     if name in ("max_conns", "connections", "idle_s", "load_s"))
+
+
+def _relative(path: Path, out_dir: Path | None) -> str:
+    if out_dir is None:
+        return path.name
+    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+
+
+def _intro(complete: list[RunResult], others: list[RunResult], used: list[RunResult], mixed: bool) -> list[str]:
+    lines = [f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {len(complete) + len(others)} runs: "
+             f"the latest complete run of each layout and probe ({len(used)}) is drawn"
+             + (f"; {len(others)} incomplete run{'s' if len(others) != 1 else ''} left out" if others else "") + ". The tables and the "
+             "reductions versus naive are in `index.md` beside this page."]
+    parameters = sorted({_parameters(run) for run in used})
+    if mixed:
+        lines.append("These runs were made with different parameters (" + "; ".join(parameters) + "): runs are "
+                     "compared only within one parameter set, and the layout charts show the largest set.")
+    elif parameters:
+        environment = (used[0].document.get("environment") or {}) if used else {}
+        machine = ", ".join(str(part) for part in (environment.get("cpu_model"), environment.get("cpu_count") and
+                                                   f"{environment.get('cpu_count')} cores",
+                                                   environment.get("python") and f"CPython {environment.get('python')}")
+                            if part)
+        lines.append(f"Parameters: {parameters[0]}." + (f" Machine: {machine}." if machine else ""))
+    return lines
+
+
+# --- the layouts compared ----------------------------------------------------------------------------------
+def _comparison_section(runs: list[RunResult], mixed: bool) -> html.Section | None:
+    merged = merged_metrics(runs)
+    if not merged:
+        return None
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    layouts = list(merged)
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.09, subplot_titles=(
+        "Server RSS per layout (change versus naive in the labels)", "One preallocated slot: Python heap beside C"))
+    for column, bars, as_slot in ((1, RSS_BARS, False), (2, SLOT_BARS, True)):
+        for metric, label, colour, with_change in bars:
+            changes = reductions(merged, metric) if with_change else {}
+            present = [layout for layout in layouts if metric in merged[layout]]
+            if not present:
+                continue
+            values = [merged[layout][metric].value for layout in present]
+            texts = [_bar_text(merged[layout][metric].value, changes.get(layout), layout, as_slot) for layout in present]
+            probes = [merged[layout][metric].probe for layout in present]
+            figure.add_trace(go.Bar(
+                x=present, y=values, name=label, marker_color=colour, text=texts, textposition="outside",
+                textangle=0 if as_slot else -90, cliponaxis=False,
+                customdata=[[text.replace("<br>", " "), probe] for text, probe in zip(texts, probes)],
+                hovertemplate=f"<b>%{{x}}</b>: {label}<br>%{{customdata[0]}}<br>from the %{{customdata[1]}} probe's run"
+                              "<extra></extra>", legendgroup=f"panel{column}"), row=1, col=column)
+    top = max((figure.value for layout in layouts for metric, *_ in RSS_BARS
+               for figure in [merged[layout].get(metric)] if figure is not None), default=0)
+    figure.update_yaxes(title_text="RSS (whole process)", range=[0, top * 1.4 or 1], **_byte_ticks(top * 1.3), row=1, col=1)
+    figure.update_yaxes(title_text="bytes per slot (log scale)", type="log", row=1, col=2)
+    figure.update_layout(barmode="group", height=520, margin={"l": 80, "r": 20, "t": 60, "b": 40},
+                         legend={"orientation": "h", "y": -0.12}, uniformtext_minsize=8, uniformtext_mode="show")
+    text = ["Idle, held and loaded-peak RSS per layout, each from the layout's rss-probe run (no tracer inside) "
+            "when there is one; beside it, the Python heap per slot (tracemalloc) and the slot as a C struct. Hover "
+            "a bar for its figure and the run it came from; click a legend entry to hide a series."]
+    if mixed:
+        text.append("Runs of the largest parameter set only: " + _parameters(runs[0]) + ".")
+    return html.Section("Layouts compared", text, figure=figure, anchor="layouts")
+
+
+def _bar_text(value: float, change: float | None, layout: str, as_slot: bool) -> str:
+    size = (slot_bytes(value) if value != int(value) else f"{int(value):,} B") if as_slot else human_bytes(value)
+    if layout == BASELINE_LAYOUT or change is None:
+        return size
+    return f"{size}<br>{percent_change(change)}"
+
+
+def _byte_ticks(top: float) -> dict[str, Any]:
+    """Round byte ticks from 0 to ``top``, labelled by :func:`.units.human_bytes`."""
+    return html.byte_ticks(top, human_bytes)
+
+
+# --- the anatomy -----------------------------------------------------------------------------------------
+def _anatomy_section(anatomy_file: Path, runs: list[RunResult]) -> html.Section | None:
+    if not Path(anatomy_file).is_file():
+        return html.Section("Per-slot anatomy", [f"Missing: no `{Path(anatomy_file).name}` beside this page (a matrix "
+                                                  "measures it; a report measures nothing itself)."], anchor="anatomy")
+    by_layout = read_anatomies(Path(anatomy_file))
+    layouts = [layout for layout in layout_order({run.layout for run in runs} or set(by_layout)) if layout in by_layout]
+    if not layouts:
+        return None
+    anatomies = [by_layout[layout] for layout in layouts]
+    measured = {layout: figures["bytes_per_slot"].value for layout, figures in merged_metrics(runs).items()
+                if "bytes_per_slot" in figures}
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    figure = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+                           subplot_titles=("Each part's share of one slot", "The whole slot: Python beside C (log scale)"))
+    names = [anatomy.layout for anatomy in anatomies]
+    done = [0.0] * len(anatomies)  # the parts are stacked by hand: the other panel's bars stand side by side
+    for part in PART_NAMES:
+        sizes = [anatomy.parts.get(part, 0.0) for anatomy in anatomies]
+        if not any(sizes):
+            continue
+        shares = [100 * size / anatomy.total if anatomy.total else 0 for size, anatomy in zip(sizes, anatomies)]
+        base, done = done, [start + share for start, share in zip(done, shares)]
+        figure.add_trace(go.Bar(
+            y=names, x=shares, base=base, offsetgroup="parts", orientation="h", name=part,
+            marker_color=PART_COLOURS.get(part), legendgroup="parts",
+            customdata=[[slot_bytes(size), f"{share:.1f}%"] for size, share in zip(sizes, shares)],
+            hovertemplate=f"<b>%{{y}}</b>: {part}<br>%{{customdata[0]}} per slot, %{{customdata[1]}} of it<extra></extra>"),
+            row=1, col=1)
+    figure.add_trace(go.Bar(
+        y=names, x=[anatomy.total for anatomy in anatomies], orientation="h", name="Python, by parts", offsetgroup="python",
+        marker_color="#e6550d", text=[slot_bytes(anatomy.total) for anatomy in anatomies], textposition="outside",
+        hovertemplate="<b>%{y}</b>: %{text} per slot in Python (sum of the parts)<extra></extra>"), row=1, col=2)
+    figure.add_trace(go.Bar(
+        y=names, x=[anatomy.c_bytes_per_slot for anatomy in anatomies], orientation="h", name="C struct (ctypes.sizeof)",
+        offsetgroup="c",
+        marker_color="#636363", text=[f"{anatomy.c_bytes_per_slot:,} B" for anatomy in anatomies], textposition="outside",
+        hovertemplate="<b>%{y}</b>: %{text} as a C struct<extra></extra>"), row=1, col=2)
+    if measured:
+        present = [anatomy.layout for anatomy in anatomies if anatomy.layout in measured]
+        figure.add_trace(go.Scatter(
+            y=present, x=[measured[layout] for layout in present], mode="markers", name="measured by tracemalloc",
+            marker={"symbol": "line-ns-open", "size": 18, "color": "black", "line": {"width": 2}},
+            text=[slot_bytes(measured[layout]) for layout in present],
+            hovertemplate="<b>%{y}</b>: %{text} per slot measured (tracemalloc run)<extra></extra>"), row=1, col=2)
+    figure.update_xaxes(title_text="share of the slot's bytes (%)", range=[0, 100], row=1, col=1)
+    largest = max([anatomy.total for anatomy in anatomies] + [10.0])
+    figure.update_xaxes(title_text="bytes per slot", type="log", range=[0, math.log10(largest) + 0.7], row=1, col=2)
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(barmode="group", height=170 + 80 * len(anatomies), margin={"l": 90, "r": 30, "t": 60, "b": 50},
+                         legend={"orientation": "h", "y": -0.25})
+    python = anatomies[0].python
+    return html.Section("Per-slot anatomy", [
+        f"What one preallocated slot is made of, derived from the layout classes with `sys.getsizeof` on CPython "
+        f"{python} (`experiments/measure/anatomy.py` says how each part is counted), beside the same slot as a C "
+        "struct and the bytes per slot the tracemalloc run measured. Hover a part for its bytes."],
+        figure=figure, anchor="anatomy")
+
+
+# --- the RSS ledger ------------------------------------------------------------------------------------------
+def _ledger_section(runs: list[RunResult]) -> html.Section | None:
+    """Each layout's RSS ledger as stacked bars (one bar per moment), where result.json has one: from
+    the run that measures RSS best (the rss probe's, untraced)."""
+    by_layout: dict[str, dict[str, RunResult]] = {}
+    for run in runs:
+        by_layout.setdefault(run.layout, {})[run.probe] = run
+    entries = []  # (bar label, {part: bytes})
+    for layout in layout_order(by_layout):
+        run = pick_run(by_layout[layout], RSS_PROBES)
+        for moment, parts in _ledger(run.document):
+            entries.append((f"{run.layout} · {run.probe}" + (f" · {moment}" if moment else ""), parts))
+    if not entries:
+        return None
+    import plotly.graph_objects as go
+
+    parts = list(dict.fromkeys(part for _label, by_part in entries for part in by_part))
+    figure = go.Figure()
+    labels = [label for label, _ in entries]
+    for number, part in enumerate(parts):
+        values = [by_part.get(part, 0) for _label, by_part in entries]
+        figure.add_trace(go.Bar(
+            y=labels, x=values, orientation="h", name=part, marker_color=LAYOUT_COLOURS[number % len(LAYOUT_COLOURS)],
+            customdata=[human_bytes(value) for value in values],
+            hovertemplate=f"<b>%{{y}}</b><br>{part}: %{{customdata}}<extra></extra>"))
+    top = max(sum(by_part.values()) for _label, by_part in entries)
+    figure.update_xaxes(title_text="resident memory", range=[0, top * 1.05 or 1], **_byte_ticks(top * 1.05))
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(barmode="stack", height=140 + 28 * len(entries), margin={"l": 260, "r": 20, "t": 30, "b": 50},
+                         legend={"orientation": "h", "y": -0.15})
+    return html.Section("RSS ledger", [
+        "What each layout's resident memory is made of, as its run's result.json records it (the rss-probe run "
+        "where there is one: no tracer inside): its own ledger, or else the kernel's split of the process tree's "
+        "RSS at each phase end (RssAnon, RssFile, RssShmem). Hover a part for its bytes; click a legend entry to "
+        "hide a part."], figure=figure, anchor="rss-ledger")
+
+
+#: The kernel's split of RSS (``process_tree.phase_end.PHASE.total`` in result.json), as ledger parts.
+TREE_PARTS = (("rss_anon_bytes", "anonymous (heap, stacks)"), ("rss_file_bytes", "file-backed (code, libraries)"),
+              ("rss_shmem_bytes", "shared memory"))
+
+
+def _ledger(document: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """A result.json's RSS ledger as [(moment, {part: bytes})]: a ledger is ``{part: bytes}``,
+    ``{moment: {part: bytes}}``, or a list of entries naming a part (``part``/``name``/``label``),
+    its bytes (``bytes``/``rss_bytes``/``size``) and optionally a moment (``phase``/``moment``).
+    Without one, the process tree's RSS at each phase end split as the kernel splits it."""
+    ledger = next((document[key] for key in LEDGER_KEYS if document.get(key)), None)
+    if ledger is None:
+        phase_end = (document.get("process_tree") or {}).get("phase_end") or {}
+        ledger = {phase: {label: totals[key] for key, label in TREE_PARTS if _is_size(totals.get(key))}
+                  for phase, entry in phase_end.items() if isinstance(entry, dict)
+                  for totals in [entry.get("total") or {}]}
+        ledger = {phase: parts for phase, parts in ledger.items() if parts} or None
+    if isinstance(ledger, dict) and all(_is_size(value) for value in ledger.values()):
+        return [("", {str(part): float(value) for part, value in ledger.items()})]
+    if isinstance(ledger, dict):
+        found = []
+        for moment, parts in ledger.items():
+            found += [(f"{moment}{' · ' + inner if inner else ''}", by_part) for inner, by_part in _ledger({"ledger": parts})]
+        return found
+    if isinstance(ledger, list):
+        by_moment: dict[str, dict[str, float]] = {}
+        for entry in ledger:
+            if not isinstance(entry, dict):
+                continue
+            part = next((entry[key] for key in ("part", "name", "label") if key in entry), None)
+            size = next((entry[key] for key in ("bytes", "rss_bytes", "size") if _is_size(entry.get(key))), None)
+            if part is not None and size is not None:
+                moment = str(next((entry[key] for key in ("phase", "moment") if key in entry), ""))
+                by_moment.setdefault(moment, {})[str(part)] = float(size)
+        return list(by_moment.items())
+    return []
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+# --- the runs --------------------------------------------------------------------------------------------------
+def _runs_section(runs: Iterable[RunResult], used: list[RunResult], out_dir: Path | None) -> html.Section:
+    chosen = {id(run) for run in used}
+    rows = []
+    for run in sorted(runs, key=lambda run: run.path.name):
+        rows.append([run.layout, run.probe, f"`{_relative(run.path, out_dir)}`", run.status,
+                     "drawn" if id(run) in chosen else ("superseded by a later run" if run.status == "complete"
+                                                         else "left out (not complete)")])
+    return html.Section("Runs", [
+        "The run folders this page was made from, relative to this page (run folders are not committed: on the "
+        "machine that made them they hold the raw captures, which `memdiet view html RUN_DIR` opens alone)."],
+        table=(["layout", "probe", "run folder", "status", "on this page"], rows or [[MISSING] * 5]), anchor="runs")

@@ -1,0 +1,1 @@
+"""Tests that open memdiet's pages in a real browser (headless Chromium driven by selenium)."""
