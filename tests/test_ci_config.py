@@ -56,7 +56,9 @@ def test_system_deps_installs_the_tools_through_apt() -> None:
 def test_make_test_with_the_bench_extra_installs_it_and_runs_both_suites(tmp_path: Path) -> None:
     commands = make_dry_run("test", "EXTRAS=dev,bench", f"VENV={tmp_path / 'venv'}")
     assert "pip install --quiet -e '.[dev,bench]'" in commands
-    assert re.search(r'-m pytest -m "not memray_ceiling"', commands)
+    # The suite on two workers; what measures run-to-run spread alone, then the ceilings.
+    assert re.search(r'-m pytest -n 2 -m "not memray_ceiling and not alone"', commands)
+    assert re.search(r'-m pytest -m "alone and not memray_ceiling"', commands)
     assert re.search(r"-m pytest --memray -m memray_ceiling", commands)
 
 

@@ -31,6 +31,10 @@ from experiments.dataset.results import RunResult, load_run
 from experiments.measure.probes import function_at
 from experiments.measure.runner import RunConfig, run_once
 
+#: Spread across identical runs is the measurement: another test running beside it moves it (make test
+#: runs these alone, after the two-worker suite).
+pytestmark = pytest.mark.alone
+
 CONNECTIONS = 100
 RUNS = 4
 #: Where the loop makes each turn's deadline (an int object of 32 B that connections share).
