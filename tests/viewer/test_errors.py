@@ -62,3 +62,23 @@ def test_missing_file_mixed_inputs_and_bad_output(tracemalloc_series, memray_cap
     _assert_one_line_error(viewer("timeline", *tracemalloc_series.dumps, "-o", tmp_path / "t.jpg"), ".png or .svg")
     _assert_one_line_error(viewer("massif", *tracemalloc_series.dumps, "-o", tmp_path / "no" / "dir" / "m.out"),
                            "cannot write")
+
+
+def test_memray_heap_and_records_jitter_is_kept_apart_not_refused():
+    """memray's heap at a memory record and the allocation records live there once differed by 64 B
+    (a capture of 0.2 s): the sites still add up to the sample's total, the difference in a site of its
+    own, and a difference beyond memray's jitter is a damaged capture."""
+    from tracemalloc_viewer.model import Frame, Site
+    from tracemalloc_viewer.sources import memray_capture
+
+    site = Site((Frame("app.py", 3, "f"),), 1_402_080, 10)
+    unmatched: list[int] = []
+    ahead = memray_capture._sample(0.173, 1_402_144, (site,), unmatched)
+    assert ahead.total_bytes == 1_402_144
+    assert [(s.frames[0].function, s.size) for s in ahead.sites] == [("f", 1_402_080), (memray_capture.UNMATCHED_SITE, 64)]
+    behind = memray_capture._sample(0.2, 1_402_000, (site,), unmatched)
+    assert behind.total_bytes == 1_402_080 and behind.sites == (site,)
+    assert unmatched == [64, -80]
+    assert memray_capture._sample(0.3, 5, None, unmatched).sites is None
+    with pytest.raises(ValueError, match="memray's heap is"):
+        memray_capture._sample(0.4, 1_402_080 + memray_capture.MAX_UNMATCHED_BYTES + 1, (site,), unmatched)
