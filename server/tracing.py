@@ -12,7 +12,9 @@
 - ``snapshots/NNN.tmsnap``: the full snapshot (``Snapshot.dump``) each time :meth:`request_dump` is
   called (the runner sends SIGUSR1 at the end of each phase), for the viewer and for the runner,
   which turns each into per-site rows too (a detailed snapshot of naive's table may come only once
-  a run); beside it ``snapshots/NNN.json`` says when it was taken and which files are the probe's.
+  a run); beside it ``snapshots/NNN.json`` says when it was taken and which files are the probe's,
+  and ``snapshots/NNN.alloc.json`` what pymalloc and malloc hold once the snapshot is freed
+  (:mod:`server.memstats`), written before the ``.tmsnap`` appears.
 
 ``tracer_bytes`` is tracemalloc's own bookkeeping (``get_tracemalloc_memory()``), reported beside the
 figures rather than hidden in them. Times are ``time.monotonic()`` seconds, the clock the runner shares.
@@ -49,6 +51,15 @@ import tracemalloc
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+
+if __package__:
+    from . import memstats
+else:  # the tracer bootstrap loads this file alone, into a program that has no ``server`` package
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("_memdiet_memstats", os.path.join(os.path.dirname(__file__), "memstats.py"))
+    memstats = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(memstats)
 
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
@@ -119,6 +130,7 @@ class TracemallocSampler:
         max_overhead: float = 0.2,
         dump_request_file: str | None = None,
         first_dump_index: int = 0,
+        allocator_stats: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
         #: Written after the first detailed snapshot; the runner starts its phases after it.
@@ -132,6 +144,9 @@ class TracemallocSampler:
         #: for N dumps (a forked worker) numbers its next one N, as every other process does.
         self.dumps_written = first_dump_index
         self._dump_requests = first_dump_index
+        #: Each dump also writes ``NNN.alloc.json``: pymalloc's and malloc's figures after it
+        #: (:func:`server.memstats.allocator_stats`), for the runner's RSS ledger.
+        self.allocator_stats = allocator_stats
         #: A file whose content is the number of dumps asked for so far (written by the runner for a
         #: program the tracer was injected into, which has no SIGUSR1 of ours): looked at every sample.
         self.dump_request_file = dump_request_file
@@ -154,6 +169,8 @@ class TracemallocSampler:
         # Pickle caches each class's slot names on the class the first time it pickles one
         # (copyreg.__slotnames__): made now, not inside the first phase by the first dump.
         pickle.dumps(tracemalloc.Snapshot((), 1))
+        if self.allocator_stats:  # ctypes makes its function objects on first use, and keeps them
+            memstats.allocator_stats()
         self._thread.start()
 
     def request_dump(self) -> None:
@@ -250,5 +267,11 @@ class TracemallocSampler:
         # writes it, so the dump's rows and that heap row share one time.
         _write_atomic(stem + ".json", f'{{"monotonic_s": {now:.6f}, "probe_files": {self._probe_files_json}}}'.encode())
         snapshot.dump(stem + ".tmsnap.tmp")
+        if self.allocator_stats:
+            # The allocators as the snapshot left them once it is gone (its objects freed): what the
+            # runner's read of the process's pages, right after the .tmsnap appears, also sees.
+            del snapshot
+            gc.collect()
+            _write_atomic(stem + ".alloc.json", json.dumps(memstats.allocator_stats()).encode())
         os.replace(stem + ".tmsnap.tmp", stem + ".tmsnap")  # the runner waits for this name: it must appear complete
         self.dumps_written += 1

@@ -27,7 +27,7 @@ from server.procfs import PAGE_SIZE, ProcessGone, read_proc, rss_bytes
 
 __all__ = [
     "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
-    "listening_ports", "listening_sockets", "memory_status", "smaps_rollup", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
+    "Mapping", "listening_ports", "listening_sockets", "memory_status", "parse_smaps", "smaps", "thread_stack_pointers", "smaps_rollup", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
     "meminfo_bytes", "parent_and_name", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
     "thread_ids", "uss_pss_bytes",
 ]
@@ -97,6 +97,69 @@ def smaps_rollup(pid: int | str) -> dict[str, int]:
     values.update(rss_anon_bytes=status.get("anon_bytes", 0), rss_file_bytes=status.get("file_bytes", 0),
                   rss_shmem_bytes=status.get("shmem_bytes", 0))
     return values
+
+
+class Mapping(NamedTuple):
+    """One mapping of /proc/PID/smaps: its address range ``[start, end)``, ``perms`` (``rw-p``...),
+    ``inode`` (0: anonymous), ``path`` (a file, ``[heap]``, ``[stack]``..., or empty), and its pages:
+    ``size_bytes`` (address space), ``rss_bytes`` (resident), ``anon_bytes`` (resident anonymous
+    pages: in a file mapping, the ones the process wrote, .data and .bss)."""
+
+    start: int
+    end: int
+    perms: str
+    inode: int
+    path: str
+    size_bytes: int
+    rss_bytes: int
+    anon_bytes: int
+
+
+def parse_smaps(text: str) -> list[Mapping]:
+    """Every mapping of an /proc/PID/smaps text (see :class:`Mapping`)."""
+    mappings: list[Mapping] = []
+    header: list[str] | None = None
+    fields: dict[str, int] = {}
+
+    def close() -> None:
+        if header is not None:
+            start, end = (int(address, 16) for address in header[0].split("-"))
+            mappings.append(Mapping(start, end, header[1], int(header[4]), header[5] if len(header) > 5 else "",
+                                    fields.get("Size", 0), fields.get("Rss", 0), fields.get("Anonymous", 0)))
+
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if " " not in name and rest.endswith(" kB"):
+            fields[name] = int(rest.split()[0]) * 1024
+        elif "-" in line.split(" ", 1)[0] and not line.endswith(" kB"):
+            close()
+            header, fields = line.split(None, 5), {}
+    close()
+    return mappings
+
+
+def smaps(pid: int | str) -> list[Mapping]:
+    """One read of /proc/PID/smaps: every mapping with its pages (:class:`Mapping`)."""
+    return parse_smaps(read_proc(pid, "smaps").decode(errors="replace"))
+
+
+def thread_stack_pointers(pid: int | str) -> dict[int, int | None]:
+    """Each thread's stack pointer, from /proc/PID/task/TID/syscall (the second-to-last field while it
+    waits in a system call; /proc/PID/task/TID/stat's ``kstkesp`` otherwise, 0 on most kernels):
+    None when neither tells (a thread running, or the file unreadable)."""
+    pointers: dict[int, int | None] = {}
+    for tid in thread_ids(pid):
+        pointer = None
+        try:
+            fields = read_proc(pid, f"task/{tid}/syscall").split()
+            if fields and fields[0] != b"running" and len(fields) >= 3:
+                pointer = int(fields[-2], 16)
+            if not pointer:
+                pointer = int(_stat_fields(pid, f"task/{tid}/stat")[26]) or None
+        except (OSError, ValueError, IndexError):
+            pointer = None
+        pointers[tid] = pointer
+    return pointers
 
 
 def memory_status(pid: int | str) -> dict[str, int]:

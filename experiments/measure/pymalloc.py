@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from server.memstats import PYMALLOC_HEADER, PymallocStatsMissing, parse_pymalloc
 
 from ..dataset.sweep import SMALL_REQUEST_MAX_BYTES, AllocatorDelta
 from ..errors import ExperimentError
@@ -62,35 +63,17 @@ large = sum(trace.size for trace in traces if trace.size > {SMALL_REQUEST_MAX_BY
 print(json.dumps({{"rss_before": rss_before, "rss_after": rss_after, "requested_small": small, "requested_large": large}}))
 """
 
-#: The lines of ``sys._debugmallocstats()`` read, by the name they are given here.
-_STATS = {
-    "allocated_blocks": re.compile(r"^# bytes in allocated blocks\s*=\s*([\d,]+)", re.M),
-    "available_blocks": re.compile(r"^# bytes in available blocks\s*=\s*([\d,]+)", re.M),
-    "pool_headers": re.compile(r"^# bytes lost to pool headers\s*=\s*([\d,]+)", re.M),
-    "quantization": re.compile(r"^# bytes lost to quantization\s*=\s*([\d,]+)", re.M),
-    "arenas": re.compile(r"^\d+ arenas \* \d+ bytes/arena\s*=\s*([\d,]+)", re.M),
-}
-_HEADER = "Small block threshold"
-
-
 class AllocatorUnavailable(ExperimentError):
     """The allocator could not be measured (pymalloc off, the child failed); the message says why."""
 
 
 def parse_mallocstats(text: str) -> dict[str, int]:
-    """The figures of one ``sys._debugmallocstats()`` block (see :data:`_STATS`), plus ``pool_bytes``:
-    the pools in use, whole (allocated and available blocks, pool headers, and each pool's tail too
-    small for a block, which CPython calls quantization)."""
-    figures = {}
-    for name, pattern in _STATS.items():
-        match = pattern.search(text)
-        if match is None:
-            raise AllocatorUnavailable(f"no {name.replace('_', ' ')} line in sys._debugmallocstats() output "
-                                       "(is pymalloc off, PYTHONMALLOC=malloc?)")
-        figures[name] = int(match.group(1).replace(",", ""))
-    figures["pool_bytes"] = (figures["allocated_blocks"] + figures["available_blocks"] + figures["pool_headers"]
-                             + figures["quantization"])
-    return figures
+    """One ``sys._debugmallocstats()`` report's figures (:func:`server.memstats.parse_pymalloc`);
+    raises :class:`AllocatorUnavailable` when pymalloc's lines are missing."""
+    try:
+        return parse_pymalloc(text)
+    except PymallocStatsMissing as error:
+        raise AllocatorUnavailable(str(error)) from None
 
 
 def measure_table(layout: str, slots: int, python: str = sys.executable) -> AllocatorDelta:
@@ -106,7 +89,7 @@ def measure_table(layout: str, slots: int, python: str = sys.executable) -> Allo
     if child.returncode != 0:
         last = (child.stderr.strip().splitlines() or ["no output"])[-1]
         raise AllocatorUnavailable(f"{layout}: the allocator child exited with {child.returncode}: {last}")
-    blocks = [_HEADER + part for part in child.stderr.split(_HEADER)[1:]]
+    blocks = [PYMALLOC_HEADER + part for part in child.stderr.split(PYMALLOC_HEADER)[1:]]
     if len(blocks) != 2:
         raise AllocatorUnavailable(f"{layout}: expected two sys._debugmallocstats() reports, got {len(blocks)}")
     before, after = parse_mallocstats(blocks[0]), parse_mallocstats(blocks[1])

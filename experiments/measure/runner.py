@@ -13,6 +13,7 @@ written with status ``running`` first and rewritten at the end; an interrupted o
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, replace
@@ -45,7 +46,7 @@ from ..dataset.results import (
 from ..errors import BadInput, ExperimentError
 from ..loadgen import LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, kernel
+from . import environment, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_rows
 from .probes.sampler import PROCESS_COLUMNS
@@ -113,6 +114,12 @@ class Run:
         #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
+        #: The subject's root process's pages read right after its dump at the end of each of
+        #: LEDGER_PHASES: ``{phase: (the dump's path less its suffix, pages)}``; with the allocators'
+        #: figures written beside the dump, the RSS ledger.
+        self.ledger_pages: dict[str, tuple[Path, ledger.Pages]] = {}
+        #: The bare interpreter's ledger (the server's Python and imports, nothing run), or why not.
+        self.bare_interpreter: dict[str, Any] | None = None
         self.phase = "start"
         self.server: LaunchedProcess | None = None
         self.sampler: RssSampler | None = None
@@ -155,6 +162,7 @@ class Run:
             self._phase(DRAIN, lambda: self._load_command(DRAIN, "drain", 60 * self.stretch))
             self._phase(IDLE_AFTER, lambda: self._idle(idle_s))
             self.phase = "stop"
+            self._measure_bare_interpreter()
             self._stop_server(expect_running=True)
         except (RunFailed, Interrupted, KeyboardInterrupt, Exception) as caught:
             error = caught
@@ -186,7 +194,39 @@ class Run:
         except ProbeFailed as error:
             raise RunFailed(f"{self.subject.name}: {error}") from None
         if dumped:
+            if name in LEDGER_PHASES:
+                self._read_ledger_pages(name, len(self.dumps))
             self.dumps.append(name)
+
+    def _read_ledger_pages(self, phase: str, index: int) -> None:
+        """The subject's root process's pages, now that its dump ``index`` is written with its
+        allocators' figures beside it (in the trace folder for memdiet's server, in ``pid-PID/`` for a
+        Python program the tracer was injected into)."""
+        assert self.server is not None
+        pid = self.server.pid
+        for folder in (self.trace_dir, self.trace_dir / f"pid-{pid}"):
+            if (folder / "snapshots" / f"{index:03d}.alloc.json").exists():
+                try:
+                    self.ledger_pages[phase] = (folder / "snapshots" / f"{index:03d}", ledger.read_pages(pid))
+                except ProcessGone:
+                    pass  # _check_server says so at the next phase
+                return
+
+    def _measure_bare_interpreter(self) -> None:
+        """The bare interpreter's ledger, with the modules the subject had imported at its first dump.
+        Not for a --cmd, whose interpreter and working folder may not be memdiet's."""
+        if not self.ledger_pages:
+            return
+        if self.subject.kind == "command":
+            self.bare_interpreter = {"error": "not measured for a --cmd subject (its interpreter may not be memdiet's)"}
+            return
+        stem = min((stem for stem, _pages in self.ledger_pages.values()), key=lambda path: path.name)
+        try:
+            modules = json.loads(stem.with_suffix(".alloc.json").read_text())["modules"]
+            self.bare_interpreter = ledger.bare_interpreter(modules, python=self.config.python, cwd=REPO_ROOT,
+                                                            env=os.environ)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            self.bare_interpreter = {"error": str(error)}
 
     def _tree(self) -> list[int]:
         """The subject's processes: its root first, then every process below it."""
@@ -387,6 +427,7 @@ class Run:
             closed = sum(int(event["closed"]) for event in self.closed_early)
             document["closed_early"] = {"closed": closed, "events": self.closed_early}
         notes = document["probe_info"]["notes"]
+        ledgers = self._ledgers(notes)  # before collect(), which moves the dumps into the run folder
         probe_data = None
         try:
             probe_data = self.probe.collect(self.trace_dir, self.run_dir, self.t0, self.wall_t0, self.dumps)
@@ -429,6 +470,8 @@ class Run:
                         "kernel_buffer_bytes_per_held_connection"):
                 if key in document["summary"]:
                     document["summary"][key] = None
+        if ledgers:
+            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
         if self.closed_early:
             first = self.closed_early[0]
@@ -448,6 +491,29 @@ class Run:
         write_json(self.run_dir / RESULT_FILE, document)
 
 
+    def _ledgers(self, notes: list[str]) -> dict[str, dict[str, Any]]:
+        """The RSS ledger at the end of each phase whose pages were read (:mod:`.ledger`)."""
+        ledgers = {}
+        for phase, (stem, pages) in self.ledger_pages.items():
+            try:
+                stats = json.loads(stem.with_suffix(".alloc.json").read_text())
+                rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"), pymalloc=stats.get("pymalloc") is not None)
+            except (OSError, ValueError) as error:
+                notes.append(f"RSS ledger at the end of {phase}: {error}")
+                continue
+            ledgers[phase] = ledger.ledger(pages, stats, rounding)
+        return ledgers
+
+    def _ledger_document(self, ledgers: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+        """result.json's ``rss_ledger``: each phase's ledger, the bare interpreter's, and what one
+        more held connection costs by kind (None when the subject did not hold its clients)."""
+        per_held = None
+        if IDLE_EMPTY in ledgers and IDLE_HELD in ledgers and not self.closed_early:
+            per_held = ledger.per_held_connection(ledgers[IDLE_EMPTY], ledgers[IDLE_HELD], self.config.connections,
+                                                  summary.get("kernel_bytes_per_held_connection"))
+        return {"phases": ledgers, "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
+                "parts": {name: {"label": label, "source": source} for name, (label, source) in ledger.PARTS.items()}}
+
     def _write_processes(self, data: ProbeData) -> list[dict[str, Any]]:
         """Each traced process's own series into ``processes/pid-PID/``; what the run says of each."""
         described = []
@@ -465,6 +531,10 @@ class Run:
                 entry["phase_end_heap_bytes"] = one.phase_end_heap
             described.append(entry)
         return described
+
+
+#: The phases at whose end the RSS ledger is taken: the server idles there.
+LEDGER_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
 
 
 def kernel_per_held_connection(kernel_at: dict[str, Any], connections: int) -> dict[str, float | None]:

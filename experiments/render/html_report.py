@@ -44,7 +44,8 @@ from ..dataset.selection import (
 from ..paths import REPO_ROOT
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
-from .figures import LAYOUT_COLOURS
+from .figures import SITE_COLOURS
+from .ledger import BARE, LEDGER_PHASES, REMAINDER
 from .units import MISSING, human_bytes, percent_change, slot_bytes
 
 HTML_FILE = "index.html"
@@ -301,52 +302,97 @@ def _anatomy_section(anatomy_file: Path, runs: list[RunResult]) -> html.Section 
 
 # --- the RSS ledger ------------------------------------------------------------------------------------------
 def _ledger_section(runs: list[RunResult]) -> html.Section | None:
-    """Each layout's RSS ledger as stacked bars (one bar per moment), where result.json has one: from
-    the run that measures RSS best (the rss probe's, untraced)."""
+    """Each layout's RSS ledger as stacked bars (one bar per moment): from the first run, in
+    :data:`RSS_PROBES` order, whose result.json records a ledger (the runner writes it for the
+    tracemalloc probe), else the kernel's split of the rss-probe run's process tree."""
     by_layout: dict[str, dict[str, RunResult]] = {}
     for run in runs:
         by_layout.setdefault(run.layout, {})[run.probe] = run
     entries = []  # (bar label, {part: bytes})
     for layout in layout_order(by_layout):
-        run = pick_run(by_layout[layout], RSS_PROBES)
+        by_probe = by_layout[layout]
+        probes = [probe for probe in RSS_PROBES if probe in by_probe] + sorted(set(by_probe) - set(RSS_PROBES))
+        run = next((by_probe[probe] for probe in probes if _recorded_ledger(by_probe[probe].document) is not None),
+                   None) or pick_run(by_probe, RSS_PROBES)
         for moment, parts in _ledger(run.document):
             entries.append((f"{run.layout} · {run.probe}" + (f" · {moment}" if moment else ""), parts))
     if not entries:
         return None
     import plotly.graph_objects as go
 
-    parts = list(dict.fromkeys(part for _label, by_part in entries for part in by_part))
+    # The parts in a ledger's order: the fullest first (a bare interpreter has no tracer's parts).
+    parts = list(dict.fromkeys(part for _label, by_part in sorted(entries, key=lambda entry: -len(entry[1]))
+                               for part in by_part))
     figure = go.Figure()
     labels = [label for label, _ in entries]
+    totals = [human_bytes(sum(by_part.values())) for _label, by_part in entries]
     for number, part in enumerate(parts):
         values = [by_part.get(part, 0) for _label, by_part in entries]
+        colour = LEDGER_REMAINDER_COLOUR if part.startswith(REMAINDER) else SITE_COLOURS[number % len(SITE_COLOURS)]
         figure.add_trace(go.Bar(
-            y=labels, x=values, orientation="h", name=part, marker_color=LAYOUT_COLOURS[number % len(LAYOUT_COLOURS)],
-            customdata=[human_bytes(value) for value in values],
-            hovertemplate=f"<b>%{{y}}</b><br>{part}: %{{customdata}}<extra></extra>"))
-    top = max(sum(by_part.values()) for _label, by_part in entries)
-    figure.update_xaxes(title_text="resident memory", range=[0, top * 1.05 or 1], **_byte_ticks(top * 1.05))
+            y=labels, x=values, orientation="h", name=part, marker_color=colour,
+            customdata=[[human_bytes(value), total] for value, total in zip(values, totals)],
+            hovertemplate=f"<b>%{{y}}</b><br>{part}: %{{customdata[0]}} (RSS %{{customdata[1]}})<extra></extra>"))
+    # Stacked relative to zero: positive parts to the right, negative ones (address space held and never
+    # touched) to the left; a bar's parts add up to its RSS.
+    high = max(sum(value for value in by_part.values() if value > 0) for _label, by_part in entries)
+    low = min(sum(value for value in by_part.values() if value < 0) for _label, by_part in entries)
+    span = (high - low) or 1
+    figure.update_xaxes(title_text="resident memory (negative parts left of zero)",
+                        range=[low - 0.02 * span if low < 0 else 0, high + 0.05 * span], **_signed_byte_ticks(low, high))
     figure.update_yaxes(autorange="reversed")
-    figure.update_layout(barmode="stack", height=140 + 28 * len(entries), margin={"l": 260, "r": 20, "t": 30, "b": 50},
+    figure.update_layout(barmode="relative", height=140 + 28 * len(entries), margin={"l": 300, "r": 20, "t": 30, "b": 50},
                          legend={"orientation": "h", "y": -0.15})
     return html.Section("RSS ledger", [
-        "What each layout's resident memory is made of, as its run's result.json records it (the rss-probe run "
-        "where there is one: no tracer inside): its own ledger, or else the kernel's split of the process tree's "
-        "RSS at each phase end (RssAnon, RssFile, RssShmem). Hover a part for its bytes; click a legend entry to "
-        "hide a part."], figure=figure, anchor="rss-ledger")
+        "What each layout's resident memory is made of, as its run's result.json records it: the RSS ledger at the "
+        "end of each idle phase and of a bare interpreter (the server's Python importing the same modules, nothing "
+        "run, no tracer), each part measured and the remainder, what no part explains, a part of its own; a "
+        "negative part (address space the allocators hold and never touched) is drawn left of zero, and a bar's "
+        "parts add up to its RSS. A run without a ledger shows the kernel's split of the process tree's RSS at each "
+        "phase end (RssAnon, RssFile, RssShmem), from the rss-probe run. Hover a part for its bytes; click a legend "
+        "entry to hide a part."], figure=figure, anchor="rss-ledger")
+
+
+def _signed_byte_ticks(low: float, high: float) -> dict[str, Any]:
+    """Round byte ticks from ``low`` (0 or below) to ``high``, both sides with the same step."""
+    ticks = _byte_ticks(max(high, -low))
+    if not ticks or low >= 0:
+        return ticks
+    pairs = [(-value, f"-{text}") for value, text in zip(ticks["tickvals"], ticks["ticktext"])
+             if 0 < value <= -low][::-1]
+    pairs += [(value, text) for value, text in zip(ticks["tickvals"], ticks["ticktext"]) if value <= high]
+    return {"tickvals": [value for value, _ in pairs], "ticktext": [text for _, text in pairs]}
 
 
 #: The kernel's split of RSS (``process_tree.phase_end.PHASE.total`` in result.json), as ledger parts.
 TREE_PARTS = (("rss_anon_bytes", "anonymous (heap, stacks)"), ("rss_file_bytes", "file-backed (code, libraries)"),
               ("rss_shmem_bytes", "shared memory"))
+#: The remainder's colour: what no part explains stands apart from every measured part.
+LEDGER_REMAINDER_COLOUR = "#000000"
+
+
+def _recorded_ledger(document: dict[str, Any]) -> Any:
+    """The ledger a result.json records under :data:`LEDGER_KEYS`, or None."""
+    return next((document[key] for key in LEDGER_KEYS if document.get(key)), None)
 
 
 def _ledger(document: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """A result.json's RSS ledger as [(moment, {part: bytes})]: a ledger is ``{part: bytes}``,
-    ``{moment: {part: bytes}}``, or a list of entries naming a part (``part``/``name``/``label``),
-    its bytes (``bytes``/``rss_bytes``/``size``) and optionally a moment (``phase``/``moment``).
-    Without one, the process tree's RSS at each phase end split as the kernel splits it."""
-    ledger = next((document[key] for key in LEDGER_KEYS if document.get(key)), None)
+    """A result.json's RSS ledger as [(moment, {part: bytes})].
+
+    The runner's ``rss_ledger`` (``{"phases": {phase: LEDGER}, "bare_interpreter": LEDGER, ...}``,
+    each LEDGER ``{"rss_bytes", "parts": [{"part", "label", "bytes"}]}``) gives the moments "bare
+    interpreter" (when it was measured), then "idle-empty", "idle-held", "idle-after", each
+    ``{label: bytes}`` with the remainder, adding up to its RSS (a part may be negative). Other
+    shapes: ``{part: bytes}``, ``{moment: {part: bytes}}``, or a list of entries naming a part
+    (``part``/``name``/``label``), its bytes (``bytes``/``rss_bytes``/``size``) and optionally a
+    moment (``phase``/``moment``). Without one, the process tree's RSS at each phase end split as
+    the kernel splits it."""
+    ledger = _recorded_ledger(document)
+    if isinstance(ledger, dict) and isinstance(ledger.get("phases"), dict):
+        return _phase_ledgers(ledger)
+    if isinstance(ledger, dict) and isinstance(ledger.get("parts"), list) and "rss_bytes" in ledger:
+        one = _ledger_parts(ledger)
+        return [("", one)] if one else []
     if ledger is None:
         phase_end = (document.get("process_tree") or {}).get("phase_end") or {}
         ledger = {phase: {label: totals[key] for key, label in TREE_PARTS if _is_size(totals.get(key))}
@@ -374,8 +420,30 @@ def _ledger(document: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
     return []
 
 
+def _phase_ledgers(ledger: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """The runner's ``rss_ledger`` as moments: the bare interpreter's, then each phase's in scenario order."""
+    phases = ledger["phases"]
+    names = [name for name in LEDGER_PHASES if name in phases] + [name for name in phases if name not in LEDGER_PHASES]
+    moments = [(BARE, ledger.get("bare_interpreter"))] + [(name, phases[name]) for name in names]
+    return [(moment, parts) for moment, entry in moments if isinstance(entry, dict)
+            for parts in [_ledger_parts(entry)] if parts]
+
+
+def _ledger_parts(entry: dict[str, Any]) -> dict[str, float]:
+    """One LEDGER's parts as ``{label: bytes}`` (the part's name where it has no label)."""
+    parts = entry.get("parts")
+    if not isinstance(parts, list):
+        return {}
+    return {str(part.get("label") or part["part"]): float(part["bytes"]) for part in parts
+            if isinstance(part, dict) and "part" in part and _is_number(part.get("bytes"))}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_size(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return _is_number(value) and value >= 0
 
 
 # --- the runs --------------------------------------------------------------------------------------------------

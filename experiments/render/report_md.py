@@ -49,6 +49,7 @@ from ..errors import BadInput
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
 from .held_sites import held_site_tables, held_sites_markdown
+from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
 from .markdown import table
 from .massif_curve import render_massif_curve
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
@@ -393,6 +394,11 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   "ours and the ones people run. Sites of the subject's own code, its framework's and the standard "
                   "library's alike; C extensions' own allocations show under memray's native frames.", "",
                   *held_sites_markdown(held_site_tables(by_layout))]
+        ledgers = ledger_tables(by_layout)
+        if ledgers:
+            render_ledger_chart(ledgers, out_dir / "ledger")
+            lines += ["## Where the RSS goes: the ledger", "", _image("ledger", "RSS ledger per layout"), "",
+                      *ledger_markdown(ledgers)]
         checks = crosscheck_tables(by_layout)
         if checks:
             lines += ["## massif beside tracemalloc", "", *crosscheck_markdown(checks)]

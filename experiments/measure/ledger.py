@@ -1,0 +1,290 @@
+"""The RSS ledger: a process's resident memory at a phase end, split into parts that add up, each
+measured, and the remainder no part explains as a row of its own.
+
+Rules. Two reads, taken together at the end of a phase while the server idles:
+
+- from outside, /proc/PID/smaps (:func:`read_pages`): every mapping's resident pages. Their sum is the
+  ledger's RSS. File mappings give the pages read from files (the interpreter, shared libraries,
+  mapped files; less the shared memory /proc/PID/status counts as RssShmem) and the pages the
+  process wrote in them (.data, relocations: "Anonymous" in a file mapping; a file's .bss is an
+  anonymous mapping the kernel merges with any anonymous mapping beside it, so it stays with the
+  allocators' memory, in the remainder). A thread's stack
+  is the mapping its stack pointer is in (/proc/PID/task/TID/syscall), the main thread's ``[stack]``.
+  What is left is the allocators' anonymous memory (``[heap]`` and anonymous mappings), and the
+  address space they hold that was never touched: a mapping's size less its resident pages;
+- from inside, written by the tracemalloc probe at the same phase end (``snapshots/NNN.alloc.json``,
+  :mod:`server.memstats`): pymalloc's arenas, pools and blocks, glibc's ``mallinfo2()``,
+  tracemalloc's traced and own bytes; and from that phase's dump, the traces, from which the
+  allocators' rounding of each traced block is worked out (:func:`rounding_bytes`).
+
+The allocators' anonymous memory is then split into: the Python heap tracemalloc traces; the
+rounding of its blocks; the tracer's tables; what is in use and not traced (pymalloc's blocks and
+malloc's chunks in use, less the three before: allocated before tracing began, by C code, by the
+interpreter); pymalloc's free space (free blocks of used pools, pool headers and tails) and empty
+pools; malloc's free chunks; less what the allocators hold and never touched. The remainder is the
+ledger's RSS less every part. Sizes are bytes.
+
+A bare interpreter (:func:`bare_interpreter`) is measured with the same reads: the same Python, the
+same modules imported, nothing run, no tracer; so "the interpreter" is a number of this run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping as MappingType, Sequence
+
+from . import procfs
+
+#: The parts of a ledger in the order they are listed, with what each is and where it is read.
+PARTS: dict[str, tuple[str, str]] = {
+    "file": ("file-backed pages: the interpreter, shared libraries, mapped files",
+             "smaps: Rss less Anonymous of file mappings, less RssShmem"),
+    "shmem": ("shared memory", "/proc/PID/status RssShmem"),
+    "written": ("pages written in the interpreter's and libraries' file mappings (.data, relocations)",
+                "smaps: Anonymous of file mappings"),
+    "stacks": ("thread stacks", "smaps: [stack] and the mapping each thread's stack pointer is in"),
+    "special": ("kernel-provided mappings ([vdso], [vvar])", "smaps"),
+    "python_heap": ("Python heap, as tracemalloc traces it", "tracemalloc.get_traced_memory()"),
+    "rounding": ("allocators' rounding of the traced blocks (size classes, chunk headers)",
+                 "the phase-end dump's traces, by pymalloc's and glibc's size rules"),
+    "tracer": ("tracemalloc's own tables", "tracemalloc.get_tracemalloc_memory()"),
+    "untraced": ("in use, not traced: allocated before tracing began, by C code, by the interpreter",
+                 "pymalloc's allocated blocks + mallinfo2 uordblks + hblkhd, less the three parts above"),
+    "pymalloc_free": ("pymalloc: free blocks of used pools, pool headers and tails",
+                      "sys._debugmallocstats(): available blocks, pool headers, quantization"),
+    "pymalloc_empty": ("pymalloc: empty pools", "sys._debugmallocstats(): unused pools"),
+    "malloc_free": ("malloc: free chunks (the top one included)", "mallinfo2 fordblks"),
+    "untouched": ("held by the allocators, never touched (not resident)",
+                  "smaps: Size less Rss of writable anonymous mappings and [heap], negative"),
+    "remainder": ("remainder: what no part explains", "the ledger's RSS less every part above"),
+}
+#: Parts that are the allocators' anonymous memory (the rest are read from the pages directly).
+ALLOCATOR_PARTS = ("python_heap", "rounding", "tracer", "untraced", "pymalloc_free", "pymalloc_empty",
+                   "malloc_free", "untouched")
+#: What one more held connection costs, by kind: the ledger's parts summed.
+PER_CONNECTION_KINDS: dict[str, tuple[str, ...]] = {
+    "python_heap": ("python_heap",),
+    "allocator": ("rounding", "pymalloc_free", "pymalloc_empty", "malloc_free", "untouched"),
+    "untraced": ("untraced", "tracer"),
+    "pages_and_stacks": ("file", "shmem", "written", "stacks", "special"),
+    "remainder": ("remainder",),
+}
+
+#: pymalloc serves requests up to this size (bytes) in 16-byte size classes (64-bit CPython 3.8+).
+PYMALLOC_MAX_BYTES = 512
+PYMALLOC_ALIGNMENT = 16
+#: glibc: a chunk is the request plus an 8-byte header, rounded to 16, at least 32 bytes; requests of
+#: this size or more are mmapped on their own (the default threshold), whole pages with a 16-byte header.
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+#: A thread running when its stack pointer is read has none to give: read again, this often, this long.
+STACK_POINTER_ATTEMPTS = 50
+STACK_POINTER_RETRY_S = 0.002
+#: Seconds the bare interpreter may take to import the modules and report.
+BARE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """A process's pages at one moment, from /proc/PID/smaps (bytes): ``rss`` (their sum), and the
+    parts :data:`PARTS` reads from them; ``allocator_resident`` is ``[heap]`` and anonymous mappings,
+    ``untouched`` their writable address space not resident; ``threads`` and ``stacks_found``: how
+    many threads the process has and whose stack was found."""
+
+    rss: int
+    file: int
+    shmem: int
+    written: int
+    stacks: int
+    special: int
+    allocator_resident: int
+    untouched: int
+    threads: int
+    stacks_found: int
+
+
+def read_pages(pid: int | str) -> Pages:
+    """The process's pages now (see :class:`Pages`). Raises :class:`procfs.ProcessGone`."""
+    pointers = procfs.thread_stack_pointers(pid)
+    for _attempt in range(STACK_POINTER_ATTEMPTS):  # a thread at work has none: read again when it waits
+        if all(pointers.values()):
+            break
+        time.sleep(STACK_POINTER_RETRY_S)
+        pointers = procfs.thread_stack_pointers(pid)
+    pointers = [pointer for pointer in pointers.values() if pointer]
+    mappings = procfs.smaps(pid)
+    shmem = procfs.memory_status(pid).get("shmem_bytes", 0)
+    return pages_of(mappings, pointers, shmem, threads=len(procfs.thread_ids(pid)))
+
+
+def pages_of(mappings: Sequence[procfs.Mapping], stack_pointers: Sequence[int], shmem: int, threads: int) -> Pages:
+    """:class:`Pages` from a process's mappings, its threads' stack pointers and its RssShmem."""
+    file = written = stacks = special = resident = untouched = 0
+    found = set()
+    for mapping in mappings:
+        holds = [pointer for pointer in stack_pointers if mapping.start <= pointer < mapping.end]
+        if mapping.inode:
+            file += mapping.rss_bytes - mapping.anon_bytes
+            written += mapping.anon_bytes
+        elif mapping.path == "[stack]" or holds:
+            stacks += mapping.rss_bytes
+            found.update(holds or ["main"])
+        elif mapping.path in ("", "[heap]"):
+            resident += mapping.rss_bytes
+            if mapping.perms.startswith("rw"):
+                untouched += mapping.size_bytes - mapping.rss_bytes
+        else:
+            special += mapping.rss_bytes
+    rss = sum(mapping.rss_bytes for mapping in mappings)
+    return Pages(rss=rss, file=file - shmem, shmem=shmem, written=written, stacks=stacks, special=special,
+                 allocator_resident=resident, untouched=untouched, threads=threads,
+                 stacks_found=len(found))
+
+
+def block_bytes(size: int, pymalloc: bool = True) -> int:
+    """The bytes an allocator sets aside for a request of ``size`` bytes: pymalloc's size class (16-byte
+    steps up to 512 B, a 0-byte request takes a block of 16), else glibc's chunk (header and alignment,
+    32 B at least; whole pages from the mmap threshold on)."""
+    if pymalloc and size <= PYMALLOC_MAX_BYTES:
+        return max(PYMALLOC_ALIGNMENT, -(-size // PYMALLOC_ALIGNMENT) * PYMALLOC_ALIGNMENT)
+    if size >= MALLOC_MMAP_THRESHOLD:
+        return -(-(size + 16) // procfs.PAGE_SIZE) * procfs.PAGE_SIZE
+    return max(32, (size + 8 + 15) // 16 * 16)
+
+
+def rounding_bytes(snapshot_path: Path, pymalloc: bool = True) -> int:
+    """What the allocators add to the traced requests of a tracemalloc dump: the sum over its traces
+    of :func:`block_bytes` less the size asked for."""
+    snapshot = tracemalloc.Snapshot.load(str(snapshot_path))
+    return sum(block_bytes(trace.size, pymalloc) - trace.size for trace in snapshot.traces)
+
+
+def ledger(pages: Pages, stats: MappingType[str, Any], rounding: int | None = None) -> dict[str, Any]:
+    """One ledger: ``rss_bytes`` and ``parts``, ``[{"part", "label", "bytes", "source"}]`` in
+    :data:`PARTS` order (the parts a process without a tracer has not left out), adding up to
+    ``rss_bytes`` with the remainder; ``remainder_share``: the remainder over RSS; ``threads``."""
+    pymalloc, malloc = stats.get("pymalloc"), stats.get("malloc")
+    traced, tracer = stats.get("traced_bytes"), stats.get("tracer_bytes")
+    values: dict[str, int | None] = {
+        "file": pages.file, "shmem": pages.shmem, "written": pages.written, "stacks": pages.stacks,
+        "special": pages.special, "python_heap": traced, "rounding": rounding if traced is not None else None,
+        "tracer": tracer, "untouched": -pages.untouched,
+    }
+    if pymalloc is not None and malloc is not None:
+        in_use = pymalloc["allocated_blocks"] + malloc["uordblks"] + malloc["hblkhd"]
+        values["untraced"] = in_use - (traced or 0) - (rounding or 0) - (tracer or 0)
+        values["pymalloc_free"] = pymalloc["available_blocks"] + pymalloc["pool_headers"] + pymalloc["quantization"]
+        values["pymalloc_empty"] = pymalloc["unused_pools"]
+        values["malloc_free"] = malloc["fordblks"]
+    else:  # without both allocators' figures the allocators' memory is left whole, in the remainder
+        values.update(untraced=None, pymalloc_free=None, pymalloc_empty=None, malloc_free=None)
+    if values["untraced"] is None:
+        values["untouched"] = None
+    explained = sum(value for value in values.values() if value is not None)
+    values["remainder"] = pages.rss - explained
+    parts = [{"part": name, "label": PARTS[name][0], "bytes": value, "source": PARTS[name][1]}
+             for name, value in values.items() if value is not None]
+    parts.sort(key=lambda part: list(PARTS).index(part["part"]))
+    return {"rss_bytes": pages.rss, "parts": parts, "remainder_share": values["remainder"] / pages.rss if pages.rss else None,
+            "threads": pages.threads, "stacks_found": pages.stacks_found}
+
+
+def part_bytes(one_ledger: MappingType[str, Any]) -> dict[str, int]:
+    """A ledger's parts as ``{part: bytes}``."""
+    return {part["part"]: part["bytes"] for part in one_ledger["parts"]}
+
+
+def per_held_connection(empty: MappingType[str, Any], held: MappingType[str, Any], connections: int,
+                        kernel_bytes_per_held_connection: float | None) -> dict[str, float | None]:
+    """What one more held connection costs (bytes), from the ledgers at the ends of idle-empty and
+    idle-held: RSS, and by :data:`PER_CONNECTION_KINDS`, with the kernel's socket memory beside."""
+    if connections <= 0:
+        return {}
+    before, after = part_bytes(empty), part_bytes(held)
+    figures: dict[str, float | None] = {"rss": (held["rss_bytes"] - empty["rss_bytes"]) / connections}
+    for kind, names in PER_CONNECTION_KINDS.items():
+        figures[kind] = sum(after.get(name, 0) - before.get(name, 0) for name in names) / connections
+    figures["kernel"] = kernel_bytes_per_held_connection
+    return figures
+
+
+#: The bare interpreter: imports the modules named on its first line of input, reports its
+#: allocators, then waits (its pages are read meanwhile) until its input closes.
+_BARE_CHILD = """
+import gc, importlib, json, sys
+names = json.loads(sys.stdin.readline())
+failed = []
+for name in names:
+    if name == "sitecustomize":  # memdiet's tracer bootstrap, when it was injected: no tracer here
+        continue
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failed.append(name)
+from server import memstats
+gc.collect()
+stats = memstats.allocator_stats()
+stats["failed_imports"] = failed
+del stats["modules"]
+print(json.dumps(stats), flush=True)
+sys.stdin.readline()
+"""
+
+
+def bare_interpreter(modules: Sequence[str], python: str = sys.executable, cwd: Path | None = None,
+                     env: MappingType[str, str] | None = None) -> dict[str, Any]:
+    """The ledger of a bare interpreter: ``python`` importing ``modules`` (the server's, as its dumps
+    list them) and nothing more, no tracer; with ``modules`` (how many) and ``failed_imports``.
+    Raises :class:`RuntimeError` with the reason when the child fails."""
+    environment = {key: value for key, value in (env or os.environ).items()
+                   if key not in ("PYTHONTRACEMALLOC", "PYTHONMALLOC")}
+    child = subprocess.Popen([python, "-c", _BARE_CHILD], cwd=cwd, env=environment, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(json.dumps(list(modules)) + "\n")
+        child.stdin.flush()
+        line = _read_line(child, BARE_TIMEOUT_S)
+        stats = json.loads(line)
+        pages = read_pages(child.pid)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+        child.kill()
+        child.wait()
+        raise RuntimeError(f"the bare interpreter failed: {error}") from None
+    finally:
+        if child.poll() is None:
+            try:
+                child.communicate(input="\n", timeout=BARE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    result = ledger(pages, stats)
+    result.update(modules=len(modules), failed_imports=stats.get("failed_imports", []))
+    return result
+
+
+def _read_line(child: subprocess.Popen, timeout_s: float) -> str:
+    """The child's first line of output, within ``timeout_s``; ValueError with its stderr if none."""
+    import selectors
+
+    assert child.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(child.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout_s):
+            raise subprocess.TimeoutExpired(child.args, timeout_s)
+    line = child.stdout.readline()
+    if not line:
+        child.wait()
+        error = (child.stderr.read() if child.stderr else "").strip().splitlines()
+        raise ValueError(f"exit {child.returncode}: {error[-1] if error else 'no output'}")
+    return line
+
+
+__all__ = ["ALLOCATOR_PARTS", "PARTS", "PER_CONNECTION_KINDS", "Pages", "bare_interpreter", "block_bytes",
+           "ledger", "pages_of", "part_bytes", "per_held_connection", "read_pages", "rounding_bytes"]
