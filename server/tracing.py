@@ -52,14 +52,26 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-if __package__:
-    from . import memstats
-else:  # the tracer bootstrap loads this file alone, into a program that has no ``server`` package
-    import importlib.util
 
-    _spec = importlib.util.spec_from_file_location("_memdiet_memstats", os.path.join(os.path.dirname(__file__), "memstats.py"))
-    memstats = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(memstats)
+def memstats_module() -> Any:
+    """:mod:`server.memstats`, imported when a sampler first needs it (it brings ctypes and tempfile:
+    a server that only writes table.json through this module does not pay for them)."""
+    if __package__:
+        from . import memstats
+
+        return memstats
+    # The tracer bootstrap loads this file alone, into a program that has no ``server`` package.
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("_memdiet_memstats")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("_memdiet_memstats",
+                                                      os.path.join(os.path.dirname(__file__), "memstats.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["_memdiet_memstats"] = module
+    return module
 
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
@@ -147,6 +159,7 @@ class TracemallocSampler:
         #: Each dump also writes ``NNN.alloc.json``: pymalloc's and malloc's figures after it
         #: (:func:`server.memstats.allocator_stats`), for the runner's RSS ledger.
         self.allocator_stats = allocator_stats
+        self._memstats = memstats_module() if allocator_stats else None
         #: A file whose content is the number of dumps asked for so far (written by the runner for a
         #: program the tracer was injected into, which has no SIGUSR1 of ours): looked at every sample.
         self.dump_request_file = dump_request_file
@@ -169,8 +182,8 @@ class TracemallocSampler:
         # Pickle caches each class's slot names on the class the first time it pickles one
         # (copyreg.__slotnames__): made now, not inside the first phase by the first dump.
         pickle.dumps(tracemalloc.Snapshot((), 1))
-        if self.allocator_stats:  # ctypes makes its function objects on first use, and keeps them
-            memstats.allocator_stats()
+        if self._memstats is not None:  # ctypes makes its function objects on first use, and keeps them
+            self._memstats.allocator_stats()
         self._thread.start()
 
     def request_dump(self) -> None:
@@ -267,11 +280,11 @@ class TracemallocSampler:
         # writes it, so the dump's rows and that heap row share one time.
         _write_atomic(stem + ".json", f'{{"monotonic_s": {now:.6f}, "probe_files": {self._probe_files_json}}}'.encode())
         snapshot.dump(stem + ".tmsnap.tmp")
-        if self.allocator_stats:
+        if self._memstats is not None:
             # The allocators as the snapshot left them once it is gone (its objects freed): what the
             # runner's read of the process's pages, right after the .tmsnap appears, also sees.
             del snapshot
             gc.collect()
-            _write_atomic(stem + ".alloc.json", json.dumps(memstats.allocator_stats()).encode())
+            _write_atomic(stem + ".alloc.json", json.dumps(self._memstats.allocator_stats()).encode())
         os.replace(stem + ".tmsnap.tmp", stem + ".tmsnap")  # the runner waits for this name: it must appear complete
         self.dumps_written += 1

@@ -8,6 +8,7 @@ Read at test time, never copied here:
   (tracemalloc's delta around building 20,000 slots in this process, the measurement README names;
   the report's ``bytes_per_slot`` is at 65,536 slots and differs in the first decimal), on the
   interpreter minor README says it measured on; "C B/slot" against ``c_bytes_per_slot()``.
+- The RSS ledger table: the full report's ledger summary (``| subject | RSS (idle-empty) |``).
 - The bench table: ``reports/bench/bench.json`` (each subject's medians and its req/s ratio to the
   asyncio responder).
 
@@ -202,6 +203,33 @@ def bench_table_mismatches(readme: str, bench: dict) -> list[str]:
 
 
 # --- the tests -----------------------------------------------------------------------------------
+def ledger_table_mismatches(readme: str, report: str) -> list[str]:
+    """README's RSS ledger table (in "What it measured") against the full report's ledger summary,
+    cell by cell: figures within rounding, the rest (the largest part, remainders) as written."""
+    header = "| subject | RSS (idle-empty) |"
+    source = {plain(row["subject"]): row for row in table_after(report, header)}
+    rows = table_after(section(readme, "What it measured"), header)
+    if not rows:
+        return ["README's What it measured section has no RSS ledger table"]
+    mismatches = []
+    for row in rows:
+        subject = plain(row["subject"])
+        if subject not in source:
+            mismatches.append(f"RSS ledger: {subject} is not in the report's ledger summary")
+            continue
+        for column, shown in row.items():
+            if column == "subject":
+                continue
+            other = source[subject].get(column)
+            try:
+                same = other is not None and agrees(shown, other)
+            except ValueError:  # not a figure: the same text
+                same = plain(shown) == plain(other or "")
+            if not same:
+                mismatches.append(f"RSS ledger: {subject} {column}: README {shown!r}, report {other!r}")
+    return mismatches
+
+
 def readme_python_minor(readme: str) -> str:
     """The CPython minor README's measured figures were made on (from "CPython 3.11.7)" in "What it measured")."""
     return re.search(r"CPython (\d+\.\d+)\.\d+", section(readme, "What it measured")).group(1)
@@ -214,9 +242,20 @@ def test_what_it_measured_is_the_committed_report() -> None:
 def test_servers_table_is_the_committed_report() -> None:
     readme, report = README.read_text(), REPORT.read_text()
     assert servers_table_mismatches(readme, report) == []
-    row = next(line for line in readme.splitlines() if line.lstrip().startswith("| uvicorn |"))
+    row = next(line for line in section(readme, "Profiling any server").splitlines()
+               if line.lstrip().startswith("| uvicorn |"))
     changed = readme.replace(row, row.replace("| uvicorn | ", "| uvicorn | 9", 1))
     assert len(servers_table_mismatches(changed, report)) == 1
+
+
+def test_ledger_table_is_the_committed_report() -> None:
+    readme, report = README.read_text(), REPORT.read_text()
+    assert ledger_table_mismatches(readme, report) == []
+    ledger = section(readme, "What it measured").split("| subject | RSS (idle-empty) |", 1)[1]
+    row = next(line for line in ledger.splitlines() if line.startswith("| nofd |"))
+    cells = row.split(" | ")
+    cells[1] = f"{Quantity.parse(cells[1]).value / 1024 ** 2 + 0.1:.1f} MiB"
+    assert len(ledger_table_mismatches(readme.replace(row, " | ".join(cells)), report)) == 1
 
 
 def test_readme_and_report_name_the_same_interpreter() -> None:

@@ -11,7 +11,9 @@ Rules. Two reads, taken together at the end of a phase while the server idles:
   allocators' memory, in the remainder). A thread's stack
   is the mapping its stack pointer is in (/proc/PID/task/TID/syscall), the main thread's ``[stack]``.
   What is left is the allocators' anonymous memory (``[heap]`` and anonymous mappings), and the
-  address space they hold that was never touched: a mapping's size less its resident pages;
+  address space they hold that was never touched: a mapping's size less its resident pages, except
+  for glibc's thread heaps, which keep address space they gave back: theirs is malloc's figure for
+  them (``mallinfo2().arena`` less ``[heap]``) less their resident pages;
 - from inside, written by the tracemalloc probe at the same phase end (``snapshots/NNN.alloc.json``,
   :mod:`server.memstats`): pymalloc's arenas, pools and blocks, glibc's ``mallinfo2()``,
   tracemalloc's traced and own bytes; and from that phase's dump, the traces, from which the
@@ -57,12 +59,13 @@ PARTS: dict[str, tuple[str, str]] = {
     "tracer": ("tracemalloc's own tables", "tracemalloc.get_tracemalloc_memory()"),
     "untraced": ("in use, not traced: allocated before tracing began, by C code, by the interpreter",
                  "pymalloc's allocated blocks + mallinfo2 uordblks + hblkhd, less the three parts above"),
-    "pymalloc_free": ("pymalloc: free blocks of used pools, pool headers and tails",
-                      "sys._debugmallocstats(): available blocks, pool headers, quantization"),
+    "pymalloc_free": ("pymalloc: free blocks of used pools, pool headers and tails, arena alignment",
+                      "sys._debugmallocstats(): available blocks, pool headers, quantization, arena alignment"),
     "pymalloc_empty": ("pymalloc: empty pools", "sys._debugmallocstats(): unused pools"),
     "malloc_free": ("malloc: free chunks (the top one included)", "mallinfo2 fordblks"),
     "untouched": ("held by the allocators, never touched (not resident)",
-                  "smaps: Size less Rss of writable anonymous mappings and [heap], negative"),
+                  "smaps: Size less Rss of writable anonymous mappings and [heap]; glibc's thread heaps: "
+                  "mallinfo2 arena less [heap] less their Rss; negative"),
     "remainder": ("remainder: what no part explains", "the ledger's RSS less every part above"),
 }
 #: Parts that are the allocators' anonymous memory (the rest are read from the pages directly).
@@ -83,6 +86,8 @@ PYMALLOC_ALIGNMENT = 16
 #: glibc: a chunk is the request plus an 8-byte header, rounded to 16, at least 32 bytes; requests of
 #: this size or more are mmapped on their own (the default threshold), whole pages with a 16-byte header.
 MALLOC_MMAP_THRESHOLD = 128 * 1024
+#: glibc's HEAP_MAX_SIZE on 64-bit: a thread arena's heap is reserved this long, at a multiple of it.
+GLIBC_HEAP_MAX_BYTES = 64 * 1024 * 1024
 #: A thread running when its stack pointer is read has none to give: read again, this often, this long.
 STACK_POINTER_ATTEMPTS = 50
 STACK_POINTER_RETRY_S = 0.002
@@ -94,8 +99,10 @@ BARE_TIMEOUT_S = 60.0
 class Pages:
     """A process's pages at one moment, from /proc/PID/smaps (bytes): ``rss`` (their sum), and the
     parts :data:`PARTS` reads from them; ``allocator_resident`` is ``[heap]`` and anonymous mappings,
-    ``untouched`` their writable address space not resident; ``threads`` and ``stacks_found``: how
-    many threads the process has and whose stack was found."""
+    ``untouched`` the writable address space of those not resident, glibc's thread heaps left out:
+    ``thread_heaps_rss`` and ``main_heap_size`` let :func:`ledger` count theirs against malloc's own
+    figure (see :func:`pages_of`); ``threads`` and ``stacks_found``: how many threads the process has
+    and whose stack was found."""
 
     rss: int
     file: int
@@ -105,6 +112,8 @@ class Pages:
     special: int
     allocator_resident: int
     untouched: int
+    thread_heaps_rss: int
+    main_heap_size: int
     threads: int
     stacks_found: int
 
@@ -123,12 +132,28 @@ def read_pages(pid: int | str) -> Pages:
     return pages_of(mappings, pointers, shmem, threads=len(procfs.thread_ids(pid)))
 
 
+def _is_thread_heap(mapping: procfs.Mapping, following: procfs.Mapping | None) -> bool:
+    """A heap of one of glibc's thread arenas: anonymous, writable, at a multiple of
+    :data:`GLIBC_HEAP_MAX_BYTES` and that long, or followed by the reserved rest of it (``---p``)."""
+    return (not mapping.inode and mapping.path == "" and mapping.perms.startswith("rw")
+            and mapping.start % GLIBC_HEAP_MAX_BYTES == 0
+            and (mapping.size_bytes == GLIBC_HEAP_MAX_BYTES
+                 or (following is not None and following.start == mapping.end and not following.inode
+                     and following.perms.startswith("---"))))
+
+
 def pages_of(mappings: Sequence[procfs.Mapping], stack_pointers: Sequence[int], shmem: int, threads: int) -> Pages:
-    """:class:`Pages` from a process's mappings, its threads' stack pointers and its RssShmem."""
-    file = written = stacks = special = resident = untouched = 0
+    """:class:`Pages` from a process's mappings, its threads' stack pointers and its RssShmem.
+
+    A glibc thread arena's heap keeps its writable mapping when it shrinks and gives the pages back
+    (``MADV_DONTNEED``): that address space is neither resident nor malloc's any more, so it is not
+    counted as untouched here; :func:`ledger` takes the thread heaps' untouched bytes from malloc's
+    own figure instead."""
+    file = written = stacks = special = resident = untouched = thread_heaps_rss = main_heap_size = 0
     found = set()
-    for mapping in mappings:
+    for position, mapping in enumerate(mappings):
         holds = [pointer for pointer in stack_pointers if mapping.start <= pointer < mapping.end]
+        following = mappings[position + 1] if position + 1 < len(mappings) else None
         if mapping.inode:
             file += mapping.rss_bytes - mapping.anon_bytes
             written += mapping.anon_bytes
@@ -137,14 +162,18 @@ def pages_of(mappings: Sequence[procfs.Mapping], stack_pointers: Sequence[int], 
             found.update(holds or ["main"])
         elif mapping.path in ("", "[heap]"):
             resident += mapping.rss_bytes
-            if mapping.perms.startswith("rw"):
+            if _is_thread_heap(mapping, following):
+                thread_heaps_rss += mapping.rss_bytes
+            elif mapping.perms.startswith("rw"):
                 untouched += mapping.size_bytes - mapping.rss_bytes
+                if mapping.path == "[heap]":
+                    main_heap_size += mapping.size_bytes
         else:
             special += mapping.rss_bytes
     rss = sum(mapping.rss_bytes for mapping in mappings)
     return Pages(rss=rss, file=file - shmem, shmem=shmem, written=written, stacks=stacks, special=special,
-                 allocator_resident=resident, untouched=untouched, threads=threads,
-                 stacks_found=len(found))
+                 allocator_resident=resident, untouched=untouched, thread_heaps_rss=thread_heaps_rss,
+                 main_heap_size=main_heap_size, threads=threads, stacks_found=len(found))
 
 
 def block_bytes(size: int, pymalloc: bool = True) -> int:
@@ -174,18 +203,20 @@ def ledger(pages: Pages, stats: MappingType[str, Any], rounding: int | None = No
     values: dict[str, int | None] = {
         "file": pages.file, "shmem": pages.shmem, "written": pages.written, "stacks": pages.stacks,
         "special": pages.special, "python_heap": traced, "rounding": rounding if traced is not None else None,
-        "tracer": tracer, "untouched": -pages.untouched,
+        "tracer": tracer, "untouched": None,
     }
     if pymalloc is not None and malloc is not None:
         in_use = pymalloc["allocated_blocks"] + malloc["uordblks"] + malloc["hblkhd"]
         values["untraced"] = in_use - (traced or 0) - (rounding or 0) - (tracer or 0)
-        values["pymalloc_free"] = pymalloc["available_blocks"] + pymalloc["pool_headers"] + pymalloc["quantization"]
+        values["pymalloc_free"] = (pymalloc["available_blocks"] + pymalloc["pool_headers"] + pymalloc["quantization"]
+                                   + pymalloc["arena_alignment"])
         values["pymalloc_empty"] = pymalloc["unused_pools"]
         values["malloc_free"] = malloc["fordblks"]
+        # malloc's heaps hold malloc["arena"] bytes: the main one is [heap], the rest thread heaps.
+        thread_heaps_untouched = malloc["arena"] - pages.main_heap_size - pages.thread_heaps_rss
+        values["untouched"] = -(pages.untouched + thread_heaps_untouched)
     else:  # without both allocators' figures the allocators' memory is left whole, in the remainder
         values.update(untraced=None, pymalloc_free=None, pymalloc_empty=None, malloc_free=None)
-    if values["untraced"] is None:
-        values["untouched"] = None
     explained = sum(value for value in values.values() if value is not None)
     values["remainder"] = pages.rss - explained
     parts = [{"part": name, "label": PARTS[name][0], "bytes": value, "source": PARTS[name][1]}

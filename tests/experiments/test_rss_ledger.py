@@ -58,6 +58,14 @@ Anonymous:          2000 kB
 Size:                  4 kB
 Rss:                   0 kB
 Anonymous:             0 kB
+7f0004000000-7f0004400000 rw-p 00000000 00:00 0 
+Size:               4096 kB
+Rss:                1024 kB
+Anonymous:          1024 kB
+7f0004400000-7f0008000000 ---p 00000000 00:00 0 
+Size:              61440 kB
+Rss:                   0 kB
+Anonymous:             0 kB
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
 Size:                132 kB
 Rss:                  36 kB
@@ -76,7 +84,7 @@ KIB = 1024
 
 def test_smaps_is_read_mapping_by_mapping():
     mappings = procfs.parse_smaps(SMAPS)
-    assert len(mappings) == 9
+    assert len(mappings) == 11
     binary_data = mappings[1]
     assert (binary_data.perms, binary_data.inode, binary_data.path) == ("rw-p", 1234, "/usr/bin/python3.11")
     assert (binary_data.size_bytes, binary_data.rss_bytes, binary_data.anon_bytes) == (16 * KIB, 12 * KIB, 8 * KIB)
@@ -86,17 +94,19 @@ def test_smaps_is_read_mapping_by_mapping():
 def test_pages_split_files_written_stacks_and_the_allocators():
     # A thread waits with its stack pointer inside the 8 MiB mapping: that mapping is its stack.
     pages = ledger.pages_of(procfs.parse_smaps(SMAPS), stack_pointers=[0x7F00007FF000], shmem=0, threads=2)
-    assert pages.rss == (4 + 12 + 600 + 64 + 2000 + 36 + 8) * KIB
+    assert pages.rss == (4 + 12 + 600 + 64 + 2000 + 1024 + 36 + 8) * KIB
     assert pages.file == (4 + 4) * KIB and pages.written == 8 * KIB
     assert pages.stacks == (64 + 36) * KIB and pages.stacks_found == 2
     assert pages.special == 8 * KIB
-    assert pages.allocator_resident == (600 + 2000) * KIB
+    assert pages.allocator_resident == (600 + 2000 + 1024) * KIB
     # Writable anonymous address space not resident: [heap] 424 KiB and the 2 MiB mapping's 48 KiB;
-    # the guard page (---p) holds no memory and is not counted.
+    # the guard pages (---p) hold no memory; the thread heap (at a multiple of 64 MiB, the rest of its
+    # 64 MiB reserved) is left to malloc's figure.
     assert pages.untouched == (424 + 48) * KIB
+    assert pages.thread_heaps_rss == 1024 * KIB and pages.main_heap_size == 1024 * KIB
     # Without the thread's stack pointer its stack is taken for allocator memory.
     unknown = ledger.pages_of(procfs.parse_smaps(SMAPS), stack_pointers=[], shmem=0, threads=2)
-    assert unknown.stacks == 36 * KIB and unknown.allocator_resident == (600 + 2000 + 64) * KIB
+    assert unknown.stacks == 36 * KIB and unknown.allocator_resident == (600 + 2000 + 1024 + 64) * KIB
     assert unknown.stacks_found == 1
 
 
@@ -121,8 +131,10 @@ def test_without_pymalloc_every_request_is_a_malloc_chunk():
 
 def _stats(traced: int | None = 1000) -> dict:
     return {"pymalloc": {"allocated_blocks": 800, "available_blocks": 100, "unused_pools": 16384, "pool_headers": 48,
-                         "quantization": 16, "arena_alignment": 0, "arenas": 1 << 20, "pool_bytes": 964},
-            "malloc": {"arena": 4096, "hblkhd": 0, "uordblks": 1500, "fordblks": 2596, "keepcost": 2000},
+                         "quantization": 16, "arena_alignment": 4096, "arenas": 1 << 20, "pool_bytes": 964},
+            # malloc's heaps: [heap] (1 MiB) and a thread heap of 2 MiB, 1 MiB of it resident.
+            "malloc": {"arena": 3 * 1024 * KIB, "hblkhd": 0, "uordblks": 1500, "fordblks": 3 * 1024 * KIB - 1500,
+                       "keepcost": 2000},
             "traced_bytes": traced, "tracer_bytes": 200 if traced is not None else None}
 
 
@@ -134,7 +146,8 @@ def test_the_parts_add_up_to_rss_with_the_remainder_its_own_row():
     assert sum(parts.values()) == one["rss_bytes"] == pages.rss
     # In use: 800 pymalloc blocks + 1,500 malloc chunk bytes, less traced, rounding and tracer.
     assert parts["untraced"] == 800 + 1500 - 1000 - 100 - 200
-    assert parts["untouched"] == -pages.untouched
+    assert parts["untouched"] == -(pages.untouched + 1024 * KIB)
+    assert parts["pymalloc_free"] == 100 + 48 + 16 + 4096
     explained = sum(value for name, value in parts.items() if name != "remainder")
     assert parts["remainder"] == pages.rss - explained
     assert one["remainder_share"] == pytest.approx(parts["remainder"] / pages.rss)

@@ -49,6 +49,9 @@ def _start_tracemalloc(root: str) -> None:
     requests = os.path.join(root, "dump-requests")
     options = {"hz": float(os.environ.get("MEMDIET_TRACE_HZ", "50")),
                "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2"))}
+    # The probe's allocator reader (ctypes, tempfile) is loaded and warmed before tracing starts:
+    # the probe's, not the program's heap.
+    tracing.memstats_module().allocator_stats()
     tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
 
     def begin(how: str) -> None:
