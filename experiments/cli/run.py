@@ -4,7 +4,7 @@ subject under one probe.
 A subject is one of memdiet's layouts, a named peer (uvicorn, aiohttp, asyncio, nginx) or any command
 (``--cmd``, split as a shell would and never run by one; ``{port}`` in it becomes a free loopback
 port, else the port is found from the listening sockets of its process tree). Writes one run folder
-(``reports/runs/<UTC time>-<subject>-<probe>/``) and prints a summary table on
+(``reports/runs/<UTC time>-<subject>-<probe>/``) and prints a summary table (and a tracemalloc run's RSS ledger) on
 stderr. A run the machine has not the memory for is refused before anything starts (exit 2); a run
 that does not complete raises :class:`~experiments.measure.runner.RunFailed` (exit 1, its folder
 kept and marked incomplete). :func:`refuse_if_too_big` and :func:`print_summary` serve ``memdiet
@@ -29,7 +29,8 @@ from ..measure.probes import PROBES
 from ..measure.runner import run_once
 from ..measure.scenario import RUN, RunConfig
 from ..measure.subjects import subject_names
-from ..render.units import format_in_unit
+from ..render.ledger import ledger_table
+from ..render.units import format_in_unit, human_bytes
 from .args import add_run_options, config_from, install_interrupt_handlers, stderr_console
 
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result = load_run(run_dir)
     console.print(f"run written to {run_dir}")
     print_summary(console, [result])
+    print_ledger(console, result)
     return EXIT_OK
 
 
@@ -98,6 +100,27 @@ def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
     for result in runs:
         for warning in result.document.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {result.layout}/{result.probe}: {warning}")
+
+
+def print_ledger(console: Console, result: RunResult) -> None:
+    """The run's RSS ledger (a tracemalloc run's), one row per part, when it has one."""
+    ledger = ledger_table(result)
+    if ledger is None:
+        return
+    per_held = ledger.per_held_column()
+    columns = [("bare interpreter", ledger.bare), *((name, ledger.phases.get(name)) for name in ledger.phases),
+               (f"per held conn. (C = {ledger.connections:,})", per_held)]
+    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains)")
+    table.add_column("part")
+    for name, _moment in columns:
+        table.add_column(name, justify="right")
+    for part in [*ledger.labels, "RSS"]:
+        cells = []
+        for _name, moment in columns:
+            value = None if moment is None else moment.rss_bytes if part == "RSS" else moment.parts.get(part)
+            cells.append("-" if value is None else human_bytes(value))
+        table.add_row(part, *cells)
+    console.print(table)
 
 
 def _mib(value: Any) -> str:

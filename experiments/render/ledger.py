@@ -355,17 +355,18 @@ def render_ledger_chart(tables: Iterable[LedgerTable], out_stem: Path) -> list[P
     columns = max(1, min(PANELS_PER_ROW, len(tables)))
     rows = max(1, math.ceil(len(tables) / columns))
     figure = new_figure(max(PANEL_WIDTH_IN * columns, 6.0), PANEL_HEIGHT_IN * rows + 1.0)
-    grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
+    # Each panel on its own scale: naive's 500 MiB would flatten every other layout's few MiB.
+    grid = figure.subplots(rows, columns, squeeze=False)
     for number, axes in enumerate(axes for row in grid for axes in row):
         if number < len(tables):
             _panel(axes, tables[number])
+            # A bar's start is a sticky edge for autoscaling: a bar going down from the top would touch the frame.
+            low, high = _extent([tables[number]])
+            axes.set_ylim(low - 0.04 * (high - low), high + 0.06 * (high - low))
         else:
             axes.set_axis_off()
     if not tables:
         grid[0][0].text(0.5, 0.5, "no run recorded an RSS ledger", ha="center", va="center")
-    else:  # a bar's start is a sticky edge for autoscaling: a bar going down from the top would touch the frame
-        low, high = _extent(tables)
-        grid[0][0].set_ylim(low - 0.04 * (high - low), high + 0.06 * (high - low))
     handles = [Patch(color=WATERFALL_COLOURS[IDLE_EMPTY][0], label="part, idle-empty"),
                Patch(color=WATERFALL_COLOURS[IDLE_HELD][0], label="part, idle-held"),
                Patch(color=WATERFALL_COLOURS[IDLE_EMPTY][1], label="remainder, idle-empty"),

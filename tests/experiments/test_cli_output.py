@@ -1,6 +1,6 @@
 """What the memdiet CLI prints (issue 16, item 6 and the minor CLI items).
 
-The summary table must be whole when stderr is a pipe or a CI log (rich assumed 80 columns and cut
+The summary table (and a tracemalloc run's RSS ledger under it) must be whole when stderr is a pipe or a CI log (rich assumed 80 columns and cut
 cells to ``compl…``); every option of ``matrix`` and ``report`` has help text; a run that would need
 more memory than the machine has available is refused before anything starts.
 """
@@ -19,6 +19,7 @@ from experiments import cli
 from experiments.dataset.results import find_runs, load_run
 from experiments.measure import budget as memory_budget
 from experiments.measure.scenario import FULL
+from experiments.render.units import human_bytes
 
 from ..fixtures import REPO
 
@@ -41,6 +42,13 @@ def test_summary_table_is_whole_when_stderr_is_a_pipe(tmp_path):
     assert cells[:3] == ["naive", "tracemalloc", "complete"], row
     assert f"{run.summary['bytes_per_slot']:,.1f}" in cells, row  # naive's is 6,10x.x: cut to "6,10…" before
     assert f"{run.summary['idle_rss_bytes'] / 2**20:.1f} MiB" in cells, row
+    # A tracemalloc run's RSS ledger follows, a row per part, the remainder its own, RSS last: whole too.
+    phases = run.document["rss_ledger"]["phases"]
+    rows = {line.strip("│ ").split(" ", 1)[0]: line for line in table.splitlines() if line.startswith("│")}
+    assert {"file", "python_heap", "tracer", "untraced", "remainder", "RSS"} <= set(rows), table
+    assert human_bytes(phases["idle-held"]["rss_bytes"]) in rows["RSS"]
+    remainder = next(part["bytes"] for part in phases["idle-empty"]["parts"] if part["part"] == "remainder")
+    assert human_bytes(remainder) in rows["remainder"]
 
 
 # --- help text -----------------------------------------------------------------------------------
