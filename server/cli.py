@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -111,6 +112,10 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
     max_conns = args.max_conns if args.max_conns is not None else nofile
     from .loop import Server  # after tracing starts, so the server's own objects are traced
 
+    if args.trace == "tracemalloc":
+        # Garbage the imports left (enum's temporary classes, ...) would otherwise be collected while
+        # the table's objects are made, and its bytes taken off the table's (-2.4 KB at 4,096 slots).
+        gc.collect()
     traced_before = _traced_bytes()
     table = make_table(args.layout, max_conns)
     table_heap_bytes = _traced_bytes() - traced_before if traced_before is not None else None
