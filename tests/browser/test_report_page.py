@@ -165,10 +165,9 @@ def capture(driver, element_id: str | None, path: Path) -> Path:
     return path
 
 
-# --- the quick matrix's page -------------------------------------------------------------------------------
-def test_quick_report_page_in_a_real_browser(quick_matrix, browser, tmp_path):
-    page = quick_matrix.latest / "index.html"
-    assert page.is_file(), "memdiet matrix writes index.html beside index.md"
+def _open_checked(browser: Any, page: Path) -> dict[str, Any]:
+    """Open a report page and check what every page must do: under the size limit, drawn in time,
+    no console error, every run's curve with its traces; return the page's data."""
     assert page.stat().st_size < PAGE_LIMIT_BYTES
     state = open_page(browser, page)
     _report(page, state)
@@ -176,6 +175,14 @@ def test_quick_report_page_in_a_real_browser(quick_matrix, browser, tmp_path):
     assert console_errors(state) == []
     data = page_data(browser)
     assert_every_curve_drawn(browser, data)
+    return data
+
+
+# --- the quick matrix's page -------------------------------------------------------------------------------
+def test_quick_report_page_in_a_real_browser(quick_matrix, browser, tmp_path):
+    page = quick_matrix.latest / "index.html"
+    assert page.is_file(), "memdiet matrix writes index.html beside index.md"
+    data = _open_checked(browser, page)
     runs = {run["name"]: run for run in data["runs"]}
     assert set(runs) == {f"{layout} · {probe} probe" for layout in ("naive", "split", "bitfields", "nofd", "packed")
                          for probe in ("tracemalloc", "rss")}
@@ -270,13 +277,7 @@ def test_committed_report_page_in_a_real_browser(browser, tmp_path):
     # committed files as they are, and `git status` clean.
     shots = LATEST if os.environ.get("MEMDIET_UPDATE_SCREENSHOTS") == "1" else tmp_path
     assert page.is_file(), "reports/latest/index.html is committed beside index.md (memdiet report writes it)"
-    assert page.stat().st_size < PAGE_LIMIT_BYTES
-    state = open_page(browser, page)
-    _report(page, state)
-    assert state["openMs"] < OPEN_LIMIT_MS
-    assert console_errors(state) == []
-    data = page_data(browser)
-    assert_every_curve_drawn(browser, data)
+    data = _open_checked(browser, page)
     assert_every_figure_drawn(browser, data)
     # The page was made from the committed report's runs: its Runs table names matrix.json's.
     matrix = read_matrix(LATEST / "matrix.json")

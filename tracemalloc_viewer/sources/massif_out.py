@@ -119,9 +119,9 @@ def _lenient_parser() -> type:
 
     Made on first use: this module is imported with the package, and importing massif_check then
     would make ``python -m tracemalloc_viewer.massif_check`` warn that it was imported twice."""
-    from .. import massif_check
+    from ..massif_check import _Parser
 
-    class LenientParser(massif_check._Parser):
+    class LenientParser(_Parser):
         def _check_peak(self, snapshots) -> None:
             peaks = [snapshot for snapshot in snapshots if snapshot.kind == "peak"]
             if len(peaks) > 1:

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Sequence
 from ..errors import ViewerInputError
 from ..model import Frame, Sample, Series, Site, merge_sites
 from ..names import FileKeys, chosen_names
-from . import memray_capture, tracemalloc_dumps
+from .memray_capture import load as load_memray_capture
+from .tracemalloc_dumps import load_dump, stacks_note
 
 if TYPE_CHECKING:
     from .options import LoadOptions
@@ -170,7 +171,7 @@ def _give_peak_sites(series: Series, detailed: list[Sample], curve_file: str) ->
 
 
 def _from_capture(folder: Path, capture: Path, options: "LoadOptions", command: str, notes: list[str]) -> Series:
-    series = memray_capture.load([capture], options)
+    series = load_memray_capture([capture], options)
     # memray's times start at its first memory record, which heap.csv holds on the run's clock.
     heap = _read_curve(folder / HEAP_FILE, HEAP_COLUMNS)
     offset = heap[0][0] if heap else 0.0
@@ -316,7 +317,7 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
             time_s = heap_times[after] if after < len(heap_times) else float(end_s)
             if isinstance(recorded_times.get(str(name)), (int, float)):
                 time_s = float(recorded_times[str(name)])
-            sites, limit = tracemalloc_dumps.load_dump(path)
+            sites, limit = load_dump(path)
             loaded.append((time_s, sites))
             limits.append(limit)
     if len(loaded) < len(listed):
@@ -324,7 +325,7 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
                      f"(missing, or not named after a phase)")
     if not loaded:
         return []
-    notes.append(tracemalloc_dumps.stacks_note(limits, "the phase-end dumps"))
+    notes.append(stacks_note(limits, "the phase-end dumps"))
     csv_frames = {frame for sample in recorded for site in sample.sites or () for frame in site.frames}
     dump_frames = {frame for _time_s, sites in loaded for site in sites for frame in site.frames}
     relabel = _Relabel(csv_frames, dump_frames)

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site, merge_sites
-from . import lz4_frame, memray_records
+from .lz4_frame import MAGIC as LZ4_MAGIC, truncation
+from .memray_records import frames, live_sites, memory_records, open_capture
 
 if TYPE_CHECKING:
     from .options import LoadOptions
@@ -43,7 +44,7 @@ UNMATCHED_SITE = "(memray: heap record ahead of its allocation records)"
 MAX_UNMATCHED_BYTES = 64 * 1024
 
 #: memray writes its header uncompressed (``memray``) or, after the tracker closes, as an lz4 frame.
-_MAGICS = (b"memray", lz4_frame.MAGIC)
+_MAGICS = (b"memray", LZ4_MAGIC)
 
 
 def claims(paths: Sequence[Path]) -> bool:
@@ -54,8 +55,8 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     if len(paths) != 1:
         raise ViewerInputError(f"{paths[0]}: give one memray capture at a time (got {len(paths)})")
     path = paths[0]
-    if first_bytes(path, 4) == lz4_frame.MAGIC:
-        problem = lz4_frame.truncation(path)
+    if first_bytes(path, 4) == LZ4_MAGIC:
+        problem = truncation(path)
         if problem:
             raise ViewerInputError(f"{path}: truncated memray capture (its lz4 stream {problem})")
     try:
@@ -70,9 +71,9 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
 def _load(path: Path, options: "LoadOptions") -> Series:
     from memray import FileFormat  # imported here: only this source needs memray
 
-    reader = memray_records.open_capture(path)
+    reader = open_capture(path)
     try:
-        records = memray_records.memory_records(reader)
+        records = memory_records(reader)
         if not records:
             raise ViewerInputError(f"empty series: {path} holds no memory records")
         origin_ms = records[0].time
@@ -105,11 +106,11 @@ def _temporal_samples(reader, times: list[float], heaps: list[int], end_s: float
               if options.detail.wants(index + (insert_peak and index >= peak_interval), final_count)]
     if not insert_peak:
         wanted = sorted(set(wanted) | {heaps.index(max(heaps))})
-    sites = memray_records.live_sites(reader.get_temporal_allocation_records(merge_threads=True), wanted) if wanted else {}
+    sites = live_sites(reader.get_temporal_allocation_records(merge_threads=True), wanted) if wanted else {}
     unmatched: list[int] = []
     samples = [_sample(times[index], heaps[index], sites.get(index), unmatched) for index in range(count)]
     if insert_peak:
-        peak_sites = memray_records.live_sites(peak_records, [peak_interval])[peak_interval]
+        peak_sites = live_sites(peak_records, [peak_interval])[peak_interval]
         peak_time = times[peak_interval] if peak_interval < count else end_s
         samples.insert(peak_interval, _sample(peak_time, peak_bytes, peak_sites, unmatched))
         start = times[peak_interval - 1] if peak_interval > 0 else 0.0
@@ -141,7 +142,7 @@ def _sample(time_s: float, heap_bytes: int, sites, unmatched: list[int]) -> Samp
 
 def _aggregated_samples(reader, times: list[float], heaps: list[int], notes: list[str]) -> list[Sample]:
     peak_sites = merge_sites([
-        Site(memray_records.frames(record), record.size, record.n_allocations)
+        Site(frames(record), record.size, record.n_allocations)
         for record in reader.get_high_watermark_allocation_records(merge_threads=True)
     ])
     peak_bytes = sum(site.size for site in peak_sites)
