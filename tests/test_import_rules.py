@@ -42,11 +42,12 @@ The rules::
     layers      experiments.cli experiments.__main__
               > experiments.measure experiments.regress experiments.bench experiments.render
                 experiments.study experiments.loadgen experiments.notebook_runner
+                experiments.revisions
               > experiments.dataset
               > experiments.paths experiments.errors experiments.__init__
     forbid      experiments.regress imports experiments.render
     forbid      experiments.render reaches server experiments.measure experiments.bench
-                experiments.loadgen except experiments.bench.metrics
+                experiments.loadgen experiments.revisions except experiments.bench.metrics
     forbid      experiments.dataset imports server
     forbid      tracemalloc_viewer imports server experiments
     forbid      server imports experiments tracemalloc_viewer

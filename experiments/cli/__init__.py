@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ..errors import EXIT_INTERRUPTED, ExperimentError
 from ..measure.runner import Interrupted
-from . import baseline, bench, export, history, matrix, regress, report, run, sweep, view
+from . import baseline, bench, bisect, export, history, matrix, regress, report, revisions, run, sweep, view
 from .args import ArgumentParser
 
 #: memdiet's commands, in the order ``memdiet --help`` lists them: (name, module).
@@ -47,6 +47,8 @@ COMMANDS: tuple[tuple[str, ModuleType], ...] = (
     ("export", export),
     ("bench", bench),
     ("view", view),
+    ("revisions", revisions),
+    ("bisect", bisect),
 )
 
 INTERRUPTED = ("memdiet: interrupted; what it started was stopped, and a run in progress is marked incomplete "
