@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory).
 SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2
 
-.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep clean
+.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
 
 venv: $(STAMP)
 
@@ -81,6 +81,26 @@ sweep: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/memdiet bench --profile $(if $(QUICK),--quick)
+
+# Lwan's own history (issue 22): Lwan built at the commits of its 2013 memory diet and at today's head
+# (experiments/revisions/lwan/), each run through the scenario under rss and massif, into reports/lwan/
+# (committed): struct sizes from DWARF, idle RSS at this machine's RLIMIT_NOFILE, the curves on one
+# scale. The bundle is ../shared/lwan.bundle unless LWAN_BUNDLE names another; builds are cached in
+# build/revisions/ (about 20 minutes the first time, mostly massif). Massif's idle phases are 0.4 s
+# before valgrind's 10x stretch: Lwan's 2013 keep-alive timeout is 5 s.
+LWAN_BUNDLE ?=
+LWAN_ENV := $(if $(LWAN_BUNDLE),MEMDIET_LWAN_BUNDLE=$(LWAN_BUNDLE))
+lwan: $(STAMP)
+	$(LWAN_ENV) $(VENV)/bin/memdiet revisions --preset lwan --probes rss,massif --massif-idle 0.4 -o reports/lwan
+
+# CI's bounded form (a few minutes): three of the post's commits under rss with 100 clients into
+# reports/lwan-quick/ (git-ignored), then a bisection of lwan_request_t's size between two of them,
+# on the builds just cached.
+lwan-quick: $(STAMP)
+	$(LWAN_ENV) $(VENV)/bin/memdiet revisions --preset lwan 58c4bd8b ebda2aaf e871417e --connections 100 \
+		--idle 0.5 --load 0.5 -o reports/lwan-quick
+	$(LWAN_ENV) $(VENV)/bin/memdiet bisect --preset lwan --good ebda2aaf --bad 892017e6 \
+		--figure 'struct:lwan_request_t|lwan_request' --threshold 2000 -o reports/lwan-quick/bisect-struct.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

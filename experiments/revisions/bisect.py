@@ -5,7 +5,7 @@ The figure is a run summary's metric (``idle_rss_bytes``, ``rss_bytes_per_held_c
 measured by a run of the scenario, K times per step, the median kept) or ``struct:NAME`` (a struct's
 size from the build's DWARF: no run). ``good``'s figure is on one side of the threshold, ``bad``'s on
 the other (refused otherwise: there is nothing to find); a revision has *crossed* when its figure is
-on bad's side (``>= threshold`` when bad is above it, ``<= threshold`` when below).
+on bad's side (``>= threshold`` when the figure grew from good to bad, ``<= threshold`` when it shrank).
 
 Rules: the commits walked are those after good up to bad along first parents (:meth:`.source.Source.between`).
 A revision that does not build, whose struct is absent, or whose runs all fail is *skipped*, as
@@ -96,12 +96,13 @@ class Bisection:
             if step.figure is None:
                 raise BadInput(f"the {role} revision {step.commit.short} cannot be measured: it {step.skipped}")
             self.say(f"{role} {step.commit.short}: {self.figure} = {_show(step)}")
-        above = bad_step.figure >= self.threshold  # type: ignore[operator]
+        above = bad_step.figure > good_step.figure  # type: ignore[operator]  # the figure grows from good to bad
         if self._crossed(good_step.figure, above):  # type: ignore[arg-type]
-            raise BadInput(f"good {good_step.commit.short}'s {self.figure} ({good_step.figure:g}) is already on bad's side "
-                           f"of {self.threshold:g}: nothing to find")
+            raise BadInput(f"good {good_step.commit.short}'s {self.figure} ({good_step.figure:g}) is already past "
+                           f"{self.threshold:g}: nothing to find")
         if not self._crossed(bad_step.figure, above):  # type: ignore[arg-type]
-            raise BadInput(f"bad {bad_step.commit.short}'s {self.figure} ({bad_step.figure:g}) has not crossed {self.threshold:g}")
+            raise BadInput(f"bad {bad_step.commit.short}'s {self.figure} ({bad_step.figure:g}) has not crossed "
+                           f"{self.threshold:g} (good's is {good_step.figure:g}): nothing to find")
         low, high = -1, len(commits) - 1  # commits[low] (or good) is on good's side; commits[high] has crossed
         skipped: set[int] = set()
         step_number = 0
