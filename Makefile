@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # What .ci/run installs through apt (Debian): valgrind (the massif probe; ms_print reads our massif.out
 # exports), wrk (the bench's throughput path), nginx-light (a native subject), chromium and
 # chromium-driver (tests/browser: the interactive report in a real browser), gcc (the massif reader's
-# test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory).
-SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2
+# test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory);
+# git, cmake, pkgconf, zlib1g-dev and libsqlite3-dev build Lwan's revisions (make lwan, lwan-quick).
+SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2 git cmake pkgconf zlib1g-dev libsqlite3-dev
 
 .PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
 

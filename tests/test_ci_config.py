@@ -19,7 +19,9 @@ from .fixtures import REPO
 
 CI_RUN = REPO / ".ci" / "run"
 #: What the brief of CI installs through apt: the tools the tests use and those of coming work.
-APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver", "gcc", "iproute2"}
+APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver", "gcc", "iproute2",
+                # Lwan's revisions, built by make lwan-quick
+                "git", "cmake", "pkgconf", "zlib1g-dev", "libsqlite3-dev"}
 
 
 def ci_commands() -> list[str]:
@@ -42,7 +44,7 @@ def test_ci_installs_tools_then_tests_strictly_with_the_bench_extra_then_regress
     assert commands[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']
     order = [line for line in commands if line.startswith(("make ", "export "))]
     assert order == ["make system-deps", "export EXTRAS=dev,bench", f"export {STRICT_SKIPS_ENV}=1", "make test",
-                     "make regress"]
+                     "make lwan-quick", "make regress"]
     assert "python3 --version" in commands  # the log says which interpreter the figures were checked on
 
 
