@@ -65,6 +65,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
                              "keep it under the program's keep-alive timeout over 10")
     parser.add_argument("-o", "--out", type=Path, default=Path("reports") / "revisions",
                         help="where revisions.json and the report go (default: reports/revisions)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only write the report again from OUT/revisions.json (nothing built or run)")
 
 
 def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Plan, RunConfig]:
@@ -91,6 +93,10 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tupl
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     console = stderr_console()
+    if args.report_only:
+        written = render_revisions(args.out)
+        console.print(f"wrote {', '.join(str(p) for p in written)}")
+        return EXIT_OK
     plan, config = plan_from(args, parser)
     if not args.revisions:
         parser.error("name the revisions to measure (commits or ranges A..B[:STEP])")

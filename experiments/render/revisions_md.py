@@ -23,6 +23,7 @@ from typing import Any
 
 from ..dataset.results import ResultError, load_run, read_json_file, write_atomic
 from ..errors import BadInput
+from ..paths import REPO_ROOT
 from .figures import new_figure, save_figure, shade_phases
 from .markdown import table
 from .units import MISSING, human_bytes, percent_change
@@ -30,6 +31,11 @@ from .units import MISSING, human_bytes, percent_change
 REVISIONS_FILE = "revisions.json"
 #: memdiet's own layouts' per-slot anatomy, committed by ``make experiment``.
 ANATOMY_FILE = Path("reports") / "latest" / "anatomy.json"
+
+
+def _here(text: str | None) -> str:
+    """``text`` with this repository's absolute path left out (the build script is named by it)."""
+    return (text or "").replace(f"{REPO_ROOT}/", "")
 
 
 def _mib(value: float | None) -> str:
@@ -70,13 +76,14 @@ def render_revisions(out_dir: Path, anatomy_path: Path = ANATOMY_FILE) -> list[P
     lines = [f"# {document.get('name', 'revisions')}: {len(revisions)} revisions measured by memdiet", ""]
     lines += [f"Written by `memdiet revisions` from `{REVISIONS_FILE}` (every figure below is in it, or in the run "
               "folders it names).", "",
-              f"- source: `{Path(document.get('source', '')).name}`; build: `{document.get('build')}`",
-              f"- subject: `{document.get('command')}`, in a working folder of its own per run, config templates "
+              f"- source: `{Path(document.get('source', '')).name}`; build: `{_here(document.get('build'))}`",
+              f"- subject: `{_here(document.get('command'))}`, in a working folder of its own per run, config templates "
               f"{', '.join(f'`{t}`' for t in document.get('templates', [])) or 'none'} rendered into it",
               f"- scenario: C = {_num(connections)} clients, idle phases {parameters.get('idle_s')} s, load "
               f"{parameters.get('load_s')} s; probes: {', '.join(probes)}",
               f"- RLIMIT_NOFILE as the subject inherits it: {_num(slots)} (a program that preallocates one slot per "
-              "descriptor has that many)", ""]
+              "descriptor has that many); req/s comes from a machine shared with other work: compare memory, not "
+              "throughput", ""]
     lines += _table(revisions, structs, probes, slots, connections)
     lines += _reductions(revisions, structs, slots)
     mirrors = document.get("mirrors")
@@ -216,11 +223,11 @@ def _curves(revisions: list[dict[str, Any]], probes: list[str], out_dir: Path) -
                 notes.append(f"{revision['short']}'s {probe} run folder {run['run']} is gone: its curve is left out")
     written: list[Path] = []
     if loaded.get("rss"):
-        written += _chart(loaded["rss"], "rss_bytes", "RSS (MiB)", "idle, held, load, idle again: RSS of each revision",
+        written += _chart(loaded["rss"], "rss_bytes", "RSS (MiB)", "RSS of each revision through the scenario (phases shaded: the first revision's)",
                           out_dir / "rss-curves", rss=True)
     if loaded.get("massif"):
         written += _chart(loaded["massif"], "heap_bytes", "heap (MiB, massif's mem_heap_B)",
-                          "massif's heap of each revision (phases 10x longer under valgrind)", out_dir / "massif-curves")
+                          "massif's heap of each revision (phases 10x longer under valgrind; shaded: the first revision's)", out_dir / "massif-curves")
     return written, notes
 
 
