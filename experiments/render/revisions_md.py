@@ -101,6 +101,7 @@ def render_revisions(out_dir: Path, anatomy_path: Path = ANATOMY_FILE) -> list[P
         lines += [f"![{chart.stem}]({chart.name})" for chart in charts if chart.suffix == ".png"]
         lines += [""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    lines += _bisections(out_dir)
     broken = [r for r in revisions if r.get("build", {}).get("status") != "built"]
     if broken:
         lines += ["## Revisions that did not build", "",
@@ -183,6 +184,38 @@ def _mirrors(revisions: list[dict[str, Any]], structs: list[str], mirrors: dict[
             f"of a Structure mirroring the slot's fields; Python bytes: the parts of `{anatomy_path}`).", "",
             *table(["commit", "Lwan's slot (DWARF)", "memdiet layout", "layout's C B/slot", "layout's Python B/slot"], rows),
             ""]
+
+
+def _bisections(out_dir: Path) -> list[str]:
+    """The bisections kept beside the report (``memdiet bisect -o OUT/bisect-*.json``), one row each."""
+    rows = []
+    for path in sorted(out_dir.glob("bisect-*.json")):
+        found = read_json_file(path, BadInput, missing=f"{path} vanished")
+        threshold = found["threshold"]
+        shown = f"{threshold / 2**20:,.1f} MiB" if threshold >= 2**20 else f"{threshold:,.0f}"
+        measured = [step for step in found["steps"] if step.get("figure") is not None]
+        skipped = [step for step in found["steps"] if step.get("skipped")]
+        first = found.get("first")
+        rows.append([f"`{found['figure']}`".replace("|", "\\|"), shown, f"{found['good']['short']}..{found['bad']['short']}",
+                     f"{found['walked']:,}", f"{len(measured)} ({found['repeats']} run{'s' if found['repeats'] > 1 else ''} each)"
+                     if not found["figure"].startswith("struct:") else f"{len(measured)} (builds only)",
+                     str(len(skipped)),
+                     f"**{first['short']}** {first['subject'][:50]}" if first else "one of " + ", ".join(
+                         c["short"] for c in found["candidates"]),
+                     f"{_figure(found['figure'], found.get('figure_before'))} -> {_figure(found['figure'], found.get('figure_at'))}",
+                     f"`{path.name}`"])
+    if not rows:
+        return []
+    return ["## Bisections", "", "`memdiet bisect` on the same build cache: the first revision after good whose figure "
+            "crossed the threshold, unbuildable revisions skipped; the figure at its parent and at it.", "",
+            *table(["figure", "threshold", "good..bad", "walked", "measured", "skipped", "first crossed", "parent -> it",
+                    "steps"], rows, "lrlrrrlrl"), ""]
+
+
+def _figure(figure: str, value: float | None) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:,.0f} B" if figure.startswith("struct:") else _mib(value) if "bytes" in figure else f"{value:,.1f}"
 
 
 def _layouts(revisions: list[dict[str, Any]], structs: list[str]) -> list[str]:

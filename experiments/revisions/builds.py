@@ -3,7 +3,7 @@
 Layout, under the source's cache folder (:class:`.source.Source`): ``builds/<sha12>-<cmd8>/`` holds
 ``src/`` (the revision's worktree; the build runs there), ``out/`` (what the build puts out: the
 command gets its path as ``$OUT``), ``build.log`` (the build's stdout and stderr, kept whether it
-built or not), ``build.json`` (the outcome) and ``structs.json`` (the DWARF layouts read so far).
+built or not; an unbuildable revision is reported by its last line naming an error), ``build.json`` (the outcome) and ``structs.json`` (the DWARF layouts read so far).
 
 Rules: the build command is a shell command line (``sh -c``), run in the worktree with ``OUT``,
 ``SRC`` and ``MEMDIET_CWD`` (the folder memdiet was started in, for scripts named relative to it)
@@ -85,6 +85,14 @@ class Build:
                 "seconds": round(self.seconds, 1), "log": str(self.log), "error": self.error}
 
 
+def log_error(log: Path) -> str:
+    """What a failed build's log says went wrong: its last line naming an error (a compiler's
+    ``error:``, not make's "Leaving directory" after it), else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() and not line.startswith(("make", "gmake"))]
+    return ((errors or lines or ["(empty log)"])[-1])[:300]
+
+
 class BuildCache:
     """Builds revisions of ``source`` with ``command`` (see the module's rules)."""
 
@@ -105,7 +113,10 @@ class BuildCache:
         folder = self.folder(commit)
         try:
             done = json.loads((folder / BUILD_FILE).read_text())
-            return Build(commit, folder, done["ok"], True, done["seconds"], done.get("error"))
+            error = done.get("error")
+            if not done["ok"] and error and (folder / LOG_FILE).exists():  # the log, read by today's rule
+                error = f"{error.split(':', 1)[0]}: {log_error(folder / LOG_FILE)}"
+            return Build(commit, folder, done["ok"], True, done["seconds"], error)
         except (OSError, ValueError, KeyError):
             pass
         folder.mkdir(parents=True, exist_ok=True)
@@ -124,9 +135,8 @@ class BuildCache:
         seconds = time.monotonic() - started
         error = None
         if code != 0:
-            lines = [line for line in (folder / LOG_FILE).read_text(errors="replace").splitlines() if line.strip()]
-            last = lines[-1].strip() if lines else "(empty log)"
-            error = (f"timed out after {self.timeout_s:.0f} s" if code is None else f"exit {code}") + f": {last[:300]}"
+            why = f"timed out after {self.timeout_s:.0f} s" if code is None else f"exit {code}"
+            error = f"{why}: {log_error(folder / LOG_FILE)}"
         write_json(folder / BUILD_FILE, {"ok": code == 0, "seconds": seconds, "error": error,
                                         "command": self.command, "commit": commit.sha})
         return Build(commit, folder, code == 0, False, seconds, error)
