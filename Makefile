@@ -91,8 +91,16 @@ bench: $(STAMP)
 # before valgrind's 10x stretch: Lwan's 2013 keep-alive timeout is 5 s.
 LWAN_BUNDLE ?=
 LWAN_ENV := $(if $(LWAN_BUNDLE),MEMDIET_LWAN_BUNDLE=$(LWAN_BUNDLE))
+# Then two bisections on the same build cache, kept beside the report (bisect-*.json) and tabled in it:
+# the first commit whose lwan_request_t is under 170 B (c9117ee7 has 176, f9f5ce00 144), and the one
+# that dropped idle RSS below 47 MiB (halfway between 58c4bd8b's 83.8 and ebda2aaf's 10.1), 3 runs a step.
 lwan: $(STAMP)
 	$(LWAN_ENV) $(VENV)/bin/memdiet revisions --preset lwan --probes rss,massif --massif-idle 0.4 -o reports/lwan
+	$(LWAN_ENV) $(VENV)/bin/memdiet bisect --preset lwan --good c9117ee7 --bad f9f5ce00 \
+		--figure 'struct:lwan_request_t|lwan_request' --threshold 170 -o reports/lwan/bisect-struct.json
+	$(LWAN_ENV) $(VENV)/bin/memdiet bisect --preset lwan --good 58c4bd8b --bad e871417e --figure idle_rss_bytes \
+		--threshold 47MiB --repeat 3 --connections 100 --idle 1 --load 0.5 -o reports/lwan/bisect-idle-rss.json
+	$(VENV)/bin/memdiet revisions --report-only -o reports/lwan
 
 # CI's bounded form (a few minutes): three of the post's commits under rss with 100 clients into
 # reports/lwan-quick/ (git-ignored), then a bisection of lwan_request_t's size between two of them,
@@ -101,7 +109,7 @@ lwan-quick: $(STAMP)
 	$(LWAN_ENV) $(VENV)/bin/memdiet revisions --preset lwan 58c4bd8b ebda2aaf e871417e --connections 100 \
 		--idle 0.5 --load 0.5 -o reports/lwan-quick
 	$(LWAN_ENV) $(VENV)/bin/memdiet bisect --preset lwan --good ebda2aaf --bad 892017e6 \
-		--figure 'struct:lwan_request_t|lwan_request' --threshold 2000 -o reports/lwan-quick/bisect-struct.json
+		--figure 'struct:lwan_request_t|lwan_request' --threshold 236 -o reports/lwan-quick/bisect-struct.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -99,10 +99,10 @@ class Bisection:
         above = bad_step.figure > good_step.figure  # type: ignore[operator]  # the figure grows from good to bad
         if self._crossed(good_step.figure, above):  # type: ignore[arg-type]
             raise BadInput(f"good {good_step.commit.short}'s {self.figure} ({good_step.figure:g}) is already past "
-                           f"{self.threshold:g}: nothing to find")
+                           f"{self.threshold:,.0f}: nothing to find")
         if not self._crossed(bad_step.figure, above):  # type: ignore[arg-type]
             raise BadInput(f"bad {bad_step.commit.short}'s {self.figure} ({bad_step.figure:g}) has not crossed "
-                           f"{self.threshold:g} (good's is {good_step.figure:g}): nothing to find")
+                           f"{self.threshold:,.0f} (good's is {good_step.figure:g}): nothing to find")
         low, high = -1, len(commits) - 1  # commits[low] (or good) is on good's side; commits[high] has crossed
         skipped: set[int] = set()
         step_number = 0
@@ -134,7 +134,7 @@ class Bisection:
                       f"the revisions before {first.short} back to {commits[low].short if low >= 0 else good_step.commit.short} "
                       "were skipped")
         else:
-            answer = (f"{first.short} is the first revision whose {self.figure} crossed {self.threshold:g}: "
+            answer = (f"{first.short} is the first revision whose {self.figure} crossed {self.threshold:,.0f}: "
                       f"{_show(self.measured[first.sha])}, from {_show(before)} at its parent {before.commit.short}"
                       if before else f"{first.short}")
         self.say(answer)

@@ -182,6 +182,13 @@ def test_revisions_reports_exact_struct_sizes_rss_growth_and_skips_the_unbuildab
     err = capsys.readouterr().err
     assert "built in" not in err and err.count("(cached)") == 2
 
+    # A bisection kept beside the report is tabled in it (--report-only: nothing built or run).
+    assert main(["bisect", "--good", history["good"], "--bad", history["grows"], "--figure", "struct:slot_t",
+                 "--threshold", "1000", *_subject_args(history, tmp_path / "cache"), "-o", str(out / "bisect-slot.json")]) == 0
+    assert main(["revisions", "--report-only", "-o", str(out)]) == 0
+    row = next(line for line in (out / "index.md").read_text().splitlines() if "bisect-slot.json" in line)
+    assert f"**{history['grows'][:8]}**" in row and "80 B -> 1,080 B" in row and "| 1 |" in row  # the broken one skipped
+
 
 def test_bisect_finds_the_commit_that_grew_the_struct_skipping_the_broken_one(history, tmp_path, capsys):
     code = main(["bisect", "--good", history["good"], "--bad", history["bad"], "--figure", "struct:slot_t",
