@@ -230,7 +230,7 @@ def test_bad_input_is_one_line_and_exit_2(history, tmp_path, capsys):
     assert "no-such-rev" in capsys.readouterr().err
     assert main(["bisect", "--good", history["good"], "--bad", history["bad"], "--figure", "struct:slot_t",
                  "--threshold", "5000", *args]) == 2  # neither end is above 5,000
-    assert "has not crossed 5000" in capsys.readouterr().err
+    assert "has not crossed 5,000" in capsys.readouterr().err
     assert main(["bisect", "--good", history["bad"], "--bad", history["good"], "--figure", "struct:slot_t",
                  "--threshold", "500", *args]) == 2  # bad does not follow good
     assert "does not follow" in capsys.readouterr().err
