@@ -111,6 +111,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     extra = {}
     if getattr(args, "mirrors", None):  # a preset's: which of memdiet's layouts mirrors which commit
         extra["mirrors"] = {plan.source.commit(rev).short: layout for rev, layout in args.mirrors.items()}
+    if getattr(args, "notes", None):
+        extra["notes"] = list(args.notes)
     path = measure_revisions(plan, commits, args.probes, args.out, lambda line: console.print(line), config_for, extra)
     try:
         written = render_revisions(args.out)

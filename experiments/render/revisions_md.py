@@ -84,6 +84,7 @@ def render_revisions(out_dir: Path, anatomy_path: Path = ANATOMY_FILE) -> list[P
               f"- RLIMIT_NOFILE as the subject inherits it: {_num(slots)} (a program that preallocates one slot per "
               "descriptor has that many); req/s comes from a machine shared with other work: compare memory, not "
               "throughput", ""]
+    lines += [*document.get("notes", []), ""] if document.get("notes") else []
     lines += _table(revisions, structs, probes, slots, connections)
     lines += _reductions(revisions, structs, slots)
     mirrors = document.get("mirrors")
