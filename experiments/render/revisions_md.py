@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..dataset.results import ResultError, load_run, read_json_file, write_atomic
+from ..dataset.results import Phase, ResultError, load_run, read_json_file, write_atomic
 from ..errors import BadInput
 from ..paths import REPO_ROOT
 from .figures import new_figure, save_figure, shade_phases
@@ -257,12 +257,17 @@ def _curves(revisions: list[dict[str, Any]], probes: list[str], out_dir: Path) -
                 notes.append(f"{revision['short']}'s {probe} run folder {run['run']} is gone: its curve is left out")
     written: list[Path] = []
     if loaded.get("rss"):
-        written += _chart(loaded["rss"], "rss_bytes", "RSS (MiB)", "RSS of each revision through the scenario (phases shaded: the first revision's)",
+        written += _chart(loaded["rss"], "rss_bytes", "RSS (MiB)", "RSS of each revision through the scenario (phases shaded: the first revision's; every curve from its own first phase)",
                           out_dir / "rss-curves", rss=True)
     if loaded.get("massif"):
         written += _chart(loaded["massif"], "heap_bytes", "heap (MiB, massif's mem_heap_B)",
                           "massif's heap of each revision (phases 10x longer under valgrind; shaded: the first revision's)", out_dir / "massif-curves")
     return written, notes
+
+
+def _first_phase_start(run: Any) -> float:
+    phases = run.phases
+    return phases[0].start_s if phases else 0.0
 
 
 def _chart(runs: list[tuple[str, Any]], column: str, ylabel: str, title: str, stem: Path, rss: bool = False) -> list[Path]:
@@ -272,12 +277,14 @@ def _chart(runs: list[tuple[str, Any]], column: str, ylabel: str, title: str, st
         series = run.rss if rss else run.heap
         if series is None or column not in series.columns:
             continue
-        points = [(t, v) for t, v in zip(series["time_s"], series[column]) if t is not None and v is not None]
+        start = _first_phase_start(run)  # each curve from its own first phase: start-ups differ (valgrind's most)
+        points = [(t - start, v) for t, v in zip(series["time_s"], series[column]) if t is not None and v is not None]
         if points:
             axes.plot([t for t, _ in points], [v / 2**20 for _, v in points], label=label, linewidth=1.2)
     if runs:
-        shade_phases(axes, runs[0][1].phases)
-    axes.set_xlabel("seconds since the server started")
+        start = _first_phase_start(runs[0][1])
+        shade_phases(axes, [Phase(p.name, p.start_s - start, p.end_s - start) for p in runs[0][1].phases])
+    axes.set_xlabel("seconds since the revision's idle-empty phase began (its start-up before 0)")
     axes.set_ylabel(ylabel)
     axes.set_ylim(bottom=0)
     axes.set_title(title, fontsize=10)
