@@ -94,14 +94,17 @@ def render_revisions(out_dir: Path, anatomy_path: Path = ANATOMY_FILE) -> list[P
     written = []
     charts, notes = _curves(revisions, probes, out_dir)
     written += charts
+    if charts or notes:
+        lines += ["## Curves on one scale", ""]
     if charts:
-        lines += ["## Curves on one scale", "",
-                  "Every revision's RSS over the scenario on the same axes (the post's \"same scale this time\")"
+        lines += ["Every revision's RSS over the scenario on the same axes (the post's \"same scale this time\")"
                   + (", and massif's heap curves on the same axes below." if any("massif" in c.name for c in charts) else "."),
                   ""]
         lines += [f"![{chart.stem}]({chart.name})" for chart in charts if chart.suffix == ".png"]
         lines += [""]
-    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    if notes:
+        lines += [f"{len(notes)} run folders named in {REVISIONS_FILE} are gone (run folders are not committed): "
+                  f"their curves are left out, the first being {notes[0]}.", ""]
     lines += _bisections(out_dir)
     broken = [r for r in revisions if r.get("build", {}).get("status") != "built"]
     if broken:
@@ -182,7 +185,7 @@ def _mirrors(revisions: list[dict[str, Any]], structs: list[str], mirrors: dict[
         return []
     return ["## Beside memdiet's layouts", "",
             "Which of memdiet's Python layouts mirrors which commit, and what its slot costs (C bytes: `ctypes.sizeof` "
-            f"of a Structure mirroring the slot's fields; Python bytes: the parts of `{anatomy_path}`).", "",
+            f"of a Structure mirroring the slot's fields; Python bytes: the parts of `{_here(str(anatomy_path))}`).", "",
             *table(["commit", "Lwan's slot (DWARF)", "memdiet layout", "layout's C B/slot", "layout's Python B/slot"], rows),
             ""]
 
@@ -254,8 +257,10 @@ def _curves(revisions: list[dict[str, Any]], probes: list[str], out_dir: Path) -
             try:
                 loaded.setdefault(probe, []).append((revision["short"], load_run(run["run"])))
             except ResultError:
-                notes.append(f"{revision['short']}'s {probe} run folder {run['run']} is gone: its curve is left out")
+                notes.append(f"{revision['short']}'s {probe} run, {run['run']}")
     written: list[Path] = []
+    if notes:  # a partial chart would put some revisions on the scale and not others
+        return [], notes
     if loaded.get("rss"):
         written += _chart(loaded["rss"], "rss_bytes", "RSS (MiB)", "RSS of each revision through the scenario (phases shaded: the first revision's; every curve from its own first phase)",
                           out_dir / "rss-curves", rss=True)
