@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory).
 SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2
 
-.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep clean
+.PHONY: venv system-deps test docs experiment soak notebooks lab screenshots regress baseline bench sweep clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "alone and not memray_ceiling" -q $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/), served with live reload on DOCS_ADDR; make test builds it
+# with --strict (tests/test_docs.py).
+DOCS_ADDR ?= 127.0.0.1:8000
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

@@ -42,4 +42,5 @@ def test_a_parked_connection_drops_its_last_body(start_server, layout_name: str,
         # Both connections stay open and idle; the poster's coroutine is parked once its response is out.
         poll_until(lambda: server.stats()["open_connections"] >= 2, 5, message="both connections held")
         held = server.traced_heap_bytes() - before
+        print(f"\nparked after a POST: {layout_name} {encoding} {held:,} B", flush=True)  # pytest -s shows it
         assert held < ALLOWED_BYTES, f"{layout_name}: a parked connection still holds {held:,} B after a POST"
