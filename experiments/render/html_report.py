@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,7 +40,7 @@ from ..dataset.selection import (
     reductions,
     split_by_status,
 )
-from ..paths import REPO_ROOT
+from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
 from .figures import SITE_COLOURS
@@ -124,7 +123,7 @@ def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
     return html.Capture(
         series, f"{run.layout} · {run.probe} probe", phases=[html.Phase(p.name, p.start_s, p.end_s) for p in run.phases],
         lines=lines, total_line=None if from_rss else "heap total (traced)", group=group, bands=not from_rss,
-        notes=[f"run {_relative(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
+        notes=[f"run {run.path.name if out_dir is None else relative_posix(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
         time_label="seconds since the server started", command=_command(run))
 
 
@@ -160,12 +159,6 @@ def _column(series: Any, name: str) -> tuple[list[float], list[float]]:
 def _parameters(run: RunResult) -> str:
     return ", ".join(f"{name} {value}" for name, value in parameter_key(run)
                      if name in ("max_conns", "connections", "idle_s", "load_s"))
-
-
-def _relative(path: Path, out_dir: Path | None) -> str:
-    if out_dir is None:
-        return path.name
-    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
 
 
 def _intro(complete: list[RunResult], others: list[RunResult], used: list[RunResult], mixed: bool) -> list[str]:
@@ -451,7 +444,7 @@ def _runs_section(runs: Iterable[RunResult], used: list[RunResult], out_dir: Pat
     chosen = {id(run) for run in used}
     rows = []
     for run in sorted(runs, key=lambda run: run.path.name):
-        rows.append([run.layout, run.probe, f"`{_relative(run.path, out_dir)}`", run.status,
+        rows.append([run.layout, run.probe, f"`{run.path.name if out_dir is None else relative_posix(run.path, out_dir)}`", run.status,
                      "drawn" if id(run) in chosen else ("superseded by a later run" if run.status == "complete"
                                                          else "left out (not complete)")])
     return html.Section("Runs", [
