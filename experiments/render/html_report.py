@@ -43,7 +43,7 @@ from ..dataset.selection import (
 from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
-from .figures import SITE_COLOURS
+from .figures import SITE_COLOURS, series_column
 from .ledger import BARE, LEDGER_PHASES, REMAINDER
 from .units import MISSING, human_bytes, percent_change, slot_bytes
 
@@ -107,15 +107,15 @@ def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
     series = open_series([run.path], LoadOptions(html.DETAIL))
     from_rss = series.source.endswith(RSS_FILE)  # a run without heap data: its curve is rss.csv
     lines = []
-    rss_times, rss_bytes = _column(run.rss, "rss_bytes")
+    rss_times, rss_bytes = _bytes_column(run.rss, "rss_bytes")
     if rss_times:
         lines.append(html.Line("RSS, whole process", rss_times, rss_bytes, color=RSS_COLOUR))
     if from_rss:
-        uss_times, uss_bytes = _column(run.rss, "uss_bytes")
+        uss_times, uss_bytes = _bytes_column(run.rss, "uss_bytes")
         if uss_times:
             lines.append(html.Line("USS, pages unique to the server", uss_times, uss_bytes, color=USS_COLOUR, width=1.3))
     else:
-        tracer_times, tracer_bytes = _column(run.heap, "tracer_bytes")
+        tracer_times, tracer_bytes = _bytes_column(run.heap, "tracer_bytes")
         if tracer_times and any(tracer_bytes):
             lines.append(html.Line("the tracer's own bookkeeping", tracer_times, tracer_bytes, color=TRACER_COLOUR,
                                    dash="dot", width=1.2))
@@ -125,6 +125,12 @@ def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
         lines=lines, total_line=None if from_rss else "heap total (traced)", group=group, bands=not from_rss,
         notes=[f"run {run.path.name if out_dir is None else relative_posix(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
         time_label="seconds since the server started", command=_command(run))
+
+
+def _bytes_column(series: Any, name: str) -> tuple[list[float], list[int]]:
+    """:func:`~.figures.series_column`, the sizes as ints (the page's JSON writes them without a point)."""
+    times, values = series_column(series, name)
+    return times, [int(value) for value in values]
 
 
 def _command(run: RunResult) -> str:
@@ -144,16 +150,6 @@ def _command(run: RunResult) -> str:
         else:
             words.append(word)
     return " ".join(words)
-
-
-def _column(series: Any, name: str) -> tuple[list[float], list[float]]:
-    """(times, values) of a run's CSV column, blanks and zero sizes left out (a zero RSS was read
-    after the process exited)."""
-    if series is None or name not in series.columns:
-        return [], []
-    pairs = [(time_s, value) for time_s, value in zip(series["time_s"], series[name])
-             if time_s is not None and value is not None and value > 0]
-    return [time_s for time_s, _ in pairs], [int(value) for _, value in pairs]
 
 
 def _parameters(run: RunResult) -> str:
