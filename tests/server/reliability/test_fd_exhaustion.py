@@ -8,10 +8,8 @@ import pytest
 from ...fixtures.reliability import SCALES, Scale, report
 from ...fixtures.hostile_clients import FD_LIMIT, accept_failures, starve
 
-
 #: Share of the measurement window the starved server may spend on the CPU (a busy loop takes ~all).
 CPU_BUDGET = 0.25
-
 
 
 @pytest.mark.parametrize("scale", SCALES)

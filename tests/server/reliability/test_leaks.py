@@ -10,12 +10,9 @@ import pytest
 from ...fixtures.reliability import SCALES, Scale, report
 from ...fixtures.hostile_clients import memory, run_load
 
-
 #: Heap (tracemalloc) and RSS after the load may differ from before it by at most these fractions.
 HEAP_TOLERANCE = 0.01
-
 RSS_TOLERANCE = 0.02
-
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -25,7 +25,6 @@ from ...fixtures.reliability import SCALES, Scale, get, report, wait_until_empty
 FLOOD_PEAK_BOUND = 32 << 10
 
 
-
 @pytest.mark.parametrize("scale", SCALES)
 def test_pipelining_flood_is_answered_in_order_with_bounded_buffering(start_server, layout: str, scale: Scale) -> None:
     server = start_server(layout, "--trace", "tracemalloc", max_conns=256)
@@ -47,7 +46,6 @@ def test_pipelining_flood_is_answered_in_order_with_bounded_buffering(start_serv
     assert len(requests) > 4 * FLOOD_PEAK_BOUND  # the flood is far larger than the bound it must keep
     assert peak_growth <= FLOOD_PEAK_BOUND
     wait_until_empty(server)
-
 
 
 def test_pipelined_requests_yield_to_other_connections(layout: str) -> None:

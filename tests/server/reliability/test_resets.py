@@ -8,7 +8,6 @@ import pytest
 from ...fixtures.reliability import SCALES, Scale, get, report, wait_until_empty
 from ...fixtures.hostile_clients import PARTIAL_BODY, PARTIAL_CHUNKED, PARTIAL_HEAD, reset_after, stalled_clients
 
-
 RESET_KINDS = {
     "at-connect": lambda server: reset_after(server, b""),
     "mid-head": lambda server: reset_after(server, PARTIAL_HEAD),
@@ -17,7 +16,6 @@ RESET_KINDS = {
     "after-response": lambda server: reset_after(server, get("/"), read_response=True),
     "mid-pipeline": lambda server: reset_after(server, get("/echo") * 50),
 }
-
 
 
 @pytest.mark.parametrize("scale", SCALES)

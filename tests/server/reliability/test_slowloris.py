@@ -15,7 +15,6 @@ from ...fixtures.server_client import READ_TIMEOUT, request_bytes
 from ...fixtures.reliability import SCALES, SETTLE_TIMEOUT, Scale, report, wait_until_empty
 from ...fixtures.hostile_clients import SlowConnection, SteadyClient, Trickle, percentile, trickle_until_closed
 
-
 TRICKLES = {
     # A head that never ends: its value would reach the 4 KiB buffer only after 4,000 trickles.
     "head": Trickle(b"", b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"s" * HEAD_BUFFER_SIZE, None),
@@ -24,7 +23,6 @@ TRICKLES = {
     # Refused at once (400), then garbage the server discards while it lingers before closing.
     "after-refusal": Trickle(b"GET  / HTTP/1.1\r\n\r\n", b"g" * 4096, 400),
 }
-
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -23,7 +23,6 @@ from ...fixtures.hostile_clients import LARGE_ECHO, STALLED_CLIENT_BUFFERS, pipe
 BUFFERED_BYTES_PER_STALLED_CONNECTION = 24 << 10
 
 
-
 @pytest.mark.parametrize("scale", SCALES)
 def test_clients_that_never_read_hold_bounded_memory(start_server, layout: str, scale: Scale) -> None:
     server = start_server(layout, "--trace", "tracemalloc", max_conns=256)
@@ -49,7 +48,6 @@ def test_clients_that_never_read_hold_bounded_memory(start_server, layout: str, 
     assert rss_stalled - rss_before <= bound + (1 << 20)
     wait_until_empty(server)
     server.assert_serving()
-
 
 
 def test_a_paused_server_is_not_taken_for_a_stalled_one(start_server) -> None:
