@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # git, cmake, pkgconf, zlib1g-dev and libsqlite3-dev build Lwan's revisions (make lwan, lwan-quick).
 SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2 git cmake pkgconf zlib1g-dev libsqlite3-dev
 
-.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
+.PHONY: venv system-deps test docs experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "alone and not memray_ceiling" -q $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/), served with live reload on DOCS_ADDR; make test builds it
+# with --strict (tests/test_docs.py).
+DOCS_ADDR ?= 127.0.0.1:8000
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

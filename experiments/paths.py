@@ -7,6 +7,7 @@ repository's own files (the server package, git metadata) uses :data:`REPO_ROOT`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: The repository (the folder holding ``server/`` and ``experiments/``).
@@ -21,3 +22,9 @@ DEFAULT_LATEST_DIR = REPORTS_DIR / "latest"
 #: Where a quick matrix writes its report (``make experiment QUICK=1``, the notebooks' own matrix):
 #: git-ignored, so a quick try never overwrites the committed full report.
 QUICK_LATEST_DIR = REPORTS_DIR / "quick"
+
+
+def relative_posix(path: os.PathLike[str] | str, base: os.PathLike[str] | str) -> str:
+    """``path`` relative to the folder ``base``, both resolved, with ``/`` separators: how a report or
+    sweep.json names a file beside it (the same in every clone)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()

@@ -44,7 +44,7 @@ _seconds = bounded(float, 0, 86400, "seconds", low_inclusive=False)
 _hertz = bounded(float, 0, 1000, "samples per second", low_inclusive=False)
 #: Frames tracemalloc keeps per traceback under ``--trace tracemalloc`` (``tracemalloc.start(N)``): 8
 #: shows who called the allocating line, several callers deep, in the phase-end dumps (massif.out
-#: trees, ``top --by traceback``); 1 is tracemalloc's own default and the cheapest (README, probes).
+#: trees, ``top --by traceback``); 1 is tracemalloc's own default and the cheapest (docs/runs.md, "What a probe costs").
 DEFAULT_TRACE_FRAMES = 8
 #: Up to 200 frames, the viewer's and massif's largest ``--depth``; tracemalloc itself allows 65,535.
 _trace_frames = bounded(int, 1, 200, "a whole number of frames")

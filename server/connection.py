@@ -15,9 +15,9 @@ yields         waits for                         resumed by             holds me
 ``WANT_WRITE`` room in the socket's send buffer  an event (EPOLLOUT)    the unsent rest of the
                (a response or 100 Continue)                             response; WRITING is set
 ``PARK``       the next request, nothing         an event; if the       no read buffer, request,
-               buffered and the socket empty     layout dropped it      response or cache key (set
-                                                 (packed), the loop     to None before it parks)
-                                                 starts a new one
+               buffered and the socket empty     layout dropped it      response or cache key: the
+                                                 (packed), the loop     sub-generator that held
+                                                 starts a new one       them has returned
 ``RUNNABLE``   nothing: the next request is      the loop's next turn   the read buffer with the
                already buffered (pipelining)     (mask 0), or an event  next request(s), the last
                                                  before that            request and response
@@ -41,6 +41,10 @@ it trickles bytes meanwhile.
 A request head that arrives whole and alone in one read (the common case) is parsed straight from
 the bytes that read returned. Only a head split across reads, pipelined requests or a body take the
 layout's read buffer.
+
+The outer generator only parks; one request after another is served by sub-generators (the
+head, each body framing, the response's writes), and a returned sub-generator frees its frame, so
+nothing of a request outlives it by a hand-kept list of locals set to None.
 
 It returns when the connection should be closed (EOF, reset, ``Connection: close``, or an error
 response sent). Request state and the read buffer come from the layout, so the same code keeps them
@@ -100,72 +104,64 @@ _write = os.write
 
 def serve_connection(server: LoopServices, fd: int, events: int = 0) -> Generator[int, int | None, None]:
     """Serve the connection on ``fd`` until it should close (see the module docstring). ``events``
-    is the epoll mask of the wakeup that started it."""
+    is the epoll mask of the wakeup that started it.
+
+    It only parks: everything else is :func:`_serve_requests`, whose frame (the read buffer, the
+    last request, its body and response) is freed when it returns, so a parked coroutine holds
+    nothing but ``server``, ``fd`` and two event masks (``tests/server/test_parked_frame.py``)."""
+    peer_closed = events & _PEER_CLOSED  # a FIN may be queued: never skip a read again
+    while True:
+        peer_closed = yield from _serve_requests(server, fd, peer_closed)
+        if peer_closed is None:
+            return
+        events = yield PARK
+        if events:
+            peer_closed |= events & _PEER_CLOSED
+
+
+def _serve_requests(server: LoopServices, fd: int, peer_closed: int) -> Generator[int, int | None, int | None]:
+    """Serve requests on ``fd`` until nothing is buffered and the socket has nothing to read, then
+    return ``peer_closed`` (the caller parks); None when the connection should close."""
     table = server.table
     # The layout's read buffer, taken only when a request head does not arrive whole and alone in
     # one read (see below); None meanwhile.
     buffer = view = None
     used = 0  # bytes of buffer holding unprocessed input
-    request = response = body = None
     # The last read was short and no event came since: the socket holds nothing to read.
     drained = False
-    peer_closed = events & _PEER_CLOSED  # a FIN may be queued: never skip a read again
     while True:
         try:
             # --- request head -------------------------------------------------------------------
             head = None  # the head as bytes when it came whole and alone in one read
             head_length = find_head_end(buffer, used) if used else 0
-            while not head_length:
-                if used == HEAD_BUFFER_SIZE:
-                    raise HTTPError(431, "request head larger than the buffer")
+            if not used:
                 if drained and not peer_closed:
-                    received = _NOTHING_YET  # the read would only say EAGAIN (module docstring)
-                elif used:
-                    received = _read_into(fd, view[used:])
-                    drained = 0 <= received < HEAD_BUFFER_SIZE - used
+                    return peer_closed  # the read would only say EAGAIN (module docstring)
+                # Nothing buffered: read into a bytes object of its own. The common case, one whole
+                # request head and nothing after it, is parsed from it as it is: no buffer, no copy.
+                # Anything else goes into the buffer.
+                data = _read_bytes(fd, HEAD_BUFFER_SIZE)
+                if data is None:
+                    return peer_closed  # nothing to read: park
+                if not data:
+                    return None  # EOF, reset, or another socket error
+                received = len(data)
+                drained = received < HEAD_BUFFER_SIZE
+                head_length = find_head_end(data, received)
+                if head_length == received:
+                    head = data
                 else:
-                    # Nothing buffered: read into a bytes object of its own. The common case, one
-                    # whole request head and nothing after it, is parsed from it as it is: no
-                    # buffer, no copy. Anything else goes into the buffer.
-                    data = _read_bytes(fd, HEAD_BUFFER_SIZE)
-                    if data is None:
-                        received = _NOTHING_YET
-                    else:
-                        received = len(data)
-                        drained = received < HEAD_BUFFER_SIZE
-                        if received:
-                            head_length = find_head_end(data, received)
-                            if head_length == received:
-                                head = data
-                                break
-                            if buffer is None:
-                                buffer = table.read_buffer(fd)
-                                view = memoryview(buffer)
-                            view[:received] = data
-                            used = received
-                            data = None  # the buffer holds it now: do not keep a second copy
-                            continue
-                if received <= 0:
-                    if received != _NOTHING_YET:
-                        return  # EOF (possibly mid-request), reset, or another socket error
-                    if used == 0:
-                        # Nothing buffered: hold nothing while waiting for the next request: not
-                        # the buffer, not the last request, its response or its cache key, not
-                        # even the lengths (ints over 256 are objects of 28 B each).
-                        if view is not None:
-                            view.release()
-                        buffer = view = request = response = body = head = data = key = None
-                        collected = decoder = pending = payload = None  # a POST body, its decoder
-                        received = head_length = consumed = written = None
-                        events = yield PARK
-                    else:
-                        events = yield WANT_READ
-                    drained = False
-                    if events:
-                        peer_closed |= events & _PEER_CLOSED
-                    continue
-                used += received
-                head_length = find_head_end(buffer, used)
+                    if buffer is None:
+                        buffer = table.read_buffer(fd)
+                        view = memoryview(buffer)
+                    view[:received] = data
+                    used = received
+                data = None  # the buffer or head holds it now: do not keep a second reference
+            if not head_length:
+                found = yield from _read_head(fd, view, used, drained, peer_closed)
+                if found is None:
+                    return None  # EOF mid-request, reset, or another socket error
+                head_length, used, drained, peer_closed = found
 
             request = table.new_request(fd)  # made once the head is complete, so a park never holds one
             parse_head(head if head is not None else bytes(view[:head_length]), request)
@@ -192,41 +188,13 @@ def serve_connection(server: LoopServices, fd: int, events: int = 0) -> Generato
                     # it curl stalls a second on every large POST.
                     peer_closed |= (yield from _write_all(table, fd, _CONTINUE)) & _PEER_CLOSED
                 if request.chunked:
-                    decoder = ChunkedDecoder(server.max_body_bytes)
-                    # The decoder keeps a partial chunk-size line or CRLF itself; what it does not
-                    # consume once the body is done belongs to the next pipelined request.
-                    pending = bytes(view[head_length:used])
-                    while True:
-                        pending = pending[decoder.feed(pending):]
-                        if decoder.done:
-                            break
-                        # The decoder leaves at most ~1 KiB unconsumed, so what is left after the
-                        # body always fits the buffer.
-                        data, seen = yield from _read_some(fd, HEAD_BUFFER_SIZE - len(pending))
-                        peer_closed |= seen & _PEER_CLOSED
-                        if not data:
-                            return
-                        pending += data
-                    # Bytes past the body belong to the next pipelined request.
-                    view[: len(pending)] = pending
-                    used, consumed = len(pending), 0
-                    body = bytes(decoder.body)
+                    read = yield from _read_chunked_body(server, fd, view, head_length, used)
                 else:
-                    wanted = request.content_length
-                    available = used - head_length
-                    if wanted <= available:
-                        body = bytes(view[head_length : head_length + wanted])
-                        consumed += wanted
-                    else:
-                        collected = bytearray(view[head_length:used])
-                        consumed = used
-                        while len(collected) < wanted:
-                            data, seen = yield from _read_some(fd, min(wanted - len(collected), 65536))
-                            peer_closed |= seen & _PEER_CLOSED
-                            if not data:
-                                return
-                            collected += data
-                        body = bytes(collected)
+                    read = yield from _read_length_body(fd, view, head_length, used, request.content_length)
+                if read is None:
+                    return None  # EOF or a socket error mid-body
+                body, used, consumed, seen = read
+                peer_closed |= seen & _PEER_CLOSED
         except HTTPError as error:
             response = build_response(
                 error.status, (error.reason + "\n").encode("ascii"),
@@ -234,7 +202,7 @@ def serve_connection(server: LoopServices, fd: int, events: int = 0) -> Generato
             )
             yield from _write_all(table, fd, response)
             yield from _linger(server, fd)
-            return
+            return None
 
         # Keep the bytes of the next pipelined request, if any, at the start of the buffer.
         used -= consumed
@@ -244,38 +212,122 @@ def serve_connection(server: LoopServices, fd: int, events: int = 0) -> Generato
             used = 0  # a body read beyond the buffer leaves nothing in it
 
         # --- response -------------------------------------------------------------------------
-        try:
-            status, payload, content_type, extra = dispatch(server, fd, request, body)
-        except Exception:  # a handler bug must not take the server down
-            server.log_exception(f"handler failed on fd {fd}")
-            status, payload, content_type, extra, keep_alive = 500, b"Internal Server Error\n", b"text/plain", (), False
-        date = server.date
-        if date is not _cache_date[0]:
-            _response_cache.clear()
-            _cache_date[0] = date
-        key = (status, payload, content_type, keep_alive, request.version, request.method, extra)
-        response = _response_cache.get(key)
-        if response is None:
-            response = build_response(
-                status, payload, content_type=content_type, keep_alive=keep_alive,
-                http10=request.version == b"1.0", head_only=request.method == b"HEAD", date=date,
-                extra_headers=extra,
-            )
-            if len(_response_cache) < _RESPONSE_CACHE_ENTRIES and len(payload) <= 256:
-                _response_cache[key] = response
+        response, keep_alive = _response(server, fd, request, body, keep_alive)
         written = _write_once(fd, response)
         if written != len(response) and written != _SOCKET_ERROR:
             peer_closed |= (yield from _write_all(table, fd, memoryview(response)[written:])) & _PEER_CLOSED
             drained = False  # bytes may have come while it waited
         if not keep_alive:
             yield from _linger(server, fd)
-            return
+            return None
         server.restart_deadline(fd)  # progress: the timeout counts from here
         if used:
             events = yield RUNNABLE
             if events:  # resumed by an event, not from the runnable queue: bytes or a FIN came
                 drained = False
                 peer_closed |= events & _PEER_CLOSED
+
+
+def _read_head(
+    fd: int, view: memoryview, used: int, drained: bool, peer_closed: int,
+) -> Generator[int, int | None, tuple[int, int, bool, int] | None]:
+    """Read into ``view`` behind the ``used`` bytes already there until they hold a whole request
+    head. Returns ``(head_length, used, drained, peer_closed)``, or None on EOF or a socket error;
+    raises 431 when the buffer fills first. ``used`` is never 0 here, so it waits, never parks."""
+    head_length = 0
+    while not head_length:
+        if used == HEAD_BUFFER_SIZE:
+            raise HTTPError(431, "request head larger than the buffer")
+        if drained and not peer_closed:
+            received = _NOTHING_YET  # the read would only say EAGAIN (module docstring)
+        else:
+            received = _read_into(fd, view[used:])
+            drained = 0 <= received < HEAD_BUFFER_SIZE - used
+        if received <= 0:
+            if received != _NOTHING_YET:
+                return None
+            events = yield WANT_READ
+            drained = False
+            if events:
+                peer_closed |= events & _PEER_CLOSED
+            continue
+        used += received
+        head_length = find_head_end(view.obj, used)
+    return head_length, used, drained, peer_closed
+
+
+def _read_chunked_body(
+    server: LoopServices, fd: int, view: memoryview, head_length: int, used: int,
+) -> Generator[int, int | None, tuple[bytes, int, int, int] | None]:
+    """The chunked body after the head in ``view`` (``used`` bytes buffered), read on as needed.
+    Returns ``(body, used, consumed, seen)``, the bytes past the body moved to the start of the
+    buffer (``used`` of them, none consumed), with the OR of the event masks it was resumed with;
+    None on EOF or a socket error."""
+    decoder = ChunkedDecoder(server.max_body_bytes)
+    seen = 0
+    # The decoder keeps a partial chunk-size line or CRLF itself; what it does not consume once the
+    # body is done belongs to the next pipelined request.
+    pending = bytes(view[head_length:used])
+    while True:
+        pending = pending[decoder.feed(pending):]
+        if decoder.done:
+            break
+        # The decoder leaves at most ~1 KiB unconsumed, so what is left after the body always fits
+        # the buffer.
+        data, mask = yield from _read_some(fd, HEAD_BUFFER_SIZE - len(pending))
+        seen |= mask
+        if not data:
+            return None
+        pending += data
+    # Bytes past the body belong to the next pipelined request.
+    view[: len(pending)] = pending
+    return bytes(decoder.body), len(pending), 0, seen
+
+
+def _read_length_body(
+    fd: int, view: memoryview, head_length: int, used: int, wanted: int,
+) -> Generator[int, int | None, tuple[bytes, int, int, int] | None]:
+    """The ``wanted`` bytes of body after the head in ``view`` (``used`` bytes buffered), read on
+    as needed into a bytearray of its own. Returns ``(body, used, consumed, seen)`` (what of the
+    buffer the request took, and the OR of the event masks it was resumed with); None on EOF or a
+    socket error."""
+    available = used - head_length
+    if wanted <= available:
+        return bytes(view[head_length : head_length + wanted]), used, head_length + wanted, 0
+    seen = 0
+    collected = bytearray(view[head_length:used])
+    while len(collected) < wanted:
+        data, mask = yield from _read_some(fd, min(wanted - len(collected), 65536))
+        seen |= mask
+        if not data:
+            return None
+        collected += data
+    return bytes(collected), used, used, seen
+
+
+def _response(server: LoopServices, fd: int, request, body: bytes, keep_alive: bool) -> tuple[bytes, bool]:
+    """The response to ``request`` and whether the connection stays open after it: built by the
+    handler's answer, or taken from the cache of common answers (module constants)."""
+    try:
+        status, payload, content_type, extra = dispatch(server, fd, request, body)
+    except Exception:  # a handler bug must not take the server down
+        server.log_exception(f"handler failed on fd {fd}")
+        status, payload, content_type, extra, keep_alive = 500, b"Internal Server Error\n", b"text/plain", (), False
+    date = server.date
+    if date is not _cache_date[0]:
+        _response_cache.clear()
+        _cache_date[0] = date
+    key = (status, payload, content_type, keep_alive, request.version, request.method, extra)
+    response = _response_cache.get(key)
+    if response is None:
+        response = build_response(
+            status, payload, content_type=content_type, keep_alive=keep_alive,
+            http10=request.version == b"1.0", head_only=request.method == b"HEAD", date=date,
+            extra_headers=extra,
+        )
+        if len(_response_cache) < _RESPONSE_CACHE_ENTRIES and len(payload) <= 256:
+            _response_cache[key] = response
+    return response, keep_alive
 
 
 def _expects_continue(request) -> bool:

@@ -118,7 +118,7 @@ STRICT_SKIPS_ENV = "MEMDIET_STRICT_SKIPS"
 #: of the skip's reason -> why skipping it there is fine. Anything else that skips in CI (a missing
 #: tool, a missing extra, a limit of the machine) means CI did not test what ships, and fails the run.
 ALLOWED_SKIPS = {
-    # tests/server/test_reliability.py and tests/server/test_parser_fuzz.py: the same checks at full size take about
+    # tests/server/reliability/ and tests/server/test_parser_fuzz.py: the same checks at full size take about
     # 4 minutes; `make soak` runs them, and their short versions run in every `make test`.
     "long version: set MEMDIET_SOAK=1": "soak: the long versions of tests whose short versions ran",
     # tests/server/test_parser_fuzz.py: atheris is the optional `fuzz` extra (no wheel for every CPython);

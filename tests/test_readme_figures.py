@@ -1,16 +1,19 @@
-"""README's measured tables agree with their one source, within the rounding README shows.
+"""README's and the documentation's measured tables agree with their one source, within the rounding
+they show.
 
 Read at test time, never copied here:
 
-- "What it measured": the committed full report, ``reports/latest/index.md`` (its "Summary metrics"
-  and "Reduction versus naive" tables, and its parameters line), figure by figure.
-- The layouts table: "Python B/slot" against tests/server/test_layouts_memory.py's measurement
+- README's "What it measured": the committed full report, ``reports/latest/index.md`` (its "Summary
+  metrics" and "Reduction versus naive" tables, and its parameters line), figure by figure.
+- README's "Profiling any server" table: the same report's summary, per server.
+- docs/study.md's layouts table: "Python B/slot" against tests/server/test_layouts_memory.py's measurement
   (tracemalloc's delta around building 20,000 slots in this process, the measurement README names;
   the report's ``bytes_per_slot`` is at 65,536 slots and differs in the first decimal), on the
   interpreter minor README says it measured on; "C B/slot" against ``c_bytes_per_slot()``.
-- The RSS ledger table: the full report's ledger summary (``| subject | RSS (idle-empty) |``).
-- The bench table: ``reports/bench/bench.json`` (each subject's medians and its req/s ratio to the
-  asyncio responder).
+- docs/ledger.md's table: the full report's ledger summary (``| subject | RSS (idle-empty) |``).
+- (docs/scaling.md's fits are checked against sweep.json by tests/experiments/test_sweep.py.)
+- docs/bench.md's table: ``reports/bench/bench.json`` (each subject's medians and its req/s ratio to
+  the asyncio responder).
 
 A README figure passes when the source's figure rounds to it: |README - source| is at most half a
 unit of README's last digit (of the report's, where the report shows fewer digits than README).
@@ -30,6 +33,10 @@ from server.layouts import LAYOUTS
 from .fixtures import REPO
 
 README = REPO / "README.md"
+#: The documentation pages holding tables that moved out of README, and the section of each.
+STUDY, STUDY_SECTION = REPO / "docs" / "study.md", "The five layouts"
+LEDGER, LEDGER_SECTION = REPO / "docs" / "ledger.md", "The ledger of the committed report"
+BENCH, BENCH_SECTION = REPO / "docs" / "bench.md", "Benchmark against the servers people use"
 REPORT = REPO / "reports" / "latest" / "index.md"
 BENCH_JSON = REPO / "reports" / "bench" / "bench.json"
 
@@ -89,6 +96,7 @@ def table_after(text: str, header_start: str) -> list[dict[str, str]]:
 
 def section(text: str, title: str) -> str:
     """The markdown section under ``## title`` (up to the next ``## ``)."""
+    assert f"## {title}\n" in text, f"no section {title!r}"
     return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
@@ -154,7 +162,7 @@ def servers_table_mismatches(readme: str, report: str) -> list[str]:
 def layouts_table_mismatches(readme: str, python_bytes_per_slot, c_bytes_per_slot) -> list[str]:
     """README's layouts table: Python B/slot and C B/slot against the measurements given."""
     mismatches = []
-    rows = table_after(section(readme, "The five layouts"), "| layout |")
+    rows = table_after(section(readme, STUDY_SECTION), "| layout |")
     if [plain(row["layout"]) for row in rows] != list(LAYOUTS):
         mismatches.append(f"README's layouts table lists {[row['layout'] for row in rows]}, not {list(LAYOUTS)}")
     for row in rows:
@@ -171,7 +179,7 @@ def layouts_table_mismatches(readme: str, python_bytes_per_slot, c_bytes_per_slo
 def bench_table_mismatches(readme: str, bench: dict) -> list[str]:
     """README's bench table against bench.json: medians, and req/s as a multiple of asyncio's."""
     mismatches = []
-    rows = table_after(section(readme, "Benchmark against the servers people use"), "| subject |")
+    rows = table_after(section(readme, BENCH_SECTION), "| subject |")
     subjects = {subject["label"]: subject for subject in bench["subjects"]}
     if [row["subject"] for row in rows] != list(subjects):
         mismatches.append(f"README's bench table lists {[row['subject'] for row in rows]}, bench.json {list(subjects)}")
@@ -204,13 +212,13 @@ def bench_table_mismatches(readme: str, bench: dict) -> list[str]:
 
 # --- the tests -----------------------------------------------------------------------------------
 def ledger_table_mismatches(readme: str, report: str) -> list[str]:
-    """README's RSS ledger table (in "What it measured") against the full report's ledger summary,
-    cell by cell: figures within rounding, the rest (the largest part, remainders) as written."""
+    """docs/ledger.md's RSS ledger table against the full report's ledger summary, cell by cell:
+    figures within rounding, the rest (the largest part, remainders) as written."""
     header = "| subject | RSS (idle-empty) |"
     source = {plain(row["subject"]): row for row in table_after(report, header)}
-    rows = table_after(section(readme, "What it measured"), header)
+    rows = table_after(section(readme, LEDGER_SECTION), header)
     if not rows:
-        return ["README's What it measured section has no RSS ledger table"]
+        return [f"docs/ledger.md's {LEDGER_SECTION} section has no RSS ledger table"]
     mismatches = []
     for row in rows:
         subject = plain(row["subject"])
@@ -249,9 +257,9 @@ def test_servers_table_is_the_committed_report() -> None:
 
 
 def test_ledger_table_is_the_committed_report() -> None:
-    readme, report = README.read_text(), REPORT.read_text()
+    readme, report = LEDGER.read_text(), REPORT.read_text()
     assert ledger_table_mismatches(readme, report) == []
-    ledger = section(readme, "What it measured").split("| subject | RSS (idle-empty) |", 1)[1]
+    ledger = section(readme, LEDGER_SECTION).split("| subject | RSS (idle-empty) |", 1)[1]
     row = next(line for line in ledger.splitlines() if line.startswith("| nofd |"))
     cells = row.split(" | ")
     cells[1] = f"{Quantity.parse(cells[1]).value / 1024 ** 2 + 0.1:.1f} MiB"
@@ -265,10 +273,10 @@ def test_readme_and_report_name_the_same_interpreter() -> None:
 
 
 def test_layouts_table_is_this_interpreters_measurement() -> None:
-    readme = README.read_text()
+    readme = STUDY.read_text()
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if readme_python_minor(readme) != minor:
-        pytest.skip(f"README's bytes per slot were measured on CPython {readme_python_minor(readme)}, this is "
+    if readme_python_minor(README.read_text()) != minor:
+        pytest.skip(f"README's bytes per slot were measured on CPython {readme_python_minor(README.read_text())}, this is "
                     f"{minor}: measure them here (pytest -s tests/server/test_layouts_memory.py) to check them")
     from .server.test_layouts_memory import python_bytes_per_slot
 
@@ -276,7 +284,7 @@ def test_layouts_table_is_this_interpreters_measurement() -> None:
 
 
 def test_bench_table_is_the_committed_bench() -> None:
-    assert bench_table_mismatches(README.read_text(), json.loads(BENCH_JSON.read_text())) == []
+    assert bench_table_mismatches(BENCH.read_text(), json.loads(BENCH_JSON.read_text())) == []
 
 
 def changed_figure(readme: str, section_title: str, old: str, new: str) -> str:
@@ -297,19 +305,20 @@ def test_a_changed_readme_figure_is_caught() -> None:
     assert measured_table_mismatches(changed_figure(readme, "What it measured", nofd_idle, moved), report) == [
         f"What it measured: nofd idle RSS: README {moved!r}, report {nofd_idle!r}"]
 
-    layouts = table_after(section(readme, "The five layouts"), "| layout |")
+    study = STUDY.read_text()
+    layouts = table_after(section(study, STUDY_SECTION), "| layout |")
     split_python = next(row for row in layouts if plain(row["layout"]) == "split")["Python B/slot"]
     grown = f"{float(split_python) + 0.1:.1f}"
     shown_python = {plain(row["layout"]): Quantity.parse(row["Python B/slot"]).value for row in layouts}
-    mismatches = layouts_table_mismatches(changed_figure(readme, "The five layouts", split_python, grown),
+    mismatches = layouts_table_mismatches(changed_figure(study, STUDY_SECTION, split_python, grown),
                                           shown_python.__getitem__, lambda name: LAYOUTS[name].c_bytes_per_slot())
     assert [m.split(":")[1].strip() for m in mismatches] == ["split Python B/slot"]
 
-    rows = table_after(section(readme, "Benchmark against the servers people use"), "| subject |")
+    bench_page = BENCH.read_text()
+    rows = table_after(section(bench_page, BENCH_SECTION), "| subject |")
     uvicorn_rate = next(row for row in rows if row["subject"] == "uvicorn")["req/s"]
     faster = f"{int(uvicorn_rate.replace(',', '')) + 1:,}"
-    mismatches = bench_table_mismatches(changed_figure(readme, "Benchmark against the servers people use",
-                                                       uvicorn_rate, faster), bench)
+    mismatches = bench_table_mismatches(changed_figure(bench_page, BENCH_SECTION, uvicorn_rate, faster), bench)
     assert [m.split(":")[1].strip() for m in mismatches] == ["uvicorn req/s"]
 
 

@@ -25,7 +25,7 @@ def session_with_skips(pytester: pytest.Pytester, *reasons: str) -> None:
 
 
 def test_soak_reason_is_the_one_the_suite_uses() -> None:
-    from .server.test_reliability import SOAK_MARKS
+    from .fixtures.reliability import SOAK_MARKS
 
     [skipif] = [mark for mark in SOAK_MARKS if mark.name == "skipif"]
     assert skipif.kwargs["reason"] == SOAK_REASON

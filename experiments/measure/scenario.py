@@ -39,7 +39,7 @@ class RunConfig:
     sample_hz: float = 50.0
     detail_interval_s: float = 2.0
     #: Frames the tracemalloc probe keeps per traceback (``tracemalloc.start(N)``): the phase-end dumps'
-    #: call stacks, which the massif.out trees nest. Its cost is the probe's note (README, "the probes").
+    #: call stacks, which the massif.out trees nest. Its cost is the probe's note (docs/runs.md, "What a probe costs").
     trace_frames: int = 8
     path: str = "/"
     keep_alive_timeout_s: float = 600.0

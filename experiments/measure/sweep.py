@@ -25,7 +25,6 @@ Rules:
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +36,7 @@ from server.layouts import LAYOUTS
 from ..dataset.results import RunResult, load_run
 from ..dataset.sweep import KERNEL_METRIC, AllocatorDelta, HeapRun, RssRun, build_document
 from ..errors import BadInput
+from ..paths import relative_posix
 from . import environment
 from .pymalloc import AllocatorUnavailable, measure_table
 from .runner import run_once
@@ -157,7 +157,7 @@ def rss_run_of(run: RunResult, relative_to: Path) -> RssRun:
     connections = int(parameters["connections"])
     per_active = summary.get("rss_bytes_per_active_connection")
     return RssRun(
-        layout=run.layout, run=_relative(run.path, relative_to), max_conns=int(parameters["max_conns"]),
+        layout=run.layout, run=relative_posix(run.path, relative_to), max_conns=int(parameters["max_conns"]),
         connections=connections, idle_rss_bytes=summary["idle_rss_bytes"], held_rss_bytes=summary["held_rss_bytes"],
         # The load phase's median, as the summary defines rss_bytes_per_active_connection from it.
         load_rss_bytes=summary["idle_rss_bytes"] + per_active * connections if per_active is not None else None,
@@ -169,14 +169,9 @@ def rss_run_of(run: RunResult, relative_to: Path) -> RssRun:
 
 def heap_run_of(run: RunResult, relative_to: Path) -> HeapRun:
     summary, parameters = run.summary, run.parameters
-    return HeapRun(layout=run.layout, run=_relative(run.path, relative_to), max_conns=int(parameters["max_conns"]),
+    return HeapRun(layout=run.layout, run=relative_posix(run.path, relative_to), max_conns=int(parameters["max_conns"]),
                    connections=int(parameters["connections"]), table_heap_bytes=int(summary["table_heap_bytes"]),
                    heap_bytes_per_held_connection=summary.get("heap_bytes_per_held_connection"))
-
-
-def _relative(path: Path, base: Path) -> str:
-    """A run folder relative to the sweep's folder (as matrix.json records them: the same in every clone)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
 StepStart = Callable[[int, int, str], None]

@@ -68,3 +68,16 @@ def title_of(run: Any) -> str:
         parts.append(f"C = {int(parameters['connections']):,}")
     title = " · ".join(parts)
     return title if run.status == "complete" else f"{title} ({run.status})"
+
+
+def series_column(series: Any, name: str) -> tuple[list[float], list[float]]:
+    """(times, values) of a run's CSV column (``rss.csv``, ``heap.csv``) as every curve of a run draws
+    it, the PNG and the interactive page alike: rows with a blank left out, and a zero RSS, USS or PSS,
+    which is no sample (a live process always has resident pages: it was read after the server
+    exited)."""
+    if series is None or name not in series.columns:
+        return [], []
+    no_sample = name.endswith("ss_bytes")  # rss_bytes, uss_bytes, pss_bytes
+    pairs = [(t, v) for t, v in zip(series["time_s"], series[name])
+             if t is not None and v is not None and not (no_sample and v == 0)]
+    return [t for t, _ in pairs], [v for _, v in pairs]

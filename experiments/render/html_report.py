@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,10 +40,10 @@ from ..dataset.selection import (
     reductions,
     split_by_status,
 )
-from ..paths import REPO_ROOT
+from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
-from .figures import SITE_COLOURS
+from .figures import SITE_COLOURS, series_column
 from .ledger import BARE, LEDGER_PHASES, REMAINDER
 from .units import MISSING, human_bytes, percent_change, slot_bytes
 
@@ -108,15 +107,15 @@ def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
     series = open_series([run.path], LoadOptions(html.DETAIL))
     from_rss = series.source.endswith(RSS_FILE)  # a run without heap data: its curve is rss.csv
     lines = []
-    rss_times, rss_bytes = _column(run.rss, "rss_bytes")
+    rss_times, rss_bytes = _bytes_column(run.rss, "rss_bytes")
     if rss_times:
         lines.append(html.Line("RSS, whole process", rss_times, rss_bytes, color=RSS_COLOUR))
     if from_rss:
-        uss_times, uss_bytes = _column(run.rss, "uss_bytes")
+        uss_times, uss_bytes = _bytes_column(run.rss, "uss_bytes")
         if uss_times:
             lines.append(html.Line("USS, pages unique to the server", uss_times, uss_bytes, color=USS_COLOUR, width=1.3))
     else:
-        tracer_times, tracer_bytes = _column(run.heap, "tracer_bytes")
+        tracer_times, tracer_bytes = _bytes_column(run.heap, "tracer_bytes")
         if tracer_times and any(tracer_bytes):
             lines.append(html.Line("the tracer's own bookkeeping", tracer_times, tracer_bytes, color=TRACER_COLOUR,
                                    dash="dot", width=1.2))
@@ -124,8 +123,14 @@ def _capture(run: RunResult, out_dir: Path | None, mixed: bool) -> html.Capture:
     return html.Capture(
         series, f"{run.layout} · {run.probe} probe", phases=[html.Phase(p.name, p.start_s, p.end_s) for p in run.phases],
         lines=lines, total_line=None if from_rss else "heap total (traced)", group=group, bands=not from_rss,
-        notes=[f"run {_relative(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
+        notes=[f"run {run.path.name if out_dir is None else relative_posix(run.path, out_dir)}" + (f" ({_parameters(run)})" if mixed else "")],
         time_label="seconds since the server started", command=_command(run))
+
+
+def _bytes_column(series: Any, name: str) -> tuple[list[float], list[int]]:
+    """:func:`~.figures.series_column`, the sizes as ints (the page's JSON writes them without a point)."""
+    times, values = series_column(series, name)
+    return times, [int(value) for value in values]
 
 
 def _command(run: RunResult) -> str:
@@ -147,25 +152,9 @@ def _command(run: RunResult) -> str:
     return " ".join(words)
 
 
-def _column(series: Any, name: str) -> tuple[list[float], list[float]]:
-    """(times, values) of a run's CSV column, blanks and zero sizes left out (a zero RSS was read
-    after the process exited)."""
-    if series is None or name not in series.columns:
-        return [], []
-    pairs = [(time_s, value) for time_s, value in zip(series["time_s"], series[name])
-             if time_s is not None and value is not None and value > 0]
-    return [time_s for time_s, _ in pairs], [int(value) for _, value in pairs]
-
-
 def _parameters(run: RunResult) -> str:
     return ", ".join(f"{name} {value}" for name, value in parameter_key(run)
                      if name in ("max_conns", "connections", "idle_s", "load_s"))
-
-
-def _relative(path: Path, out_dir: Path | None) -> str:
-    if out_dir is None:
-        return path.name
-    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
 
 
 def _intro(complete: list[RunResult], others: list[RunResult], used: list[RunResult], mixed: bool) -> list[str]:
@@ -451,7 +440,7 @@ def _runs_section(runs: Iterable[RunResult], used: list[RunResult], out_dir: Pat
     chosen = {id(run) for run in used}
     rows = []
     for run in sorted(runs, key=lambda run: run.path.name):
-        rows.append([run.layout, run.probe, f"`{_relative(run.path, out_dir)}`", run.status,
+        rows.append([run.layout, run.probe, f"`{run.path.name if out_dir is None else relative_posix(run.path, out_dir)}`", run.status,
                      "drawn" if id(run) in chosen else ("superseded by a later run" if run.status == "complete"
                                                          else "left out (not complete)")])
     return html.Section("Runs", [

@@ -20,6 +20,7 @@ from .figures import (
     SITE_COLOURS,
     new_figure,
     save_figure,
+    series_column,
     shade_phases,
     title_of,
 )
@@ -52,17 +53,6 @@ def top_sites(run: RunResult, top_n: int) -> tuple[list[float], list[tuple[str, 
     return times, top, rest
 
 
-def _column(series: Any, name: str) -> tuple[list[float], list[float]]:
-    """(times, values) of a Series column, rows with a blank left out. A zero RSS is no sample
-    either: a live process always has resident pages, so it was read after the server exited."""
-    if series is None or name not in series.columns:
-        return [], []
-    no_sample = name.endswith("ss_bytes")  # rss_bytes, uss_bytes, pss_bytes
-    pairs = [(t, v) for t, v in zip(series["time_s"], series[name])
-             if t is not None and v is not None and not (no_sample and v == 0)]
-    return [t for t, _ in pairs], [v for _, v in pairs]
-
-
 def _mark_peak(axes: Any, time_s: float, size: float, what: str) -> None:
     axes.plot([time_s], [size / MIB], marker="v", markersize=9, color="#d62728", zorder=6, linestyle="none")
     axes.annotate(f"{what} peak {human_bytes(size)}", (time_s, size / MIB), xytext=(0, 10), textcoords="offset points",
@@ -81,8 +71,8 @@ class _HeapData:
         self.bands = [[v / MIB for v in values] for _, values in top] + [[v / MIB for v in rest]]
         self.labels = [short_site(site) for site, _ in top] + [f"other: {len(named_sites) - len(top)} smaller sites{remainder}"]
         self.colours = list(SITE_COLOURS[: len(top)]) + [OTHER_COLOUR]
-        self.total_times, self.total_bytes = _column(run.heap, "heap_bytes")
-        self.tracer_times, self.tracer_bytes = _column(run.heap, "tracer_bytes")
+        self.total_times, self.total_bytes = series_column(run.heap, "heap_bytes")
+        self.tracer_times, self.tracer_bytes = series_column(run.heap, "tracer_bytes")
         self.peak: tuple[float, float] | None = None
         if self.total_times:
             best = max(range(len(self.total_bytes)), key=self.total_bytes.__getitem__)
@@ -114,13 +104,13 @@ def _draw_process(axes: Any, run: RunResult, heap: _HeapData) -> None:
     if heap.tracer_times and any(heap.tracer_bytes):
         axes.plot(heap.tracer_times, [v / MIB for v in heap.tracer_bytes], color="#6a51a3", linewidth=1.1,
                   linestyle=":", label="tracer's own bookkeeping", zorder=4)
-    rss_times, rss_bytes = _column(run.rss, "rss_bytes")
+    rss_times, rss_bytes = series_column(run.rss, "rss_bytes")
     if rss_times:
         axes.plot(rss_times, [v / MIB for v in rss_bytes], color="black", linewidth=1.6, zorder=5,
                   label="RSS, whole process (interpreter + heap" + (" + tracer)" if heap.present else ")"))
     if heap.present:
         return
-    uss_times, uss_bytes = _column(run.rss, "uss_bytes")
+    uss_times, uss_bytes = series_column(run.rss, "uss_bytes")
     if uss_times:
         axes.plot(uss_times, [v / MIB for v in uss_bytes], color="#2ca02c", linewidth=1.3, zorder=5,
                   label="USS (pages unique to the server)")
@@ -155,7 +145,7 @@ def draw_massif_curve(run: RunResult, top_n: int = DEFAULT_TOP_N) -> Any:
     When the heap is small beside the RSS (a compact layout: the interpreter dominates), a second
     panel below shows the heap alone at its own scale, so its sites stay readable."""
     heap = _HeapData(run, top_n)
-    rss_times, rss_bytes = _column(run.rss, "rss_bytes")
+    rss_times, rss_bytes = series_column(run.rss, "rss_bytes")
     zoom = heap.peak is not None and bool(rss_bytes) and heap.peak[1] < ZOOM_BELOW * max(rss_bytes)
     figure = new_figure(12, 8.5 if zoom else 6.2)
     if zoom:

@@ -18,7 +18,6 @@ or with ``allow_mixed`` given one report each.
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import Counter
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ from ..dataset.selection import (
     split_by_status,
 )
 from ..errors import BadInput
+from ..paths import relative_posix
 from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
 from .held_sites import held_site_tables, held_sites_markdown
@@ -82,20 +82,15 @@ def reduction_table(runs: Iterable[RunResult]) -> dict[str, dict[str, float | No
 
 
 # --- small markdown helpers ----------------------------------------------------------------------
-def _relative(target: Path, out_dir: Path) -> str:
-    """``target`` relative to the report's folder, with ``/`` separators."""
-    return Path(os.path.relpath(Path(target).resolve(), Path(out_dir).resolve())).as_posix()
-
-
 def _link(target: Path, out_dir: Path, text: str) -> str:
     """A link to a file the report wrote into its own folder (never to a run folder: those are
     not committed)."""
-    return f"[{text}]({_relative(target, out_dir)})"
+    return f"[{text}]({relative_posix(target, out_dir)})"
 
 
 def _run_name(run: RunResult, out_dir: Path) -> str:
     """A run folder named, not linked: its path relative to the report's folder, as code."""
-    return f"`{_relative(run.path, out_dir)}`"
+    return f"`{relative_posix(run.path, out_dir)}`"
 
 
 def _value_text(value: Any) -> str:
@@ -260,7 +255,7 @@ def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, F
 
 def _missing_anatomy(anatomy_file: Path, out_dir: Path) -> str:
     """The anatomy section of a report whose anatomy file is not there: said, not measured here."""
-    return (f"Missing: there is no `{_relative(anatomy_file, out_dir)}` beside this report, and a report "
+    return (f"Missing: there is no `{relative_posix(anatomy_file, out_dir)}` beside this report, and a report "
             "measures nothing itself. A matrix (`memdiet matrix`) measures each layout's slot into that file.")
 
 

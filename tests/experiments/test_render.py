@@ -280,9 +280,10 @@ def test_report_without_complete_runs(matrix, tmp_path):
 
 
 def test_rss_read_after_the_server_exited_is_not_drawn(matrix):
-    from experiments.render.massif_curve import _column
+    """Neither curve of a run (the PNG's, the interactive page's: one column reader) draws a zero RSS."""
+    from experiments.render.figures import series_column
 
     run = load_run(run_of(matrix[1], "nofd", "rss").path)  # a copy of its own: the fixture's runs are shared
     run.rss.columns["rss_bytes"][-1] = 0.0  # what sampling a process that has just exited records
-    times, values = _column(run.rss, "rss_bytes")
+    times, values = series_column(run.rss, "rss_bytes")
     assert len(values) == len(run.rss) - 1 and 0 not in values

@@ -11,8 +11,8 @@
   chart; one real tracemalloc run read as the sweep reads it.
 - ``memdiet sweep``: bad input is one line and exit 2; a run that fails is exit 1 with the points
   measured before it kept in sweep.json, marked incomplete.
-- README's "Scaling laws" table is the committed sweep (reports/latest/sweep/sweep.json), figure by
-  figure within the rounding README shows.
+- docs/scaling.md's fits table is the committed sweep (reports/latest/sweep/sweep.json), figure by
+  figure within the rounding the page shows.
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def test_a_failed_run_exits_1_and_keeps_the_points_before_it(tmp_path, monkeypat
     assert (out / "sweep.png").is_file()
 
 
-# --- README's figures ---------------------------------------------------------------------------------
+# --- docs/scaling.md's figures ---------------------------------------------------------------------------------
 COMMITTED_SWEEP = REPO / "reports" / "latest" / "sweep"
 
 
@@ -365,9 +365,10 @@ def _with_interval(cell: str) -> tuple[str, list[str]]:
     return value, [f"{end.strip()} {unit}" for end in rest.rstrip("]").split(", ")] if rest else []
 
 
-def test_readme_scaling_laws_are_the_committed_sweep():
+def test_the_scaling_page_is_the_committed_sweep():
     sweep = read_sweep(COMMITTED_SWEEP)
-    text = section((REPO / "README.md").read_text(), "Scaling laws")
+    page = (REPO / "docs" / "scaling.md").read_text()
+    text = section(page, "The fits")
     rows = table_after(text, "| layout |")
     assert [row["layout"] for row in rows] == sweep.layouts
     wrong = []
@@ -379,12 +380,12 @@ def test_readme_scaling_laws_are_the_committed_sweep():
             coefficient = fit.coefficient(term)
             for shown, source in zip([value, *ends], (coefficient.value, coefficient.low, coefficient.high)):
                 if not agrees(shown, source):
-                    wrong.append(f"{layout} {column}: README {shown}, sweep {source:,.2f}")
+                    wrong.append(f"{layout} {column}: docs {shown}, sweep {source:,.2f}")
         for column, source in (("RSS slope, two sizes", analysis["two_size"]["rss_bytes_per_slot"]),
                                ("bytes_per_slot", analysis["heap"]["bytes_per_slot"]),
                                ("heap per held connection", analysis["heap"]["heap_bytes_per_held_connection"]),
                                ("1,000,000 slots, 100,000 held", analysis["predictions"]["idle"]["rss_bytes"])):
             if not agrees(row[column], source):
-                wrong.append(f"{layout} {column}: README {row[column]}, sweep {source:,.2f}")
-    assert not wrong, "README's Scaling laws table is not the committed sweep:\n" + "\n".join(wrong)
-    assert f"hard limit is {sweep.document['nofile']['hard_limit']:,} on this machine" in text
+                wrong.append(f"{layout} {column}: docs {row[column]}, sweep {source:,.2f}")
+    assert not wrong, "docs/scaling.md's fits are not the committed sweep:\n" + "\n".join(wrong)
+    assert f"hard limit is {sweep.document['nofile']['hard_limit']:,} on the measuring machine" in page
