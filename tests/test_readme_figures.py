@@ -329,3 +329,37 @@ def test_quantities_keep_the_rounding_they_show() -> None:
     assert agrees("1.0 KiB", 1042.8) and not agrees("1.0 KiB", 1100.0)
     assert agrees("-93.9%", "-93.9%") and not agrees("-93.9%", "-94.1%")
     assert agrees("88,648", 88647.83) and not agrees("88,648", 88646.0)
+
+
+# --- the real Lwan ---------------------------------------------------------------------------------
+LWAN_REVISIONS = REPO / "reports" / "lwan" / "revisions.json"
+
+
+def lwan_table_mismatches(readme: str, revisions: dict) -> list[str]:
+    """README's table of Lwan's commits against reports/lwan/revisions.json: the slot struct's size
+    from DWARF and the idle RSS of the rss run, commit by commit."""
+    by_short = {revision["short"]: revision for revision in revisions["revisions"]}
+    rows = table_after(section(readme, "The real Lwan"), "| Lwan commit |")
+    mismatches = [] if rows else ["README's The real Lwan section has no table of commits"]
+    for row in rows:
+        revision = by_short.get(row["Lwan commit"])
+        if revision is None:
+            mismatches.append(f"The real Lwan: {row['Lwan commit']} is not in revisions.json")
+            continue
+        struct_name, size = plain(row["slot struct (DWARF)"]).split()[0], plain(row["slot struct (DWARF)"]).split()[1:]
+        sizes = {struct["name"]: struct["size"] for struct in revision["structs"].values() if struct}
+        if sizes.get(struct_name) is None or not agrees(" ".join(size), sizes[struct_name]):
+            mismatches.append(f"The real Lwan: {row['Lwan commit']} {struct_name}: README {size}, DWARF {sizes.get(struct_name)}")
+        idle = plain(row["idle RSS"]).split(" (")[0]
+        if not agrees(idle, revision["runs"]["rss"]["summary"]["idle_rss_bytes"]):
+            mismatches.append(f"The real Lwan: {row['Lwan commit']} idle RSS: README {idle!r}, "
+                              f"report {revision['runs']['rss']['summary']['idle_rss_bytes']}")
+    return mismatches
+
+
+def test_lwan_table_is_the_committed_lwan_study() -> None:
+    revisions = json.loads(LWAN_REVISIONS.read_text())
+    readme = README.read_text()
+    assert lwan_table_mismatches(readme, revisions) == []
+    changed = readme.replace("| 58c4bd8b | `lwan_request_t` 4,376 B | 83.8 MiB |", "| 58c4bd8b | `lwan_request_t` 4,376 B | 88.8 MiB |")
+    assert changed != readme and lwan_table_mismatches(changed, revisions)
