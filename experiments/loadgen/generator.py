@@ -218,12 +218,13 @@ class _Connection(asyncio.Protocol):
             self.lost.set_result(None)
 
     # driving
-    def start(self, run: _Run) -> asyncio.Future:
-        """Work for ``run``: send a request (if its budget allows), and keep sending after each
-        response while ``run`` says so. The future resolves when it stops."""
+    def start(self, run: _Run, taken: bool = False) -> asyncio.Future:
+        """Work for ``run``: send a request (if its budget allows, or ``taken``: the caller took
+        it from the budget already), and keep sending after each response while ``run`` says so.
+        The future resolves when it stops."""
         self.run = run
         self.done = self.owner.loop.create_future()
-        if self.transport is None or self.transport.is_closing() or not run.take():
+        if self.transport is None or self.transport.is_closing() or not (taken or run.take()):
             self._finish()
         else:
             self.sent_at = _perf_counter()
@@ -488,14 +489,16 @@ class LoadGenerator:
 
         async def worker() -> None:
             nonlocal opened
-            while _perf_counter() < run.deadline and (run.budget is None or run.budget > 0):
+            while _perf_counter() < run.deadline and run.take():
                 connection = await self._connect(run)
                 if connection is None:
+                    if run.budget is not None:
+                        run.budget += 1  # no request was sent: give it back
                     await asyncio.sleep(0.01)  # a refused or timed-out connect: do not spin
                     continue
                 opened += 1
                 self.peak_open = max(self.peak_open, len(self.connections))
-                await connection.start(run)
+                await connection.start(run, taken=True)
                 if not connection.lost.done():
                     connection.ending = "client"
                     connection.transport.close()
