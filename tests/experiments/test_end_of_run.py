@@ -142,3 +142,25 @@ def test_a_subject_listening_beyond_loopback_is_warned_about(tmp_path) -> None:
 ])
 def test_a_command_is_named_by_the_script_or_module_it_runs(command: str, name: str) -> None:
     assert resolve(command_line=command).name == name
+
+
+def test_a_server_that_serves_nothing_fails_with_one_line_naming_why(tmp_path) -> None:
+    # It listens (a backlog of 5) and never accepts: connects complete in the kernel, nothing answers.
+    command = (f"{shlex.quote(sys.executable)} -c 'import socket, sys, time; s = socket.create_server("
+               "(\"127.0.0.1\", int(sys.argv[1])), backlog=5); time.sleep(120)' {port}")
+    started = time.monotonic()
+    result = memdiet("run", "--cmd", command, "--name", "silent", *TINY, "--runs-dir", str(tmp_path))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "silent: served nothing: none of the 20 clients of phase ramp got a response" in line
+    assert "no_answer" in line or "connect_timeout" in line
+    assert time.monotonic() - started < 60  # the ramp stalled and ended: no client waited out every timeout
+    run = only_run(tmp_path)
+    assert run.status == "incomplete"
+    assert still_there_pid_free(run)
+
+
+def still_there_pid_free(run) -> bool:
+    from .test_subjects import gone, tree_pids
+
+    return all(gone(pid) for pid in tree_pids(run.path))
