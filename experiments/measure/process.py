@@ -13,7 +13,8 @@ too. Readiness is a strategy, chosen by what the command tells:
 
 Stopping is SIGTERM to the main process by PID first (a server whose workers are signalled at the same
 time as their master can exit non-zero: issue #25 saw sanic do so in 2 of 20 such stops, 0 of 20 when
-only the master was signalled), a wait, then SIGKILL after the grace period; then whatever the subject started and left
+only the master was signalled; a rerun of 10 each gave 0 and 1, so the runner warns of a code, never
+fails on it), a wait, then SIGKILL after the grace period; then whatever the subject started and left
 behind is stopped too (SIGTERM, then SIGKILL): with ``own_group``, every process of its session and its
 process group, the processes that hold its listening socket (a daemon that left both, or whose parent
 exited), and the trees below them, each remembered by pid and start time from the first look on, so a

@@ -682,6 +682,14 @@ class Run:
                 text += f"; the ramp {RAMP_STOPS.get(ramp['stopped_early'], ramp['stopped_early'])}"
                 if (ramp.get("tried") or asked) < asked:
                     text += f" ({ramp.get('tried')} of the {asked} clients tried)"
+        phase_end = (self.document.get("process_tree") or {}).get("phase_end") or {}
+        before = {one["pid"]: one["name"] for one in (phase_end.get(IDLE_EMPTY) or {}).get("processes", [])}
+        after = {one["pid"] for one in (phase_end.get(IDLE_HELD) or {}).get("processes", [])}
+        gone = {pid: name for pid, name in before.items() if pid not in after} if after else {}
+        if gone:  # evidence beside what the clients saw: a worker that exited may have taken its clients
+            document["processes_gone"] = [{"pid": pid, "name": name} for pid, name in sorted(gone.items())]
+            text += ("; between the ends of idle-empty and idle-held these processes of its tree exited: "
+                     + ", ".join(f"{name} (pid {pid})" for pid, name in sorted(gone.items())))
         overflows = self.document.get("listen_overflows")
         if overflows:
             text += (f"; the kernel counted {overflows} listen-queue overflows during the ramp (TcpExtListenOverflows, "
