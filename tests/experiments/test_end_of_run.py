@@ -164,3 +164,23 @@ def still_there_pid_free(run) -> bool:
     from .test_subjects import gone, tree_pids
 
     return all(gone(pid) for pid in tree_pids(run.path))
+
+
+def test_http_server_with_its_backlog_of_5_at_c_100_completes_with_the_causes(tmp_path) -> None:
+    """The standard library's http.server: HTTP/1.0 (it closes each connection), a listen backlog of 5.
+    Issue #25's run failed ("only 0 of 100 clients were held (37 client errors: timeout 37)")."""
+    result = memdiet("run", "--cmd", f"{shlex.quote(sys.executable)} -m http.server {{port}} --bind 127.0.0.1",
+                     "--connections", "100", "--idle", "0.3", "--load", "0.5", "--runs-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    assert run.status == "complete" and run.layout == "http.server"
+    held = run.document["held"]
+    assert held["held"] == 0 and "not_held" in held
+    outcomes = held["outcomes"]
+    # Each client either got its response and then the server's close, or never got an answer.
+    assert outcomes["closed_announced"]["count"] >= 5
+    assert sum(entry["count"] for entry in outcomes.values()) == 100
+    assert run.summary.get("rss_bytes_per_held_connection") is None and run.summary["req_per_s"] > 0
+    assert run.document["load"]["load"]["fresh_connections"]
+    assert "held none of the 100 clients" in result.stderr
+    assert still_there_pid_free(run)

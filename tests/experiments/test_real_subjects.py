@@ -33,6 +33,7 @@ import pytest
 from experiments.dataset.results import load_run
 
 from ..fixtures import REPO
+from .test_subjects import gone, tree_pids
 
 pytestmark = pytest.mark.subjects
 
@@ -222,6 +223,7 @@ def test_a_real_subject_completes_and_its_figure_per_held_connection_agrees_from
     result, run = memdiet_run(tmp_path, subject.command, "rss")
     assert result.returncode == 0, result.stderr
     assert run.status == "complete"
+    assert all(gone(pid) for pid in tree_pids(run.path)), "a process of the subject outlived memdiet"
     held = run.document.get("held")
     figures = {"subject": subject.name, "probe": "rss", "held": held["held"] if held else C,
                "rss_bytes_per_held_connection": run.summary.get("rss_bytes_per_held_connection")}
