@@ -18,7 +18,9 @@ fails on it), a wait, then SIGKILL after the grace period; then whatever the sub
 behind is stopped too (SIGTERM, then SIGKILL): with ``own_group``, every process of its session and its
 process group, the processes that hold its listening socket (a daemon that left both, or whose parent
 exited), and the trees below them, each remembered by pid and start time from the first look on, so a
-reused pid is never signalled. Errors are
+reused pid is never signalled. While such a subject runs, the launcher is a child subreaper
+(prctl PR_SET_CHILD_SUBREAPER), so a daemon that left the session and whose parent exited is
+reparented here, found, stopped and reaped (its exit code too). Errors are
 :class:`ProcessError`, one line each, naming the process and ending with the tail of its stderr;
 what an exit code means (clean or not) is the caller's to judge. Nothing here knows the server's
 layouts, the probes or the bench: those build their commands and pass them in.
@@ -200,6 +202,10 @@ class LaunchedProcess:
         self.port: int | None = None
         #: What :meth:`stop` did: ``{"signalled_first", "exit_code", "left_behind": [{pid, name, ended_by}]}``.
         self.stop_report: dict | None = None
+        #: True while this process holds the launcher a child subreaper (:func:`_subreaper`).
+        self._reaping = False
+        #: The followed daemon's exit code, when it was reparented to us and has exited.
+        self.daemon_returncode: int | None = None
 
     # --- the process -----------------------------------------------------------------------------
     def start(self) -> int:
@@ -224,6 +230,10 @@ class LaunchedProcess:
             self.close()
             raise
         self._remember(self.popen.pid)
+        if self.own_group:
+            _subreaper(+1)
+            self._reaping = True
+            _LEADERS.add(self.popen.pid)
         return self.popen.pid
 
     def wait_ready(self, timeout_s: float) -> Ready:
@@ -253,7 +263,7 @@ class LaunchedProcess:
             return None
         if self.daemon is not None:
             deadline = time.monotonic() + wait_s
-            while _alive(self.daemon, self.known.get(self.daemon)):
+            while self._reap_daemon() is None and _alive(self.daemon, self.known.get(self.daemon)):
                 if time.monotonic() >= deadline:
                     return None
                 time.sleep(LISTEN_POLL_S)
@@ -262,6 +272,12 @@ class LaunchedProcess:
             return self.popen.wait(wait_s) if wait_s > 0 else self.popen.poll()
         except subprocess.TimeoutExpired:
             return None
+
+    def _reap_daemon(self) -> int | None:
+        """The followed daemon's exit code once it exited, when it was reparented to us."""
+        if self.daemon_returncode is None and self.daemon is not None:
+            self.daemon_returncode = _reap(self.daemon)
+        return self.daemon_returncode
 
     def running(self) -> bool:
         if self.popen is None:
@@ -333,10 +349,32 @@ class LaunchedProcess:
                 found.update(process_tree(pid))
             if self.port is not None:
                 found.update(self._listeners_started_after(self.port, exclude=found))
+            for orphan in self._orphans():  # a daemon that left the session, reparented to us
+                found.update(process_tree(orphan))
         found.discard(os.getpid())
         for pid in found:
             self._remember(pid)
         return sorted(pid for pid in found if _alive(pid, self.known.get(pid)))
+
+    def _orphans(self) -> list[int]:
+        """Processes the subject left that were reparented to this one (a child subreaper while an
+        ``own_group`` subject runs, see :func:`_subreaper`): children of ours in a session other than
+        ours, started after the subject. Those that exited are reaped."""
+        assert self.popen is not None
+        me, my_session = os.getpid(), os.getsid(0)
+        leader_start = self.known.get(self.popen.pid, 0)
+        orphans = []
+        for child, parent in parent_pids().items():
+            if parent != me or child in _LEADERS:  # another subject's own first process is not an orphan
+                continue
+            try:
+                if session_and_group(child)[0] != my_session and start_time(child) >= leader_start:
+                    orphans.append(child)
+            except ProcessGone:
+                continue
+        for child in orphans:
+            _reap(child)
+        return [child for child in orphans if _alive(child, None)]
 
     def _remember(self, pid: int) -> None:
         if pid not in self.known:
@@ -357,7 +395,7 @@ class LaunchedProcess:
     def stop(self, grace_s: float, signum: int = signal.SIGTERM) -> int | None:
         """Send ``signum`` to the root process (unless it has exited already) and wait up to
         ``grace_s`` for its exit; then stop what it left behind (``own_group``: see the module's
-        rules) and return its exit code (None: a followed daemon's, which cannot be observed). A root
+        rules) and return its exit code (None: a followed daemon's that was not reparented to us). A root
         still running then is killed with everything it started and :class:`ProcessError` raised."""
         assert self.popen is not None, f"{self.name} not started"
         self.members()  # remember the whole family before anything exits
@@ -367,7 +405,7 @@ class LaunchedProcess:
             self.kill()
             raise ProcessError(self.failure(f"did not exit within {grace_s:g} s of "
                                             f"{signal.Signals(signum).name}; killed"))
-        code = None if self.daemon is not None else self.popen.returncode
+        code = self._reap_daemon() if self.daemon is not None else self.popen.returncode
         self.stop_report["exit_code"] = code
         self._stop_left_behind(signum)
         return code
@@ -418,6 +456,12 @@ class LaunchedProcess:
         """Kill the process and what it started if still running, then release its stdout pipe and
         its log file."""
         self.kill()
+        if self._reaping:
+            for pid in self.known:
+                _reap(pid)
+            _subreaper(-1)
+            self._reaping = False
+            _LEADERS.discard(self.popen.pid)
         if self.popen is not None and self.popen.stdout is not None:
             self.popen.stdout.close()
         if self._log is not None:
@@ -442,6 +486,42 @@ class LaunchedProcess:
         tail = self.log_text(STDERR_TAIL_BYTES).strip()
         where = f"; see {self.log_path}" if self.log_path is not None else ""
         return f"{self.name} {what}{where}" + (f"; its stderr ends with {tail!r}" if tail else "")
+
+
+#: How many running ``own_group`` subjects want this process to be a child subreaper.
+_SUBREAPER_USERS = 0
+#: The first processes of the ``own_group`` subjects running now (children of ours, never orphans).
+_LEADERS: set[int] = set()
+#: prctl(2)'s PR_SET_CHILD_SUBREAPER.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(change: int) -> None:
+    """Make this process a child subreaper while any ``own_group`` subject runs (``change`` +1 when
+    one starts, -1 when it is closed): a daemon the subject forks and orphans (setsid, double fork) is
+    reparented to us rather than to init, so :meth:`LaunchedProcess.members` finds it, and its exit
+    is ours to reap. Without prctl (not Linux) nothing changes."""
+    global _SUBREAPER_USERS
+    before = _SUBREAPER_USERS
+    _SUBREAPER_USERS = max(0, before + change)
+    if (before == 0) == (_SUBREAPER_USERS == 0):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1 if _SUBREAPER_USERS else 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap(pid: int) -> int | None:
+    """The exit code of ``pid`` if it is a child of ours that has exited (reaping it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done == pid else None
 
 
 def _alive(pid: int, started: int | None) -> bool:

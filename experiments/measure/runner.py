@@ -517,7 +517,7 @@ class Run:
         if expect_running:
             self.document["stop"] = report
             if returncode is None:
-                report["note"] = "the followed daemon is not memdiet's child: its exit code cannot be observed"
+                report["note"] = "the followed daemon was not reparented to memdiet: its exit code cannot be observed"
             elif returncode not in self.subject.clean_exit_codes:
                 tail = server.log_text(200).strip().splitlines()
                 self.extra_warnings.append(
