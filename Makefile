@@ -10,10 +10,11 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # exports), wrk (the bench's throughput path), nginx-light (a native subject), chromium and
 # chromium-driver (tests/browser: the interactive report in a real browser), gcc (the massif reader's
 # test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory);
-# git, cmake, pkgconf, zlib1g-dev and libsqlite3-dev build Lwan's revisions (make lwan, lwan-quick).
-SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2 git cmake pkgconf zlib1g-dev libsqlite3-dev
+# git, cmake, pkgconf, zlib1g-dev and libsqlite3-dev build Lwan's revisions (make lwan, lwan-quick);
+# lighttpd and nodejs (make subjects: real servers memdiet never saw, a daemonizing one among them).
+SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2 git cmake pkgconf zlib1g-dev libsqlite3-dev lighttpd nodejs
 
-.PHONY: venv system-deps test docs experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
+.PHONY: venv system-deps test docs subjects experiment soak notebooks lab screenshots regress baseline bench sweep lwan lwan-quick clean
 
 venv: $(STAMP)
 
@@ -33,7 +34,7 @@ system-deps:
 # other worker moved heap per held connection by 2.8 B where 2 B is allowed); then the memory
 # ceilings, one at a time, which pytest-memray enforces only under --memray.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone and not subjects" $(PYTEST_ARGS)
 	$(PY) -m pytest -m "alone and not memray_ceiling" -q $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
 
@@ -42,6 +43,12 @@ test: $(STAMP)
 DOCS_ADDR ?= 127.0.0.1:8000
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr $(DOCS_ADDR)
+
+# Real servers memdiet never saw (the subjects extra from PyPI, lighttpd and node from Debian), each
+# through memdiet run --cmd at C = 200 and checked against an outside measurement: one at a time (their
+# RSS is compared with the test's own reading), about 10 minutes. Needs EXTRAS to hold subjects.
+subjects: $(STAMP)
+	$(PY) -m pytest -m subjects -q -p no:randomly tests/experiments/test_real_subjects.py $(PYTEST_ARGS)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

@@ -21,7 +21,9 @@ CI_RUN = REPO / ".ci" / "run"
 #: What the brief of CI installs through apt: the tools the tests use and those of coming work.
 APT_PACKAGES = {"valgrind", "wrk", "nginx-light", "chromium", "chromium-driver", "gcc", "iproute2",
                 # Lwan's revisions, built by make lwan-quick
-                "git", "cmake", "pkgconf", "zlib1g-dev", "libsqlite3-dev"}
+                "git", "cmake", "pkgconf", "zlib1g-dev", "libsqlite3-dev",
+                # make subjects: real servers from Debian
+                "lighttpd", "nodejs"}
 
 
 def ci_commands() -> list[str]:
@@ -43,8 +45,8 @@ def test_ci_installs_tools_then_tests_strictly_with_the_bench_extra_then_regress
     commands = ci_commands()
     assert commands[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']
     order = [line for line in commands if line.startswith(("make ", "export "))]
-    assert order == ["make system-deps", "export EXTRAS=dev,bench", f"export {STRICT_SKIPS_ENV}=1", "make test",
-                     "make lwan-quick", "make regress"]
+    assert order == ["make system-deps", "export EXTRAS=dev,bench,subjects", f"export {STRICT_SKIPS_ENV}=1",
+                     "make test", "make lwan-quick", "make subjects", "make regress"]
     assert "python3 --version" in commands  # the log says which interpreter the figures were checked on
 
 
@@ -59,9 +61,17 @@ def test_make_test_with_the_bench_extra_installs_it_and_runs_both_suites(tmp_pat
     commands = make_dry_run("test", "EXTRAS=dev,bench", f"VENV={tmp_path / 'venv'}")
     assert "pip install --quiet -e '.[dev,bench]'" in commands
     # The suite on two workers; what measures run-to-run spread alone, then the ceilings.
-    assert re.search(r'-m pytest -n 2 -m "not memray_ceiling and not alone"', commands)
+    assert re.search(r'-m pytest -n 2 -m "not memray_ceiling and not alone and not subjects"', commands)
     assert re.search(r'-m pytest -m "alone and not memray_ceiling"', commands)
     assert re.search(r"-m pytest --memray -m memray_ceiling", commands)
+
+
+def test_make_subjects_runs_the_real_subject_suite_and_its_extra_names_its_servers() -> None:
+    commands = make_dry_run("subjects")
+    assert re.search(r"-m pytest -m subjects .*tests/experiments/test_real_subjects.py", commands)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"hypercorn", "granian", "daphne", "sanic", "cheroot", "waitress", "gunicorn", "flask", "twisted", "gevent",
+            "tornado"} <= set(extras["subjects"])
 
 
 def test_bench_extra_holds_every_peer_package() -> None:

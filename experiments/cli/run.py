@@ -44,7 +44,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
                        help="any server's command line, run without a shell; {port} in it becomes a free loopback "
                             "port, else the port is found from the listening sockets of its process tree")
     parser.add_argument("--name", default=None, help="with --cmd: the name its runs are filed under (default: "
-                                                     "the command's file name)")
+                                                     "the script or module a Python command runs, else the "
+                                                     "command's file name)")
     parser.add_argument("--probe", default="rss", choices=list(PROBES),
                         help="how memory is measured: rss from outside (default; the whole process tree); "
                              "tracemalloc or memray inside (Python subjects: injected at interpreter start); "

@@ -132,6 +132,7 @@ def summarize(
     *,
     server_cpu_s: dict[str, dict[str, float]] | None = None,
     phase_end_heap: dict[str, int] | None = None,
+    held_connections: int | None = None,
 ) -> dict[str, float | int | None]:
     """Compute every metric of :data:`METRICS` that this run's data supports (others are left out).
 
@@ -139,9 +140,11 @@ def summarize(
     ``table`` what the server reported about its table (``table_heap_bytes``, ``c_bytes_per_slot``);
     ``server_cpu_s`` the server's CPU seconds by phase (``{"load": {"process": s, "main_thread": s}}``);
     ``phase_end_heap`` the live heap at each phase's end, bytes by phase (the tracemalloc probe's
-    phase-end dumps, after a full collection, without the probe's own allocations).
+    phase-end dumps, after a full collection, without the probe's own allocations);
+    ``held_connections`` the connections the subject held at the end of idle-held, which the figures
+    per held connection divide by (default: C, the clients asked for).
     """
-    connections = int(parameters.get("connections", 0))
+    connections = int(parameters.get("connections", 0)) if held_connections is None else held_connections
     max_conns = int(parameters.get("max_conns", 0))
     summary: dict[str, float | int | None] = {}
 

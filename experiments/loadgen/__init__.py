@@ -15,14 +15,19 @@ One module per part, each importing only those above it:
 Bounds: loopback addresses only; every connect and every request has a timeout; ``load`` lasts at most
 ``MAX_LOAD_S`` seconds and stops after ``MAX_REQUESTS`` when given; the process exits after
 ``--max-lifetime`` seconds whatever happens; connections are opened at most ``connect_concurrency`` at a
-time, so a ramp of thousands does not overflow the server's listen backlog.
+time, so a ramp of thousands does not overflow the server's listen backlog, and a ramp starts no connect
+after its deadline nor once that many clients in a row were not held: it ends with what was accepted.
+Each connection that ends is recorded by what the client saw (``END_KINDS``: who closed it, with a
+request outstanding or not, after how many responses and how long after the last).
 """
 
 from .driver import LoadGeneratorProcess
-from .generator import LoadGenerator, PhaseResult
+from .generator import END_KINDS, LoadGenerator, PhaseResult
 from .histogram import LatencyHistogram
 from .params import (
     DEFAULT_CONNECT_CONCURRENCY,
+    DEFAULT_RAMP_S,
+    DEFAULT_STALL_S,
     DEFAULT_MAX_LIFETIME_S,
     DEFAULT_TIMEOUT_S,
     EXIT_LIFETIME,
@@ -38,7 +43,7 @@ from .params import (
 from .response import ProtocolError, ResponseParser, parse_response_head
 
 __all__ = [
-    "DEFAULT_CONNECT_CONCURRENCY", "DEFAULT_MAX_LIFETIME_S", "DEFAULT_TIMEOUT_S", "EXIT_LIFETIME", "FD_MARGIN",
+    "END_KINDS",     "DEFAULT_CONNECT_CONCURRENCY", "DEFAULT_RAMP_S", "DEFAULT_STALL_S", "DEFAULT_MAX_LIFETIME_S", "DEFAULT_TIMEOUT_S", "EXIT_LIFETIME", "FD_MARGIN",
     "MAX_LOAD_S", "FdLimitError", "LatencyHistogram", "LoadGenerator", "LoadGeneratorError",
     "LoadGeneratorProcess", "PhaseResult", "ProtocolError", "ResponseParser", "ensure_fd_capacity",
     "fd_hard_limit", "loopback_host", "parse_response_head", "request_bytes",

@@ -42,6 +42,13 @@ def _parse_command(line: str) -> tuple[str, list[str]]:
     return words[0].lower(), words[1:]
 
 
+def _seconds(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LoadGeneratorError(f"{what} must be seconds, got {text!r}") from None
+
+
 def _whole_number(text: str, what: str) -> int:
     try:
         return int(text)
@@ -53,22 +60,33 @@ async def execute_command(generator: LoadGenerator, line: str) -> dict[str, Any]
     """Run one command-mode line (``ramp C``, ``load SECONDS [MAX_REQUESTS]``, ``drain``, ``status``)
     and return its reply. Raises :class:`LoadGeneratorError` for a bad command."""
     verb, args = _parse_command(line)
-    if verb == "ramp" and len(args) == 1:
-        result = await generator.ramp(_whole_number(args[0], "ramp's connection count"))
+    if verb == "ramp" and len(args) in (1, 2, 3):
+        count = _whole_number(args[0], "ramp's connection count")
+        bounds = {}
+        if len(args) >= 2:
+            bounds["deadline_s"] = _seconds(args[1], "ramp's deadline")
+        if len(args) == 3:
+            bounds["stall_s"] = _seconds(args[2], "ramp's stall time")
+        result = await generator.ramp(count, **bounds)
     elif verb == "load" and len(args) in (1, 2):
-        try:
-            seconds = float(args[0])
-        except ValueError:
-            raise LoadGeneratorError(f"load's duration must be seconds, got {args[0]!r}") from None
+        seconds = _seconds(args[0], "load's duration")
         cap = _whole_number(args[1], "load's MAX_REQUESTS") if len(args) == 2 else None
         result = await generator.load(seconds, cap)
+    elif verb == "load-fresh" and len(args) in (2, 3):
+        seconds = _seconds(args[0], "load-fresh's duration")
+        workers = _whole_number(args[1], "load-fresh's WORKERS")
+        cap = _whole_number(args[2], "load-fresh's MAX_REQUESTS") if len(args) == 3 else None
+        result = await generator.load_fresh(seconds, workers, cap)
     elif verb == "drain" and not args:
         result = await generator.drain()
     elif verb == "status" and not args:
-        return {"ok": True, "command": verb, "connections_open": generator.open_connections}
+        # What ended since the last result, without resetting it: the runner watches held clients.
+        return {"ok": True, "command": verb, "connections_open": generator.open_connections,
+                "ended": generator.ended_so_far()}
     else:
         raise LoadGeneratorError(
-            f"unknown command {line!r}: expected 'ramp C', 'load SECONDS [MAX_REQUESTS]', 'drain', 'status' or 'quit'"
+            f"unknown command {line!r}: expected 'ramp C [SECONDS [STALL_S]]', 'load SECONDS [MAX_REQUESTS]', "
+            "'load-fresh SECONDS WORKERS [MAX_REQUESTS]', 'drain', 'status' or 'quit'"
         )
     return {"ok": True, "command": verb, **result.to_dict()}
 
@@ -184,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_positive(int, "port", 65535), required=True, help="server port")
     parser.add_argument("--path", default="/", help="path every request asks for (default: /)")
     parser.add_argument("--commands", action="store_true",
-                        help="command mode: read 'ramp C', 'load SECONDS [MAX_REQUESTS]', 'drain', 'status', 'quit' "
+                        help="command mode: read 'ramp C [SECONDS [STALL_S]]', 'load SECONDS [MAX_REQUESTS]', "
+                             "'load-fresh SECONDS WORKERS [MAX_REQUESTS]', 'drain', 'status', 'quit' "
                              "lines on stdin, write one JSON line per command on stdout")
     parser.add_argument("-c", "--connections", type=_positive(int, "connections"), default=50,
                         help="one-shot mode: connections (default: 50)")

@@ -16,6 +16,12 @@ from ..errors import ExperimentError
 MAX_LOAD_S = 600.0
 #: Default seconds a connect, or a request's response, may take before it counts as a ``timeout``.
 DEFAULT_TIMEOUT_S = 10.0
+#: Default seconds after which a ramp starts no more connects (it ends with what was accepted).
+DEFAULT_RAMP_S = 60.0
+#: Default seconds without a connect completed or a response after which a ramp has stalled: what is
+#: outstanding is aborted. Loopback answers a hello-world in milliseconds; a server that answers nothing
+#: for this long has no worker free or a full backlog.
+DEFAULT_STALL_S = 3.0
 #: Default number of connects in flight at once during a ramp.
 DEFAULT_CONNECT_CONCURRENCY = 256
 #: Default bound on the process's whole life, in seconds.

@@ -72,6 +72,20 @@ def describe(port: int) -> dict[str, Any]:
     return {**socket_memory(port), "sockstat": tcp_sockstat(), "tcp_slab": tcp_slab()}
 
 
+def listen_overflows(path: Path = Path("/proc/net/netstat")) -> int | None:
+    """The machine's count of connections dropped because a listen queue was full (TcpExt
+    ``ListenOverflows``, since boot); None when it cannot be read."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[0::2], lines[1::2]):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            fields = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(fields["ListenOverflows"]) if "ListenOverflows" in fields else None
+    return None
+
+
 def tcp_sockstat(path: Path = Path("/proc/net/sockstat")) -> dict[str, int]:
     """The machine's TCP line of /proc/net/sockstat: sockets in use, allocated, and ``mem_bytes``
     (its ``mem`` pages in bytes)."""

@@ -11,7 +11,16 @@ too. Readiness is a strategy, chosen by what the command tells:
   ``descendants``, any process it started) holds a TCP socket in LISTEN state, found in
   /proc/net/tcp by :mod:`.procfs` without a request.
 
-Stopping is SIGTERM by PID, a wait, then SIGKILL after the grace period. Errors are
+Stopping is SIGTERM to the main process by PID first (a server whose workers are signalled at the same
+time as their master can exit non-zero: issue #25 saw sanic do so in 2 of 20 such stops, 0 of 20 when
+only the master was signalled; a rerun of 10 each gave 0 and 1, so the runner warns of a code, never
+fails on it), a wait, then SIGKILL after the grace period; then whatever the subject started and left
+behind is stopped too (SIGTERM, then SIGKILL): with ``own_group``, every process of its session and its
+process group, the processes that hold its listening socket (a daemon that left both, or whose parent
+exited), and the trees below them, each remembered by pid and start time from the first look on, so a
+reused pid is never signalled. While such a subject runs, the launcher is a child subreaper
+(prctl PR_SET_CHILD_SUBREAPER), so a daemon that left the session and whose parent exited is
+reparented here, found, stopped and reaped (its exit code too). Errors are
 :class:`ProcessError`, one line each, naming the process and ending with the tail of its stderr;
 what an exit code means (clean or not) is the caller's to judge. Nothing here knows the server's
 layouts, the probes or the bench: those build their commands and pass them in.
@@ -30,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Mapping, Protocol, Sequence
 
-from .procfs import ProcessGone, listening_sockets
+from .procfs import (
+    ProcessGone,
+    listener_owners,
+    listening_sockets,
+    parent_pids,
+    process_ids,
+    process_tree,
+    session_and_group,
+    start_time,
+)
 
 #: Bytes of stderr quoted at the end of an error message.
 STDERR_TAIL_BYTES = 400
@@ -38,6 +56,8 @@ STDERR_TAIL_BYTES = 400
 LISTEN_POLL_S = 0.02
 #: Seconds to wait for a killed process to be reaped.
 KILL_WAIT_S = 10.0
+#: Seconds the processes the subject left behind get after their own SIGTERM, before SIGKILL.
+LEFTOVER_GRACE_S = 5.0
 
 
 class ProcessError(Exception):
@@ -106,11 +126,11 @@ class ListeningSocket:
 
     def wait(self, process: LaunchedProcess, timeout_s: float) -> Ready:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and process.running():
+        while time.monotonic() < deadline and (process.running() or process.follow_daemon(self.port)):
             try:
                 sockets = listening_sockets(process.pid, self.descendants)
             except ProcessGone:
-                break
+                continue  # the starter exited: follow_daemon looks for what it left
             if self.port is not None:
                 sockets = {(address, port) for address, port in sockets if port == self.port}
             if sockets:
@@ -121,6 +141,7 @@ class ListeningSocket:
                              if (host := loopback_host(addresses)) is not None}
                 if reachable:
                     port = min(reachable)
+                    process.port = port  # its listener's owners belong to the subject from now on
                     return Ready(port, reachable[port])
                 where = ", ".join(f"{address}:{port}" if ":" not in address else f"[{address}]:{port}"
                                   for address, port in sorted(sockets))
@@ -153,8 +174,12 @@ class LaunchedProcess:
     stderr, and stdout when the readiness does not read it, go to ``log_path`` (created with its
     folder; a temporary file when None, readable with :meth:`log_text`). ``nofile_limit`` sets
     RLIMIT_NOFILE, soft and hard (so the process cannot raise it), in the child before it starts.
-    ``own_group`` starts it in a process group of its own and signals the whole group: a shell
-    command's children stop with it (and a terminal's Ctrl-C no longer reaches them directly)."""
+    ``own_group`` starts it in a session (and process group) of its own, and stops everything the
+    subject started with it (see the module's rules): a shell command's children, a forking daemon
+    (and a terminal's Ctrl-C no longer reaches them directly). When its first process exits cleanly
+    leaving a daemon that listens (:meth:`follow_daemon`), :attr:`pid` is the daemon's from then on.
+
+    After :meth:`stop`, :attr:`stop_report` says what was signalled and what was left behind."""
 
     def __init__(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
                  log_path: Path | None = None, readiness: Readiness | None = None, name: str = "process",
@@ -169,6 +194,18 @@ class LaunchedProcess:
         self.own_group = own_group
         self.popen: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
+        #: Every process seen to belong to the subject: ``{pid: start time}`` (see :meth:`members`).
+        self.known: dict[int, int] = {}
+        #: The daemon followed after the first process exited (None: the first process is the root).
+        self.daemon: int | None = None
+        #: The port the subject listens on, once known: its listener's owners are the subject's too.
+        self.port: int | None = None
+        #: What :meth:`stop` did: ``{"signalled_first", "exit_code", "left_behind": [{pid, name, ended_by}]}``.
+        self.stop_report: dict | None = None
+        #: True while this process holds the launcher a child subreaper (:func:`_subreaper`).
+        self._reaping = False
+        #: The followed daemon's exit code, when it was reparented to us and has exited.
+        self.daemon_returncode: int | None = None
 
     # --- the process -----------------------------------------------------------------------------
     def start(self) -> int:
@@ -187,11 +224,16 @@ class LaunchedProcess:
             self.popen = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stderr=self._log,
                 stdout=subprocess.PIPE if self.readiness.reads_stdout else self._log, preexec_fn=set_limit,
-                process_group=0 if self.own_group else None,
+                start_new_session=self.own_group,
             )
         except BaseException:
             self.close()
             raise
+        self._remember(self.popen.pid)
+        if self.own_group:
+            _subreaper(+1)
+            self._reaping = True
+            _LEADERS.add(self.popen.pid)
         return self.popen.pid
 
     def wait_ready(self, timeout_s: float) -> Ready:
@@ -200,8 +242,9 @@ class LaunchedProcess:
 
     @property
     def pid(self) -> int:
+        """The subject's root process: the one started, or the daemon it left (:meth:`follow_daemon`)."""
         assert self.popen is not None, f"{self.name} not started"
-        return self.popen.pid
+        return self.daemon if self.daemon is not None else self.popen.pid
 
     @property
     def stdout(self) -> IO[bytes] | None:
@@ -213,51 +256,212 @@ class LaunchedProcess:
         return self.popen.returncode if self.popen is not None else None
 
     def poll(self, wait_s: float = 0.0) -> int | None:
-        """The exit code if the process has exited (reaping it) or exits within ``wait_s``, else None."""
+        """The exit code if the process has exited (reaping it) or exits within ``wait_s``, else None.
+        A followed daemon is not memdiet's child: while it runs, None; once it is gone, its starter's
+        exit code (its own cannot be observed)."""
         if self.popen is None:
             return None
+        if self.daemon is not None:
+            deadline = time.monotonic() + wait_s
+            while self._reap_daemon() is None and _alive(self.daemon, self.known.get(self.daemon)):
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(LISTEN_POLL_S)
+            return self.popen.poll()
         try:
             return self.popen.wait(wait_s) if wait_s > 0 else self.popen.poll()
         except subprocess.TimeoutExpired:
             return None
 
+    def _reap_daemon(self) -> int | None:
+        """The followed daemon's exit code once it exited, when it was reparented to us."""
+        if self.daemon_returncode is None and self.daemon is not None:
+            self.daemon_returncode = _reap(self.daemon)
+        return self.daemon_returncode
+
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        if self.popen is None:
+            return False
+        if self.daemon is not None:
+            return _alive(self.daemon, self.known.get(self.daemon))
+        return self.popen.poll() is None
+
+    def follow_daemon(self, port: int | None = None) -> bool:
+        """When the started process has exited with code 0 and left processes behind (a server that
+        daemonizes, a parent that forks the server and exits): True while any of them runs, and once
+        one listens (on ``port`` when given, else the port already known), it is :attr:`pid` from
+        then on. Only an ``own_group`` subject's session, process group, or (with a port) a listener
+        started after it qualifies."""
+        if self.daemon is not None:
+            return self.running()
+        if not self.own_group or self.popen is None or self.popen.poll() != 0:
+            return False
+        port = port if port is not None else self.port
+        members = set(self.members())
+        if port is not None:  # a daemon that left the session too: whoever listens on the port we gave
+            members |= set(self._listeners_started_after(port, exclude=members))
+        listeners = [pid for pid in sorted(members) if _listens(pid)]
+        if listeners:
+            parents = parent_pids()
+            self.daemon = min(pid for pid in listeners if parents.get(pid) not in listeners)
+            self._remember(self.daemon)
+            if port is not None:
+                self.port = port
+        return bool(members)
+
+    def _listeners_started_after(self, port: int, exclude: set[int]) -> list[int]:
+        """Processes started after the subject's first one that listen on ``port``."""
+        assert self.popen is not None
+        leader_start = self.known.get(self.popen.pid, 0)
+        candidates = []
+        for pid in process_ids():
+            if pid in exclude or pid == os.getpid():
+                continue
+            try:
+                if start_time(pid) >= leader_start:
+                    candidates.append(pid)
+            except ProcessGone:
+                continue
+        owners = listener_owners(port, candidates)
+        for pid in owners:
+            self._remember(pid)
+        return owners
+
+    def members(self) -> list[int]:
+        """The subject's live processes, remembered (:attr:`known`) as they are found: the tree below
+        its root, and with ``own_group`` every process of its session or process group, those holding
+        its listening socket (once :attr:`port` is known), and the trees below them."""
+        if self.popen is None:
+            return []
+        found = set()
+        for pid in (self.popen.pid, *( [self.daemon] if self.daemon is not None else [])):
+            if _alive(pid, self.known.get(pid)):
+                found.update(process_tree(pid))
+        if self.own_group:
+            leader = self.popen.pid
+            for pid in process_ids():
+                try:
+                    if leader in session_and_group(pid):
+                        found.add(pid)
+                except ProcessGone:
+                    continue
+            for pid in [pid for pid in self.known if _alive(pid, self.known[pid])]:
+                found.update(process_tree(pid))
+            if self.port is not None:
+                found.update(self._listeners_started_after(self.port, exclude=found))
+            for orphan in self._orphans():  # a daemon that left the session, reparented to us
+                found.update(process_tree(orphan))
+        found.discard(os.getpid())
+        for pid in found:
+            self._remember(pid)
+        return sorted(pid for pid in found if _alive(pid, self.known.get(pid)))
+
+    def _orphans(self) -> list[int]:
+        """Processes the subject left that were reparented to this one (a child subreaper while an
+        ``own_group`` subject runs, see :func:`_subreaper`): children of ours in a session other than
+        ours, started after the subject. Those that exited are reaped."""
+        assert self.popen is not None
+        me, my_session = os.getpid(), os.getsid(0)
+        leader_start = self.known.get(self.popen.pid, 0)
+        orphans = []
+        for child, parent in parent_pids().items():
+            if parent != me or child in _LEADERS:  # another subject's own first process is not an orphan
+                continue
+            try:
+                if session_and_group(child)[0] != my_session and start_time(child) >= leader_start:
+                    orphans.append(child)
+            except ProcessGone:
+                continue
+        for child in orphans:
+            _reap(child)
+        return [child for child in orphans if _alive(child, None)]
+
+    def _remember(self, pid: int) -> None:
+        if pid not in self.known:
+            try:
+                self.known[pid] = start_time(pid)
+            except ProcessGone:
+                pass
 
     def send_signal(self, signum: int) -> None:
-        """Send ``signum`` by PID (to its whole group with ``own_group``), unless it has exited."""
+        """Send ``signum`` by PID to the root process (:attr:`pid`), unless it has exited."""
         if not self.running():
             return
-        if self.own_group:
-            try:
-                os.killpg(self.popen.pid, signum)
-            except ProcessLookupError:
-                pass
-        else:
-            self.popen.send_signal(signum)
-
-    def stop(self, grace_s: float, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum`` (unless it has exited already) and wait up to ``grace_s`` for the exit;
-        return the exit code. A process still running then is killed and :class:`ProcessError`
-        raised."""
-        assert self.popen is not None, f"{self.name} not started"
-        self.send_signal(signum)
         try:
-            return self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace_s: float, signum: int = signal.SIGTERM) -> int | None:
+        """Send ``signum`` to the root process (unless it has exited already) and wait up to
+        ``grace_s`` for its exit; then stop what it left behind (``own_group``: see the module's
+        rules) and return its exit code (None: a followed daemon's that was not reparented to us). A root
+        still running then is killed with everything it started and :class:`ProcessError` raised."""
+        assert self.popen is not None, f"{self.name} not started"
+        self.members()  # remember the whole family before anything exits
+        self.stop_report = {"signalled_first": self.pid, "signal": signal.Signals(signum).name, "left_behind": []}
+        self.send_signal(signum)
+        if self.poll(wait_s=grace_s) is None and self.running():
             self.kill()
             raise ProcessError(self.failure(f"did not exit within {grace_s:g} s of "
-                                            f"{signal.Signals(signum).name}; killed")) from None
+                                            f"{signal.Signals(signum).name}; killed"))
+        code = self._reap_daemon() if self.daemon is not None else self.popen.returncode
+        self.stop_report["exit_code"] = code
+        self._stop_left_behind(signum)
+        return code
+
+    def _stop_left_behind(self, signum: int) -> None:
+        """The subject's processes still running after its root exited: ``signum``, a grace period,
+        then SIGKILL; each recorded in :attr:`stop_report` with what ended it."""
+        if not self.own_group:
+            return
+        left = self.members()
+        if not left:
+            return
+        report = self.stop_report if self.stop_report is not None else {"left_behind": []}
+        names = {pid: _name(pid) for pid in left}
+        for pid in left:
+            _signal(pid, self.known.get(pid), signum)
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        while (alive := [pid for pid in left if _alive(pid, self.known.get(pid))]) and time.monotonic() < deadline:
+            time.sleep(LISTEN_POLL_S)
+        for pid in alive:
+            _signal(pid, self.known.get(pid), signal.SIGKILL)
+        for pid in left:
+            report["left_behind"].append({"pid": pid, "name": names[pid],
+                                          "ended_by": "SIGKILL" if pid in alive else signal.Signals(signum).name})
+        self.stop_report = report
 
     def kill(self) -> None:
-        """SIGKILL the process (its group with ``own_group``) if it is running, and reap it."""
+        """SIGKILL the root process and (``own_group``) everything the subject started, and reap it."""
+        if self.popen is None:
+            return
+        family = self.members() if self.own_group else []
         if self.running():
-            self.send_signal(signal.SIGKILL)
-            self.popen.wait(KILL_WAIT_S)
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in family:
+            _signal(pid, self.known.get(pid), signal.SIGKILL)
+        if self.popen.poll() is None:
+            try:
+                self.popen.wait(KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.daemon is not None:
+            self.poll(wait_s=KILL_WAIT_S)
 
     def close(self) -> None:
-        """Kill the process if still running, then release its stdout pipe and its log file."""
+        """Kill the process and what it started if still running, then release its stdout pipe and
+        its log file."""
         self.kill()
+        if self._reaping:
+            for pid in self.known:
+                _reap(pid)
+            _subreaper(-1)
+            self._reaping = False
+            _LEADERS.discard(self.popen.pid)
         if self.popen is not None and self.popen.stdout is not None:
             self.popen.stdout.close()
         if self._log is not None:
@@ -282,6 +486,76 @@ class LaunchedProcess:
         tail = self.log_text(STDERR_TAIL_BYTES).strip()
         where = f"; see {self.log_path}" if self.log_path is not None else ""
         return f"{self.name} {what}{where}" + (f"; its stderr ends with {tail!r}" if tail else "")
+
+
+#: How many running ``own_group`` subjects want this process to be a child subreaper.
+_SUBREAPER_USERS = 0
+#: The first processes of the ``own_group`` subjects running now (children of ours, never orphans).
+_LEADERS: set[int] = set()
+#: prctl(2)'s PR_SET_CHILD_SUBREAPER.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _subreaper(change: int) -> None:
+    """Make this process a child subreaper while any ``own_group`` subject runs (``change`` +1 when
+    one starts, -1 when it is closed): a daemon the subject forks and orphans (setsid, double fork) is
+    reparented to us rather than to init, so :meth:`LaunchedProcess.members` finds it, and its exit
+    is ours to reap. Without prctl (not Linux) nothing changes."""
+    global _SUBREAPER_USERS
+    before = _SUBREAPER_USERS
+    _SUBREAPER_USERS = max(0, before + change)
+    if (before == 0) == (_SUBREAPER_USERS == 0):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1 if _SUBREAPER_USERS else 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reap(pid: int) -> int | None:
+    """The exit code of ``pid`` if it is a child of ours that has exited (reaping it), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done == pid else None
+
+
+def _alive(pid: int, started: int | None) -> bool:
+    """The process runs (not a zombie) and is the one seen before (same start time, when known)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] not in (b"Z", b"X") and (started is None or int(fields[19]) == started)
+
+
+def _signal(pid: int, started: int | None, signum: int) -> None:
+    """``signum`` to ``pid`` if it is still the process seen before."""
+    if _alive(pid, started):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _listens(pid: int) -> bool:
+    try:
+        return bool(listening_sockets(pid))
+    except ProcessGone:
+        return False
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
 
 
 def _tail(fd: int, last_bytes: int | None) -> str:

@@ -29,13 +29,16 @@ __all__ = [
     "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
     "Mapping", "listening_ports", "listening_sockets", "memory_status", "parse_smaps", "smaps", "thread_stack_pointers", "smaps_rollup", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
     "meminfo_bytes", "parent_and_name", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
-    "thread_ids", "uss_pss_bytes",
+    "thread_ids", "uss_pss_bytes", "TCP_ESTABLISHED", "established_on_port", "process_ids", "session_and_group",
+    "start_time", "listener_owners",
 ]
 
 #: Units of the CPU times in /proc/PID/stat, per second.
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: ``st`` of a socket in LISTEN state in /proc/net/tcp.
 TCP_LISTEN = 0x0A
+#: ``st`` of an established connection in /proc/net/tcp.
+TCP_ESTABLISHED = 0x01
 #: Fields of /proc/PID/status read by :func:`memory_status`, in kB there, and their names here.
 _STATUS_FIELDS = {"VmRSS": "rss_bytes", "RssAnon": "anon_bytes", "RssFile": "file_bytes", "RssShmem": "shmem_bytes"}
 
@@ -290,7 +293,52 @@ def listening_sockets(pid: int, descendants: bool = False) -> set[tuple[str, int
             if row.state == TCP_LISTEN and row.inode in inodes}
 
 
+def established_on_port(pids: list[int], port: int) -> int:
+    """How many established TCP connections on local ``port`` the processes ``pids`` hold open (each
+    socket once, however many of them share it): a server's own count of the clients it holds. A
+    connection the kernel completed but the server never accepted is in no process's descriptors, so
+    it is not counted. Processes that exited meanwhile are skipped."""
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            inodes |= socket_inodes(pid)
+        except ProcessGone:
+            continue
+    where = next((pid for pid in pids if os.path.exists(f"/proc/{pid}")), "self")
+    return sum(1 for ipv6 in (False, True) for row in tcp_sockets(where, ipv6)
+               if row.state == TCP_ESTABLISHED and row.local_port == port and row.inode in inodes)
+
+
+def listener_owners(port: int, candidates: list[int]) -> list[int]:
+    """Those of ``candidates`` that hold a socket listening on ``port``."""
+    listening = {row.inode for ipv6 in (False, True) for row in tcp_sockets("self", ipv6)
+                 if row.state == TCP_LISTEN and row.local_port == port}
+    owners = []
+    for pid in candidates:
+        try:
+            if socket_inodes(pid) & listening:
+                owners.append(pid)
+        except ProcessGone:
+            continue
+    return owners
+
+
 # --- processes -----------------------------------------------------------------------------------------
+def process_ids() -> list[int]:
+    """Every process's pid, from /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def session_and_group(pid: int | str) -> tuple[int, int]:
+    """The session id and the process group id of a process (/proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return int(fields[3]), int(fields[2])
+
+
+def start_time(pid: int | str) -> int:
+    """When the process started, in clock ticks since boot: with its pid, it names one process
+    (a pid can be reused, never with the same start time)."""
+    return int(_stat_fields(pid)[19])
 def thread_ids(pid: int | str) -> list[int]:
     """The ids of the process's threads (the main thread's is the pid), from /proc/PID/task."""
     return [int(name) for name in _list_proc(pid, "task")]

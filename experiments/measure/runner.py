@@ -6,6 +6,17 @@ keep-alive connections, no traffic, T s), ``load`` (the C connections send keep-
 as they are answered, D s), ``drain`` (all clients close), ``idle-after`` (T s). Then the server is
 stopped with SIGTERM.
 
+Whatever the subject does with its clients, the run completes once it served: a server that holds fewer
+than C (a small pool, a short listen backlog, a cap on idle keep-alive connections) is held at what it
+accepted and kept, and the figures per held connection divide by the connections it held at the end of
+``idle-held``, counted on its side (its established sockets in /proc); result.json's ``held`` says how
+many, how the others ended as the clients saw it (refused, reset, connect timed out, no answer, closed
+by the server after its response or after N s idle) and where the server stopped keeping connections.
+A server that closes every connection is recorded as holding none, and its load phase sends each
+request on a new connection. Only a subject that answered no request, or that died before the phases
+ended, fails the run. Its exit code on SIGTERM is recorded, and a code it should not have exited with
+is a warning, not a failure, once every phase was measured.
+
 The load generator runs in its own process (experiments.loadgen). The run folder's result.json is
 written with status ``running`` first and rewritten at the end; an interrupted or failed run is marked
 ``incomplete`` with the reason, and keeps the series recorded so far. Earlier runs are never touched.
@@ -44,14 +55,14 @@ from ..dataset.results import (
     write_json,
 )
 from ..errors import BadInput, ExperimentError
-from ..loadgen import LoadGeneratorProcess
+from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
 from . import environment, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_rows
 from .probes.sampler import PROCESS_COLUMNS
 from .process import LaunchedProcess, NotReady, ProcessError
-from .procfs import ProcessGone, cpu_seconds, process_tree
+from .procfs import ProcessGone, cpu_seconds, established_on_port, listening_sockets, process_tree
 from .subjects import MemdietLayout, Subject, resolve
 from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_DIR: importable here too)
 
@@ -61,6 +72,24 @@ STOP_TIMEOUT_S = 60.0
 HELD_POLL_S = 0.25
 #: Per-process memory over time (every process of the subject's tree), beside rss.csv.
 PROCESSES_FILE = "processes.csv"
+#: Seconds after which a ramp starts no more connects: this plus one per 50 clients (then stretched).
+RAMP_BASE_S = 30.0
+#: Seconds without a connect or a response after which the ramp has stalled (then stretched).
+RAMP_STALL_S = 3.0
+#: How a ramp that ended early is described (the load generator's ``stopped_early``).
+RAMP_STOPS = {"deadline": "reached its time bound", "no_progress": "stopped after a run of clients not held",
+              "stalled": "stalled (no connect and no response for its stall time) and aborted what was outstanding"}
+#: Clients that send one request per connection in the load phase of a server that holds none.
+FRESH_LOAD_WORKERS = 16
+#: What each way a client ended (or failed to connect) is called in the summary: the observation, and
+#: a cause only where the observation names one.
+CLIENT_OUTCOMES = {
+    "connect_refused": "connect refused (RST to the SYN: nothing listening, or the listen backlog full with "
+                       "tcp_abort_on_overflow)",
+    "connect_reset": "reset while connecting",
+    "connect_timeout": "connect timed out (no SYN-ACK: the listen backlog full)",
+    **{kind: text for kind, text in END_KINDS.items() if kind not in ("client",)},
+}
 
 
 class RunFailed(ExperimentError):
@@ -104,8 +133,13 @@ class Run:
         #: How many times longer the timed phases last under this probe (valgrind slows the subject).
         self.stretch = self.probe.time_stretch(config)
         self.host = "127.0.0.1"
-        #: Clients the subject closed before the held phase ended: ``{phase, time_s, closed}`` each.
+        #: Clients the subject closed before the held phase ended: ``{phase, time_s, closed, how}`` each
+        #: (``how``: the END_KINDS kinds the clients saw, with their counts).
         self.closed_early: list[dict[str, Any]] = []
+        #: Established connections the subject held, counted on its side, at the end of each idle phase.
+        self.server_held: dict[str, int | None] = {}
+        #: Warnings the runner itself adds (a subject listening beyond loopback, its exit code...).
+        self.extra_warnings: list[str] = []
         self.progress = progress or (lambda message: None)
         self.run_dir = _new_run_dir(config)
         self.trace_dir = self.run_dir / "raw"
@@ -182,13 +216,21 @@ class Run:
         self.phase = name
         self.progress(name)
         start = self._now()
+        followed = "daemon" in self.document
         action()
         self._check_server()
+        if name == IDLE_EMPTY and not followed and "daemon" in self.document:
+            # Its starter exited during the phase (a parent that forks the server and exits after it
+            # listens): the phase measured both; measure it again on the daemon alone.
+            start = self._now()
+            action()
+            self._check_server()
         end = self._now()
         self.phases.append(Phase(name, start, end))
         assert self.server is not None
         if name in (IDLE_EMPTY, IDLE_HELD):  # the kernel's side of the held connections, from outside
             self.document.setdefault("kernel", {})[name] = kernel.describe(self.port)
+            self.server_held[name] = self._established_on_server()
         try:
             dumped = self.probe.phase_end(len(self.dumps), name, self._tree(), self.trace_dir, self._check_server)
         except ProbeFailed as error:
@@ -244,11 +286,12 @@ class Run:
 
     def _hold(self, seconds: float) -> None:
         """The idle-held phase: nothing is sent; every :data:`HELD_POLL_S` the load generator says how
-        many clients are still connected. A subject that closes idle connections (a short keep-alive
-        timeout) is recorded with when and how many; the clients it closed are opened again before
-        the load phase, so the run completes."""
+        many clients are still connected and how those that ended did. A subject that closes idle
+        connections (a keep-alive timeout shorter than the phase) is recorded with when, how many
+        and how; the clients it closed are opened again before the load phase."""
         assert self.loadgen is not None
         expected = self.load_results[RAMP].get("connections_open", self.config.connections)
+        seen: dict[str, int] = {}
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             self._check_server()
@@ -256,7 +299,12 @@ class Run:
             reply = self.loadgen.command("status", 30)
             open_now = reply.get("connections_open", expected)
             if open_now < expected:
-                self.closed_early.append({"phase": IDLE_HELD, "time_s": round(self._now(), 3), "closed": expected - open_now})
+                ended = reply.get("ended") or {}
+                how = {kind: dict(entry, count=entry["count"] - seen.get(kind, 0)) for kind, entry in ended.items()
+                       if entry["count"] > seen.get(kind, 0)}
+                seen = {kind: entry["count"] for kind, entry in ended.items()}
+                self.closed_early.append({"phase": IDLE_HELD, "time_s": round(self._now(), 3),
+                                          "closed": expected - open_now, "how": how})
                 expected = open_now
 
     def _reopen_closed(self) -> None:
@@ -267,19 +315,25 @@ class Run:
             self._load_command("reopen", f"ramp {closed}", (60 + closed / 20) * self.stretch)
 
     def _ramp(self) -> None:
-        """Open the C clients; fail when the subject did not accept them all (every figure per held
-        connection divides by C). A subject that accepted them, answered each, and then closed
-        them (an HTTP/1.0 server, no keep-alive) is recorded as such, and the run goes on."""
+        """Open the C clients, paced and time-bounded (the load generator starts no connect after
+        :data:`RAMP_BASE_S` plus one second per 50 clients, nor once a run of them failed): the held
+        phase holds what the subject accepted and kept. Fails only when the subject answered none."""
         connections = self.config.connections
-        self._load_command(RAMP, f"ramp {connections}", (60 + connections / 20) * self.stretch)
+        overflows_before = kernel.listen_overflows()
+        ramp_s = (RAMP_BASE_S + connections / 50) * self.stretch
+        stall_s = RAMP_STALL_S * self.stretch
+        self._load_command(RAMP, f"ramp {connections} {ramp_s:g} {stall_s:g}", ramp_s + 60 * self.stretch)
         reply = self.load_results[RAMP]
+        overflows_after = kernel.listen_overflows()
+        if overflows_before is not None and overflows_after is not None:
+            self.document["listen_overflows"] = overflows_after - overflows_before
         held = reply.get("connections_open", connections)
+        if not reply.get("requests"):
+            raise RunFailed(f"{self.subject.name}: served nothing: none of the {reply.get('tried', connections)} "
+                            f"clients of phase ramp got a response ({outcomes_text(reply)})")
         if held < connections:
-            if reply.get("connections_opened") == connections and not reply.get("errors"):
-                self.closed_early.append({"phase": RAMP, "time_s": round(self._now(), 3), "closed": connections - held})
-                return
-            raise RunFailed(f"{self.config.layout}: only {held} of {connections} clients were held after phase "
-                            f"{self.phase} ({errors_text(reply)})")
+            self.closed_early.append({"phase": RAMP, "time_s": round(self._now(), 3), "closed": connections - held,
+                                      "how": reply.get("ended") or {}})
 
     def _load(self) -> None:
         """The load phase, with the server's CPU time over it (user + system, read from outside
@@ -288,7 +342,13 @@ class Run:
         self._reopen_closed()
         before = self._server_cpu_s()
         load_s = self.config.load_s * self.stretch
-        self._load_command(LOAD, f"load {load_s:g}", load_s + 60 * self.stretch)
+        assert self.loadgen is not None
+        if self.loadgen.command("status", 30).get("connections_open", 0) == 0:
+            # It holds none (it closes each connection): one request per connection, a few at a time.
+            workers = min(self.config.connections, FRESH_LOAD_WORKERS)
+            self._load_command(LOAD, f"load-fresh {load_s:g} {workers}", load_s + 60 * self.stretch)
+        else:
+            self._load_command(LOAD, f"load {load_s:g}", load_s + 60 * self.stretch)
         after = self._server_cpu_s()
         self.server_cpu_s[LOAD] = {key: round(after[key] - before[key], 6) for key in before if key in after}
 
@@ -358,6 +418,8 @@ class Run:
             raise RunFailed(f"{subject.name}: not ready in phase start: {error}") from None
         self.port, self.host = ready.port, ready.host or "127.0.0.1"
         self.document["listening"] = {"host": self.host, "port": self.port}
+        self._follow_daemon()
+        self._warn_beyond_loopback()
         deadline = time.monotonic() + timeout_s
         while not self.probe.ready(self.trace_dir, self._tree()):
             self._check_server()
@@ -383,11 +445,65 @@ class Run:
         )
 
     def _check_server(self) -> None:
-        if self.server is not None and self.server.poll() is not None:
-            raise RunFailed(self.server.failure(
-                f"(probe {self.config.probe}) died during phase {self.phase} with exit code {self.server.returncode}"))
+        server = self.server
+        if server is not None and server.poll() is not None and not self._follow_daemon():
+            raise RunFailed(server.failure(
+                f"(probe {self.config.probe}) died during phase {self.phase} with exit code {server.returncode}"))
+
+    def _follow_daemon(self) -> bool:
+        """When the started process exited cleanly and left a listening daemon behind (see
+        :meth:`LaunchedProcess.follow_daemon`), measure the daemon's tree from now on; True when one
+        is followed. The sampler is started again on it, its rows kept."""
+        server = self.server
+        if server is None:
+            return False
+        if not server.follow_daemon(self.port) or server.daemon is None:
+            return False
+        if "daemon" not in self.document:
+            self.document["daemon"] = {"pid": server.daemon, "started_pid": server.popen.pid,
+                                       "started_exit_code": server.returncode, "phase": self.phase}
+            self.extra_warnings.append(
+                f"{self.subject.name}: the started process (pid {server.popen.pid}) exited with code "
+                f"{server.returncode} in phase {self.phase}, leaving pid {server.daemon} listening: that process "
+                "and its tree are measured from then on")
+            if self.sampler is not None:
+                old = self.sampler
+                old.stop()
+                self.sampler = RssSampler(server.daemon, self.config.sample_hz)
+                # One series: the daemon's samples go on after its starter's.
+                self.sampler.rows, self.sampler.process_rows = old.rows, old.process_rows
+                self.sampler.start()
+        return True
+
+    def _warn_beyond_loopback(self) -> None:
+        """A warning when the subject listens on an address beyond loopback (0.0.0.0, ::, a LAN address):
+        memdiet sends traffic to loopback only, but others can reach such a subject."""
+        assert self.server is not None
+        try:
+            sockets = listening_sockets(self.server.pid, descendants=True)
+        except ProcessGone:
+            return
+        beyond = sorted(f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+                        for address, port in sockets
+                        if port == self.port and not (address.startswith("127.") or address == "::1"))
+        if beyond:
+            self.extra_warnings.append(
+                f"{self.subject.name} listens on {', '.join(beyond)}, beyond loopback: other machines can reach it "
+                "while it runs (memdiet sent its traffic to loopback only); bind it to 127.0.0.1")
+
+    def _established_on_server(self) -> int | None:
+        """The established connections on the subject's port held by its processes (its own count of
+        the clients it holds); None when it cannot be read."""
+        assert self.server is not None
+        try:
+            return established_on_port(self.server.members() or self._tree(), self.port)
+        except (ProcessGone, OSError):
+            return None
 
     def _stop_server(self, expect_running: bool) -> None:
+        """SIGTERM to the subject's main process, then to what it left (see :meth:`LaunchedProcess.stop`).
+        An exit code outside the subject's clean ones is recorded and warned about, never a failure:
+        every phase was measured by then."""
         server = self.server
         if server is None or server.poll() is not None:
             if expect_running:
@@ -397,8 +513,20 @@ class Run:
             returncode = server.stop(STOP_TIMEOUT_S)
         except ProcessError as error:
             raise RunFailed(f"{self.config.layout}: {error}") from None
-        if expect_running and returncode not in self.subject.clean_exit_codes:
-            raise RunFailed(self.server.failure(f"exited with code {returncode} on SIGTERM"))
+        report = dict(server.stop_report or {}, clean=returncode in self.subject.clean_exit_codes)
+        if expect_running:
+            self.document["stop"] = report
+            if returncode is None:
+                report["note"] = "the followed daemon was not reparented to memdiet: its exit code cannot be observed"
+            elif returncode not in self.subject.clean_exit_codes:
+                tail = server.log_text(200).strip().splitlines()
+                self.extra_warnings.append(
+                    f"{self.subject.name} exited with code {returncode} on SIGTERM (after every phase was measured)"
+                    + (f"; its stderr ends with {tail[-1]!r}" if tail else ""))
+            if report.get("left_behind"):
+                names = ", ".join(f"{one['name']} (pid {one['pid']}, {one['ended_by']})" for one in report["left_behind"])
+                self.extra_warnings.append(f"{self.subject.name} left {len(report['left_behind'])} process(es) "
+                                           f"running after its main process exited, stopped by memdiet: {names}")
 
     def _teardown(self) -> None:
         if self.loadgen is not None:
@@ -426,6 +554,10 @@ class Run:
         if self.closed_early:
             closed = sum(int(event["closed"]) for event in self.closed_early)
             document["closed_early"] = {"closed": closed, "events": self.closed_early}
+        held = self._held_document()
+        if held is not None:
+            document["held"] = held
+        held_count = held["held"] if held is not None else self.config.connections
         notes = document["probe_info"]["notes"]
         ledgers = self._ledgers(notes)  # before collect(), which moves the dumps into the run folder
         probe_data = None
@@ -461,10 +593,13 @@ class Run:
         document["summary"] = summarize(
             self.phases, rss_series, heap_series, self.load_results, document["parameters"],
             probe_data.table if probe_data else None, server_cpu_s=self.server_cpu_s,
-            phase_end_heap=probe_data.phase_end_heap if probe_data else None,
+            phase_end_heap=probe_data.phase_end_heap if probe_data else None, held_connections=held_count,
         )
-        document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), self.config.connections))
-        if self.closed_early:  # it did not hold C clients: a figure per held connection would be wrong
+        document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), held_count))
+        if (self.document.get("daemon") or {}).get("phase") not in (None, "start", IDLE_EMPTY):
+            held_count = 0  # the process measured changed between idle-empty and idle-held: no figure
+            self.extra_warnings.append("the measured process changed after idle-empty: no figure per held connection")
+        if not held_count:  # it held no client: there is no figure per held connection
             for key in ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection",
                         "heap_bytes_per_held_connection", "kernel_bytes_per_held_connection",
                         "kernel_buffer_bytes_per_held_connection"):
@@ -473,16 +608,10 @@ class Run:
         if ledgers:
             document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
-        if self.closed_early:
-            first = self.closed_early[0]
+        if held is not None:
             document["warnings"] = [w for w in document["warnings"] if not w.startswith("ramp: only")]
-            document["warnings"].append(
-                f"{self.subject.name} closed {document['closed_early']['closed']} of the {self.config.connections} "
-                f"clients before the held phase ended (the first {first['closed']} in phase {first['phase']}, at "
-                f"{first['time_s']:.1f} s): "
-                + ("it closes a connection after its response (HTTP/1.0, no keep-alive)" if first["phase"] == RAMP
-                   else "a keep-alive timeout shorter than the held phase; they were opened again before the load phase")
-                + "; figures per held connection divide by C, which it did not hold")
+            document["warnings"].append(held["text"])
+        document["warnings"].extend(self.extra_warnings)
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"
@@ -490,6 +619,83 @@ class Run:
             document["error"] = str(error) or type(error).__name__
         write_json(self.run_dir / RESULT_FILE, document)
 
+
+    def _held_document(self) -> dict[str, Any] | None:
+        """result.json's ``held`` when the subject did not hold all C clients to the end of idle-held
+        (None when it did): how many it held, counted on its side; how the others ended, as the
+        clients saw it; where it stopped keeping connections; one line of text for the warnings."""
+        asked = self.config.connections
+        ramp = self.load_results.get(RAMP)
+        if ramp is None:
+            return None
+        on_server = self.server_held.get(IDLE_HELD)
+        by_clients = ramp.get("connections_open", 0) - sum(
+            int(event["closed"]) for event in self.closed_early if event["phase"] == IDLE_HELD)
+        if IDLE_HELD not in self.server_held:  # the run ended before idle-held did
+            by_clients = ramp.get("connections_open", 0)
+        held = on_server if on_server is not None else by_clients
+        if held >= asked and not self.closed_early:
+            return None
+        outcomes: dict[str, dict[str, Any]] = {}
+        for kind, count in (ramp.get("errors") or {}).items():
+            if kind.startswith("connect_"):
+                outcomes[kind] = {"count": count, "phase": RAMP}
+        for phase, ended in [(RAMP, ramp.get("ended") or {})] + [
+                (event["phase"], event.get("how") or {}) for event in self.closed_early if event["phase"] == IDLE_HELD]:
+            for kind, entry in ended.items():
+                if kind == "client":
+                    continue
+                into = outcomes.setdefault(kind, {"count": 0, "phase": phase})
+                into["count"] += entry["count"]
+                for key in ("requests_min", "idle_s_min"):
+                    into[key] = min(into.get(key, entry[key]), entry[key])
+                for key in ("requests_max", "idle_s_max"):
+                    into[key] = max(into.get(key, entry[key]), entry[key])
+        for kind, entry in outcomes.items():
+            entry["seen"] = CLIENT_OUTCOMES.get(kind, kind)
+        ramp_held = ramp.get("connections_open", 0)
+        stopped_at = ramp_held if ramp_held < asked else None
+        document = {
+            "asked": asked, "held": held, "held_by_server_count": on_server, "held_by_clients": by_clients,
+            "counted": "the subject's established sockets on its port, from /proc, at the end of idle-held"
+                       if on_server is not None else "the load generator's open connections (the server's side "
+                                                         "could not be read)",
+            "ramp": {"tried": ramp.get("tried"), "stopped_early": ramp.get("stopped_early"),
+                     "elapsed_s": ramp.get("elapsed_s"), "peak_open": ramp.get("peak_open")},
+            "stopped_keeping_at": stopped_at,
+            "outcomes": outcomes,
+            "events": self.closed_early,
+        }
+        parts = "; ".join(f"{entry['count']} {entry['seen']}" + _ended_detail(entry)
+                          for _kind, entry in sorted(outcomes.items(), key=lambda item: -item[1]["count"]))
+        if held == 0:
+            document["not_held"] = (f"it held none of the {asked} clients at the end of idle-held: "
+                                    + (parts or "every connection ended"))
+            text = (f"{self.subject.name} held none of the {asked} clients (the held phase is not held): {parts}; "
+                    "no figure per held connection; its load phase sent each request on a new connection")
+        else:
+            text = (f"{self.subject.name} held {held} of the {asked} clients at the end of idle-held (counted on its "
+                    f"side)" + (f"; it stopped keeping connections at {stopped_at}" if stopped_at is not None else "")
+                    + (f"; the others: {parts}" if parts else "")
+                    + f"; figures per held connection divide by {held}")
+            if ramp.get("stopped_early"):
+                text += f"; the ramp {RAMP_STOPS.get(ramp['stopped_early'], ramp['stopped_early'])}"
+                if (ramp.get("tried") or asked) < asked:
+                    text += f" ({ramp.get('tried')} of the {asked} clients tried)"
+        phase_end = (self.document.get("process_tree") or {}).get("phase_end") or {}
+        before = {one["pid"]: one["name"] for one in (phase_end.get(IDLE_EMPTY) or {}).get("processes", [])}
+        after = {one["pid"] for one in (phase_end.get(IDLE_HELD) or {}).get("processes", [])}
+        gone = {pid: name for pid, name in before.items() if pid not in after} if after else {}
+        if gone:  # evidence beside what the clients saw: a worker that exited may have taken its clients
+            document["processes_gone"] = [{"pid": pid, "name": name} for pid, name in sorted(gone.items())]
+            text += ("; between the ends of idle-empty and idle-held these processes of its tree exited: "
+                     + ", ".join(f"{name} (pid {pid})" for pid, name in sorted(gone.items())))
+        overflows = self.document.get("listen_overflows")
+        if overflows:
+            text += (f"; the kernel counted {overflows} listen-queue overflows during the ramp (TcpExtListenOverflows, "
+                     "the machine's: a full listen backlog drops the handshake)")
+        document["text"] = text
+        return document
 
     def _ledgers(self, notes: list[str]) -> dict[str, dict[str, Any]]:
         """The RSS ledger at the end of each phase whose pages were read (:mod:`.ledger`)."""
@@ -508,8 +714,9 @@ class Run:
         """result.json's ``rss_ledger``: each phase's ledger, the bare interpreter's, and what one
         more held connection costs by kind (None when the subject did not hold its clients)."""
         per_held = None
-        if IDLE_EMPTY in ledgers and IDLE_HELD in ledgers and not self.closed_early:
-            per_held = ledger.per_held_connection(ledgers[IDLE_EMPTY], ledgers[IDLE_HELD], self.config.connections,
+        held = (self.document.get("held") or {}).get("held", self.config.connections)
+        if IDLE_EMPTY in ledgers and IDLE_HELD in ledgers and held:
+            per_held = ledger.per_held_connection(ledgers[IDLE_EMPTY], ledgers[IDLE_HELD], held,
                                                   summary.get("kernel_bytes_per_held_connection"))
         return {"phases": ledgers, "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
                 "parts": {name: {"label": label, "source": source} for name, (label, source) in ledger.PARTS.items()}}
@@ -571,6 +778,25 @@ def _tree_summary(process_rows: list[tuple], phases: list[Phase]) -> dict[str, A
         by_phase[phase.name] = {"processes": processes, "total": totals}
     pids = sorted({row[1] for row in process_rows})
     return {"processes_seen": len(pids), "phase_end": by_phase}
+
+
+def outcomes_text(reply: dict[str, Any]) -> str:
+    """What a ramp's clients saw, as text: its connect errors and how its connections ended."""
+    parts = [f"{kind} {count}" for kind, count in sorted((reply.get("errors") or {}).items())]
+    parts += [f"{kind} {entry['count']}" for kind, entry in sorted((reply.get("ended") or {}).items())]
+    return ", ".join(parts) or "no client saw anything"
+
+
+def _ended_detail(entry: dict[str, Any]) -> str:
+    """`` (after 1 request, 0.0-0.1 s after it)`` for an outcome with requests and idle times."""
+    if "requests_min" not in entry:
+        return ""
+    low, high = entry["requests_min"], entry["requests_max"]
+    requests = f"{low}" if low == high else f"{low}-{high}"
+    idle = f"{entry['idle_s_min']:.1f}" if round(entry["idle_s_min"], 1) == round(entry["idle_s_max"], 1) \
+        else f"{entry['idle_s_min']:.1f}-{entry['idle_s_max']:.1f}"
+    since = "after it" if high else "after its connect"
+    return f" (after {requests} response{'' if high == 1 else 's'}, {idle} s {since})"
 
 
 def _fmt_row(row: tuple) -> tuple:

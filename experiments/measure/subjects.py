@@ -222,7 +222,8 @@ http {{
 
 class CommandSubject(Subject):
     """Any command line (``--cmd``): split like a shell (never run by one), ``{port}`` replaced by a
-    free loopback port. ``name`` defaults to argv[0]'s file name."""
+    free loopback port. ``name`` defaults to what it runs (:func:`_program_name`): ``gunicorn``,
+    ``http.server`` for ``python -m http.server``, ``srv_waitress`` for ``python srv_waitress.py``."""
 
     kind = "command"
     clean_exit_codes = frozenset({0, -signal.SIGTERM})
@@ -241,10 +242,11 @@ class CommandSubject(Subject):
             raise BadInput(f"--cmd: command not found: {self.argv[0]!r} (not on PATH nor in {Path(sys.executable).parent})")
         if os.sep not in self.argv[0]:
             self.argv[0] = self.executable
-        super().__init__(name or Path(self.argv[0]).name, f"the command {command_line!r}")
+        python = _is_python_program(self.executable)
+        super().__init__(name or _program_name(self.argv, python), f"the command {command_line!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
             raise BadInput(f"--name {self.name!r}: use letters, digits and _.+- only (it names the run folder)")
-        self.python = _is_python_program(self.executable)
+        self.python = python
 
     def command(self, python: str) -> list[str]:
         return list(self.argv)
@@ -307,6 +309,31 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _program_name(argv: list[str], python: bool) -> str:
+    """The name a command's runs are filed under: for a Python interpreter, the module it runs
+    (``-m http.server``) or its script's stem (``srv_waitress.py``); else argv[0]'s file name.
+    Characters a run folder's name does not take become ``_``."""
+    name = Path(argv[0]).name
+    if python and _PYTHON_NAME.match(name):
+        words = iter(argv[1:])
+        for word in words:
+            if word == "-m":
+                name = next(words, name)
+                break
+            if word.startswith("-m") and len(word) > 2:
+                name = word[2:]
+                break
+            if word in ("-c",):
+                break
+            if word in ("-W", "-X", "--check-hash-based-pycs"):
+                next(words, None)
+                continue
+            if not word.startswith("-"):
+                name = Path(word).stem or name
+                break
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
 def _is_python_program(executable: str) -> bool:

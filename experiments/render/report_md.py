@@ -301,6 +301,26 @@ def _runs_section(runs: list[RunResult], out_dir: Path) -> list[str]:
             *table(["layout", "probe", "run used", "captures in it", "also given, not used"], rows, "lllll")]
 
 
+def _held_section(runs: list[RunResult], out_dir: Path) -> list[str]:
+    """Runs whose subject held fewer clients than C (result.json's ``held``): how many, counted on the
+    server's side, and how the others ended; nothing when every run held them all."""
+    short = [run for run in runs if run.document.get("held")]
+    if not short:
+        return []
+    lines = ["## Clients not held", "",
+             "These subjects held fewer than the C clients asked for; their figures per held connection divide by "
+             "the connections they held at the end of `idle-held`, counted on the server's side (its established "
+             "sockets in /proc), and none is given where they held none.", "",
+             "| run | held | of C | stopped keeping at | what the other clients saw |", "|---|---:|---:|---:|---|"]
+    for run in sorted(short, key=lambda r: r.path.name):
+        held = run.document["held"]
+        seen = "; ".join(f"{entry['count']} {entry['seen']}" for entry in held.get("outcomes", {}).values()) or "-"
+        stopped = held.get("stopped_keeping_at")
+        lines.append(f"| {_run_name(run, out_dir)} | {held['held']:,} | {held['asked']:,} | "
+                     f"{'-' if stopped is None else f'{stopped:,}'} | {seen} |")
+    return lines + [""]
+
+
 def _incomplete_section(others: list[RunResult], out_dir: Path) -> list[str]:
     if not others:
         return ["None: every run completed."]
@@ -403,6 +423,7 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   *_curve_section(by_layout, out_dir)]
     else:
         lines += ["No complete run: nothing to compare.", ""]
+    lines += _held_section(runs, out_dir)
     lines += ["## Runs", "", *_runs_section(runs, out_dir), "",
               "## Which figures are deterministic", "", *_determinism_section(), "",
               "## Incomplete runs", "", *_incomplete_section(others, out_dir), ""]

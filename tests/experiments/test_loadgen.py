@@ -374,3 +374,99 @@ def test_bad_arguments_get_one_line_and_exit_2(args: list[str]) -> None:
     done = run_loadgen(*args)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "error" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- what each client saw, and ramps that end with what was accepted ---------------------------------
+async def _tiny_server(keep: int, announce_close: bool):
+    """A loopback server that keeps its first ``keep`` connections alive and, for the others,
+    answers once and closes (saying ``Connection: close`` when ``announce_close``)."""
+    served = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        served += 1
+        keep_this = served <= keep
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                close = b"Connection: close\r\n" if announce_close and not keep_this else b""
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + close + b"\r\nok")
+                await writer.drain()
+                if not keep_this:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(("announce", "kind"), [(True, "closed_announced"), (False, "closed_idle")])
+def test_each_ending_is_recorded_by_what_the_client_saw(announce: bool, kind: str) -> None:
+    async def scenario() -> None:
+        server = await _tiny_server(keep=4, announce_close=announce)
+        async with server, LoadGenerator(*server.sockets[0].getsockname()[:2]) as generator:
+            ramp = await generator.ramp(10)
+            await asyncio.sleep(0.2)  # a FIN after the response may arrive once the ramp returned
+            status_ended = generator.ended_so_far()
+            drain = await generator.drain()
+            ended = {**ramp.ended}
+            for name, entry in status_ended.items():
+                ended.setdefault(name, entry)
+            assert ramp.requests == 10 and ended[kind]["count"] == 6
+            assert ended[kind]["requests_min"] == ended[kind]["requests_max"] == 1
+            assert ended[kind]["idle_s_max"] < 5
+            assert drain.ended["client"]["count"] == 4 and drain.connections_open == 0
+
+    run(scenario())
+
+
+def test_a_ramp_against_a_server_that_answers_nothing_stalls_and_ends_quickly() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=4) as silent:  # the kernel completes a few connects
+        async def scenario() -> None:
+            async with LoadGenerator(*silent.getsockname(), timeout_s=30) as generator:
+                started = time.monotonic()
+                ramp = await generator.ramp(40, stall_s=0.5)
+                elapsed = time.monotonic() - started
+                assert ramp.stopped_early == "stalled" and ramp.requests == 0 and ramp.connections_open == 0
+                # Far less than one 30 s timeout: the stall, not the timeout, ended it.
+                assert elapsed < 5, elapsed
+                assert ramp.ended["no_answer"]["count"] >= 1
+                assert ramp.ended["no_answer"]["count"] + ramp.errors.get("connect_timeout", 0) == ramp.tried
+
+        run(scenario())
+
+
+def test_a_ramp_stops_after_a_run_of_clients_not_held() -> None:
+    async def scenario() -> None:
+        server = await _tiny_server(keep=0, announce_close=True)
+        async with server, LoadGenerator(*server.sockets[0].getsockname()[:2], connect_concurrency=8) as generator:
+            ramp = await generator.ramp(200)
+            assert ramp.stopped_early == "no_progress" and 8 <= ramp.tried < 200
+            assert ramp.ended["closed_announced"]["count"] == ramp.tried == ramp.requests
+
+    run(scenario())
+
+
+def test_load_fresh_sends_each_request_on_a_new_connection() -> None:
+    async def scenario() -> None:
+        server = await _tiny_server(keep=0, announce_close=True)
+        async with server, LoadGenerator(*server.sockets[0].getsockname()[:2]) as generator:
+            load = await generator.load_fresh(0.5, workers=4, max_requests=50)
+            assert load.fresh_connections and load.requests == 50 and load.errors == {}
+            assert load.connections_opened == 50 and load.peak_open <= 4 and load.connections_open == 0
+
+    run(scenario())
+
+
+def test_command_mode_takes_the_ramps_bounds_and_load_fresh(server: ServerProcess) -> None:
+    with LoadGeneratorProcess(python=sys.executable) as generator:
+        generator.start(*server.address)
+        ramp = generator.command("ramp 5 10 2", timeout_s=30)
+        assert ramp["ok"] and ramp["connections_open"] == 5 and ramp["stopped_early"] is None and ramp["tried"] == 5
+        status = generator.command("status", timeout_s=10)
+        assert status["connections_open"] == 5 and status["ended"] == {}
+        fresh = generator.command("load-fresh 0.3 2 20", timeout_s=30)
+        assert fresh["ok"] and fresh["fresh_connections"] and fresh["requests"] == 20
+        assert fresh["ended"]["client"]["count"] == 20 and fresh["connections_open"] == 5
+        for bad in ("ramp 5 soon", "load-fresh 1", "load-fresh 1 0"):
+            assert not generator.command(bad, timeout_s=10)["ok"]

@@ -287,3 +287,22 @@ def test_rss_read_after_the_server_exited_is_not_drawn(matrix):
     run.rss.columns["rss_bytes"][-1] = 0.0  # what sampling a process that has just exited records
     times, values = series_column(run.rss, "rss_bytes")
     assert len(values) == len(run.rss) - 1 and 0 not in values
+
+
+def test_runs_that_held_fewer_than_c_get_their_own_section(tmp_path):
+    import json
+
+    plain = write_fake_run(tmp_path / "runs", "naive", "rss")
+    runs = [load_run(plain)]
+    assert "## Clients not held" not in build_report(runs, tmp_path / "one", matrix_info={}).read_text()
+    short = write_fake_run(tmp_path / "runs", "split", "rss", stamp="20260101T000001Z")
+    document = json.loads((short / "result.json").read_text())
+    document["held"] = {"asked": 200, "held": 10, "stopped_keeping_at": 10, "outcomes": {
+        "closed_announced": {"count": 153, "seen": "closed by the server after a response that said Connection: close"},
+        "no_answer": {"count": 37, "seen": "connected but no response"}}}
+    (short / "result.json").write_text(json.dumps(document))
+    runs = [load_run(plain), load_run(short)]
+    text = build_report(runs, tmp_path / "two", matrix_info={}).read_text()
+    section = text.split("## Clients not held", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in section.splitlines() if line.startswith("| `")]
+    assert "| 10 | 200 | 10 |" in row and "153 closed by the server" in row and "37 connected" in row

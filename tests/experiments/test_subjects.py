@@ -91,7 +91,7 @@ def tree_pids(run_dir: Path) -> set[int]:
 # --- subjects, without running them ------------------------------------------------------------------
 def test_a_command_is_split_like_a_shell_and_its_port_placeholder_filled(tmp_path) -> None:
     subject = subjects.resolve(command_line=f"{ASYNCIO_APP} --host 127.0.0.1 --port '{{port}}'")
-    assert subject.kind == "command" and subject.python and subject.name == Path(sys.executable).name
+    assert subject.kind == "command" and subject.python and subject.name == "experiments.bench.peers.asyncio_app"
     launch = subject.launch(sys.executable, tmp_path)
     assert launch.argv[:3] == [sys.executable, "-m", "experiments.bench.peers.asyncio_app"]
     assert launch.argv[-1] == str(launch.port) and launch.readiness.port == launch.port
@@ -308,8 +308,12 @@ def test_a_server_that_closes_after_each_response_is_reported_and_the_run_comple
     assert run.status == "complete"
     closed = run.document["closed_early"]
     assert closed["closed"] == 20 and closed["events"][0]["phase"] == "ramp"
-    assert any("closed 20 of the 20 clients" in warning for warning in run.document["warnings"])
-    assert run.summary["rss_bytes_per_held_connection"] is None
+    held = run.document["held"]
+    assert held["held"] == 0 and held["outcomes"]["closed_announced"]["count"] == 20
+    assert any("held none of the 20 clients" in warning for warning in run.document["warnings"])
+    assert run.summary.get("rss_bytes_per_held_connection") is None
+    # The load phase sent each request on a new connection: req/s is a figure.
+    assert run.document["load"]["load"]["fresh_connections"] and run.summary["req_per_s"] > 0
 
 
 def test_skmem_is_read_as_ss_prints_it() -> None:
