@@ -83,23 +83,38 @@ def refuse_if_too_big(configs: Iterable[RunConfig], parser: argparse.ArgumentPar
 def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
     """The runs' headline figures as one table, then any client warnings (503s, resets) below it."""
     table = Table(title="memdiet runs")
-    for column in ("subject", "probe", "status", "idle RSS", "held RSS", "idle PSS", "B/slot", "B/held conn",
-                   "req/s", "CPU/req", "errors"):
+    # One quantity per column: RSS per held connection (from outside, every run) and the traced heap
+    # per held connection (tracemalloc, memray) apart, never one standing in for the other.
+    for column in ("subject", "probe", "status", "idle RSS", "held RSS", "idle PSS", "heap B/slot",
+                   "RSS B/held conn", "heap B/held conn", "req/s", "CPU/req", "errors"):
         table.add_column(column, justify="right" if column not in ("subject", "probe", "status") else "left")
     for result in runs:
         s = result.summary
-        per_held = s.get("heap_bytes_per_held_connection", s.get("rss_bytes_per_held_connection"))
+        missing = result.document.get("not_measured") or {}
+
+        def cell(key: str, text: str) -> str:
+            return "not measured" if key in missing else text
+
         table.add_row(
             result.layout, result.probe, result.status,
             _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")), _mib(s.get("idle_pss_bytes")),
-            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0),
-            format_in_unit("us", s.get("cpu_us_per_request")), _num(s.get("errors"), 0),
+            _num(s.get("bytes_per_slot"), 1),
+            cell("rss_bytes_per_held_connection", _num(s.get("rss_bytes_per_held_connection"), 0)),
+            cell("heap_bytes_per_held_connection", _num(s.get("heap_bytes_per_held_connection"), 0)),
+            cell("req_per_s", _num(s.get("req_per_s"), 0)),
+            cell("cpu_us_per_request", format_in_unit("us", s.get("cpu_us_per_request"))), _num(s.get("errors"), 0),
         )
     console.print(table)
-    # A run can complete and still have failed some clients (503s, resets): say so under the table.
+    # A run can complete and still have failed some clients (503s, resets): say so under the table,
+    # and why a figure was not measured.
     for result in runs:
         for warning in result.document.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {result.layout}/{result.probe}: {warning}")
+        reasons: dict[str, list[str]] = {}
+        for key, reason in (result.document.get("not_measured") or {}).items():
+            reasons.setdefault(reason, []).append(key)
+        for reason, keys in reasons.items():
+            console.print(f"not measured: {result.layout}/{result.probe}: {', '.join(keys)}: {reason}")
 
 
 def print_ledger(console: Console, result: RunResult) -> None:

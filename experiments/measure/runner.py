@@ -46,7 +46,7 @@ from ..dataset.results import (
 from ..errors import BadInput, ExperimentError
 from ..loadgen import LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, kernel, ledger
+from . import environment, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_rows
 from .probes.sampler import PROCESS_COLUMNS
@@ -336,6 +336,9 @@ class Run:
         self.document["server_command"] = argv
         self.document["subject"]["command"] = argv
         self.document["subject"]["environment"] = {key: value for key, value in extra_env.items()}
+        if self.probe.subjects == "python":  # a tracer its interpreter cannot run: refused here (exit 2)
+            self.document["probe_info"]["check"] = inject.check_interpreter(
+                self.probe.name, argv, {**os.environ, **extra_env}, self.trace_dir, config, subject.name)
         # memdiet's server and the peers' apps run from the repository; a --cmd from where memdiet was
         # started (its app:module and relative paths are the user's). A subject other than memdiet's
         # own server gets a process group of its own, so its workers stop (or are killed) with it.
@@ -464,14 +467,12 @@ class Run:
             phase_end_heap=probe_data.phase_end_heap if probe_data else None,
         )
         document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), self.config.connections))
-        if self.closed_early:  # it did not hold C clients: a figure per held connection would be wrong
-            for key in ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection",
-                        "heap_bytes_per_held_connection", "kernel_bytes_per_held_connection",
-                        "kernel_buffer_bytes_per_held_connection"):
-                if key in document["summary"]:
-                    document["summary"][key] = None
         if ledgers:
             document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
+        document["not_measured"] = not_measured(self.load_results, self.closed_early, self.config.connections)
+        for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
+            if key in document["summary"]:
+                document["summary"][key] = None
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
         if self.closed_early:
             first = self.closed_early[0]
@@ -549,6 +550,34 @@ def kernel_per_held_connection(kernel_at: dict[str, Any], connections: int) -> d
     slab = (held.get("tcp_slab") or {}).get("object_bytes")
     return {"kernel_buffer_bytes_per_held_connection": buffers,
             "kernel_bytes_per_held_connection": buffers + slab if slab is not None else None}
+
+
+#: The figures a load phase that answered no request cannot give.
+LOAD_FIGURES = ("req_per_s", "requests", "latency_p50_ms", "latency_p99_ms", "cpu_us_per_request",
+                "main_thread_cpu_us_per_request", "rss_bytes_per_active_connection", "heap_bytes_per_active_connection")
+#: The figures that divide by the C clients held in idle-held.
+HELD_FIGURES = ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection", "heap_bytes_per_held_connection",
+                "kernel_bytes_per_held_connection", "kernel_buffer_bytes_per_held_connection")
+
+
+def not_measured(load: dict[str, Any], closed_early: list[dict[str, Any]], connections: int) -> dict[str, str]:
+    """The figures a phase did not drive, each with what was seen instead (result.json's
+    ``not_measured``; the tables print "not measured" there): the held figures when the subject did
+    not hold its C clients, the load figures when the load phase answered no request."""
+    reasons: dict[str, str] = {}
+    if closed_early:
+        closed = sum(int(event["closed"]) for event in closed_early)
+        first = closed_early[0]
+        why = (f"the subject closed {closed} of the {connections} clients before idle-held ended (the first "
+               f"{first['closed']} in phase {first['phase']}), so it did not hold the C the figure divides by")
+        reasons.update({key: why for key in HELD_FIGURES})
+    loaded = load.get(LOAD) or {}
+    if loaded and not loaded.get("requests"):
+        why = (f"the load phase answered no request: {loaded.get('connections_open', 0)} of the {connections} "
+               f"clients were open during it ({loaded.get('connections_opened', 0)} opened, "
+               f"{loaded.get('connections_closed', 0)} closed, {errors_text(loaded)})")
+        reasons.update({key: why for key in LOAD_FIGURES})
+    return reasons
 
 
 def _tree_summary(process_rows: list[tuple], phases: list[Phase]) -> dict[str, Any]:

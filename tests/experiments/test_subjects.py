@@ -310,6 +310,11 @@ def test_a_server_that_closes_after_each_response_is_reported_and_the_run_comple
     assert closed["closed"] == 20 and closed["events"][0]["phase"] == "ramp"
     assert any("closed 20 of the 20 clients" in warning for warning in run.document["warnings"])
     assert run.summary["rss_bytes_per_held_connection"] is None
+    # Not a figure of 0 either: each empty figure says why (issue 24, item 6).
+    assert "closed 20 of the 20 clients" in run.document["not_measured"]["rss_bytes_per_held_connection"]
+    assert run.summary["req_per_s"] is None
+    assert "load phase answered no request" in run.document["not_measured"]["req_per_s"]
+    assert "not measured" in result.stderr and "req/s" in result.stderr
 
 
 def test_skmem_is_read_as_ss_prints_it() -> None:
