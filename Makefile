@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 # test compiles a C program whose allocations are known), iproute2 (ss: the kernel's socket memory).
 SYSTEM_PACKAGES := valgrind wrk nginx-light chromium chromium-driver gcc iproute2
 
-.PHONY: venv system-deps test experiment soak notebooks lab screenshots regress baseline bench sweep clean
+.PHONY: venv system-deps test subjects experiment soak notebooks lab screenshots regress baseline bench sweep clean
 
 venv: $(STAMP)
 
@@ -32,9 +32,17 @@ system-deps:
 # other worker moved heap per held connection by 2.8 B where 2 B is allowed); then the memory
 # ceilings, one at a time, which pytest-memray enforces only under --memray.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone" $(PYTEST_ARGS)
-	$(PY) -m pytest -m "alone and not memray_ceiling" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone and not subjects" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "alone and not memray_ceiling and not subjects" -q $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
+
+# Real servers (the subjects extra: sanic, hypercorn, gunicorn) through the scenario, each figure checked
+# against an outside measurement, or empty with its reason (about 5 minutes, one at a time: the checks
+# compare RSS).
+comma := ,
+subjects:
+	$(MAKE) venv EXTRAS=$(if $(findstring subjects,$(EXTRAS)),$(EXTRAS),$(EXTRAS)$(comma)subjects)
+	$(VENV)/bin/python -m pytest -m subjects -q -p no:randomly $(PYTEST_ARGS)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

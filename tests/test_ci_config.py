@@ -42,7 +42,7 @@ def test_ci_installs_tools_then_tests_strictly_with_the_bench_extra_then_regress
     assert commands[:2] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']
     order = [line for line in commands if line.startswith(("make ", "export "))]
     assert order == ["make system-deps", "export EXTRAS=dev,bench", f"export {STRICT_SKIPS_ENV}=1", "make test",
-                     "make regress"]
+                     "make subjects", "make regress"]
     assert "python3 --version" in commands  # the log says which interpreter the figures were checked on
 
 
@@ -57,9 +57,15 @@ def test_make_test_with_the_bench_extra_installs_it_and_runs_both_suites(tmp_pat
     commands = make_dry_run("test", "EXTRAS=dev,bench", f"VENV={tmp_path / 'venv'}")
     assert "pip install --quiet -e '.[dev,bench]'" in commands
     # The suite on two workers; what measures run-to-run spread alone, then the ceilings.
-    assert re.search(r'-m pytest -n 2 -m "not memray_ceiling and not alone"', commands)
-    assert re.search(r'-m pytest -m "alone and not memray_ceiling"', commands)
+    assert re.search(r'-m pytest -n 2 -m "not memray_ceiling and not alone and not subjects"', commands)
+    assert re.search(r'-m pytest -m "alone and not memray_ceiling and not subjects"', commands)
     assert re.search(r"-m pytest --memray -m memray_ceiling", commands)
+
+
+def test_make_subjects_installs_the_subjects_extra_and_runs_that_suite_alone(tmp_path: Path) -> None:
+    commands = make_dry_run("subjects", "EXTRAS=dev,bench", f"VENV={tmp_path / 'venv'}")
+    assert "EXTRAS=dev,bench,subjects" in commands
+    assert re.search(r"-m pytest -m subjects ", commands)
 
 
 def test_bench_extra_holds_every_peer_package() -> None:

@@ -49,8 +49,8 @@ from ..paths import REPO_ROOT
 from . import environment, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_rows
-from .probes.sampler import PROCESS_COLUMNS
-from .process import LaunchedProcess, NotReady, ProcessError
+from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
+from .process import SETTLE_QUIET_S, LaunchedProcess, NotReady, ProcessError, wait_settled
 from .procfs import ProcessGone, cpu_seconds, process_tree
 from .subjects import MemdietLayout, Subject, resolve
 from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_DIR: importable here too)
@@ -122,6 +122,8 @@ class Run:
         self.bare_interpreter: dict[str, Any] | None = None
         self.phase = "start"
         self.server: LaunchedProcess | None = None
+        #: The subject's processes when it was found ready (a process that appears later is a warning).
+        self.ready_pids: set[int] = set()
         self.sampler: RssSampler | None = None
         self.loadgen: LoadGeneratorProcess | None = None
         self.t0 = 0.0
@@ -361,6 +363,7 @@ class Run:
             raise RunFailed(f"{subject.name}: not ready in phase start: {error}") from None
         self.port, self.host = ready.port, ready.host or "127.0.0.1"
         self.document["listening"] = {"host": self.host, "port": self.port}
+        self._wait_settled(timeout_s)
         deadline = time.monotonic() + timeout_s
         while not self.probe.ready(self.trace_dir, self._tree()):
             self._check_server()
@@ -369,6 +372,26 @@ class Run:
                                 f"(no trace from the subject's processes in {self.trace_dir})")
             time.sleep(0.02)
         self._refuse_unholdable_clients()
+
+    def _wait_settled(self, timeout_s: float) -> None:
+        """A subject that does not announce itself is ready once it listens and its process tree has
+        settled (:func:`.process.wait_settled`), within what is left of the start timeout; result.json's
+        ``ready`` says what it waited for. memdiet's server announces its port once its table is built,
+        its one process settled: it waits for nothing more."""
+        assert self.server is not None
+        listened_s = round(self._now(), 3)
+        if self.subject.announces_port:
+            self.document["ready"] = {"listening_s": listened_s, "waited_for": "its 'listening on' line",
+                                      "settled": None}
+            return
+        try:
+            settled = wait_settled(self.server, max(timeout_s - listened_s, SETTLE_QUIET_S))
+        except NotReady as error:
+            raise RunFailed(f"{self.subject.name}: not ready in phase start: {error}") from None
+        self.document["ready"] = {"listening_s": listened_s, "settled_s": round(self._now(), 3),
+                                  "waited_for": "a listening socket, then a settled process tree",
+                                  "settled": settled.describe()}
+        self.ready_pids = set(settled.pids)
 
     def _refuse_unholdable_clients(self) -> None:
         """Fail before the first phase when the server cannot hold C clients: a slot's index is its
@@ -426,6 +449,10 @@ class Run:
         process_rows = [(row[0] - self.t0, *row[1:]) for row in (self.sampler.process_rows if self.sampler else [])]
         write_csv(self.run_dir / PROCESSES_FILE, PROCESS_COLUMNS, (_fmt_row(row) for row in process_rows))
         document["process_tree"] = _tree_summary(process_rows, self.phases)
+        root = self.server.pid if self.server is not None else None
+        ready = document.get("ready") or {}
+        document["process_tree"]["changes"] = tree_changes(process_rows, self.phases, self.ready_pids or {root},
+                                                           ready.get("settled_s", ready.get("listening_s", 0.0)))
         if self.closed_early:
             closed = sum(int(event["closed"]) for event in self.closed_early)
             document["closed_early"] = {"closed": closed, "events": self.closed_early}
@@ -469,11 +496,17 @@ class Run:
         document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), self.config.connections))
         if ledgers:
             document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
-        document["not_measured"] = not_measured(self.load_results, self.closed_early, self.config.connections)
+        document["not_measured"] = not_measured(self.load_results, self.closed_early, self.config.connections,
+                                                document["process_tree"]["changes"])
         for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
             if key in document["summary"]:
                 document["summary"][key] = None
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
+        for change in document["process_tree"]["changes"]:
+            low, high = change["between_s"]
+            document["warnings"].append(
+                f"process {change['pid']} ({change['name']}) {change['event']} during phase {change['phase']}, after "
+                f"the subject was found ready (between the looks at {low:.2f} s and {high:.2f} s)")
         if self.closed_early:
             first = self.closed_early[0]
             document["warnings"] = [w for w in document["warnings"] if not w.startswith("ramp: only")]
@@ -560,11 +593,68 @@ HELD_FIGURES = ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection"
                 "kernel_bytes_per_held_connection", "kernel_buffer_bytes_per_held_connection")
 
 
-def not_measured(load: dict[str, Any], closed_early: list[dict[str, Any]], connections: int) -> dict[str, str]:
+def tree_changes(process_rows: list[tuple], phases: list[Phase], ready_pids: set[int | None],
+                 ready_s: float) -> list[dict[str, Any]]:
+    """Each process of the subject's tree that started after it was found ready (at ``ready_s``, with
+    ``ready_pids``), or ended after the first phase began and before the last one ended, from
+    ``processes.csv``'s rows (run clock): ``{pid, name, event: started | ended, time_s, between_s,
+    phase}``. The sampler looks at the tree every few tenths of a second, so the change happened
+    between two looks: ``between_s`` (the last look without it, the first with it; for an end, the
+    last with it and the first without), and ``phase`` names every phase those two looks span
+    (``"ramp or idle-held"``; ``start`` before the first phase, ``stop`` after the last)."""
+    if not process_rows or not phases:
+        return []
+    looks = sorted({row[0] for row in process_rows})
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    names: dict[int, str] = {}
+    for row in process_rows:
+        time_s, pid, name = row[0], row[1], row[3]
+        first.setdefault(pid, time_s)
+        last[pid] = time_s
+        names[pid] = name
+    end_s = phases[-1].end_s
+
+    def phases_between(low_s: float, high_s: float) -> str:
+        names_ = [phase.name for phase in phases if phase.start_s <= high_s and phase.end_s >= low_s]
+        if low_s < phases[0].start_s:
+            names_.insert(0, "start")
+        if high_s > end_s:
+            names_.append("stop")
+        return " or ".join(dict.fromkeys(names_))
+
+    changes = []
+    for pid in first:
+        index = looks.index(first[pid])
+        if pid not in ready_pids and first[pid] >= ready_s and index > 0:
+            # A look reads the tree found by the last scan, up to TREE_RESCAN_S before it.
+            between = (looks[index - 1] - TREE_RESCAN_S, first[pid])
+            changes.append({"pid": pid, "name": names[pid], "event": "started", "time_s": round(first[pid], 3),
+                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
+        index = looks.index(last[pid])
+        if last[pid] >= phases[0].start_s and index + 1 < len(looks) and looks[index + 1] <= end_s:
+            between = (last[pid], looks[index + 1])
+            changes.append({"pid": pid, "name": names[pid], "event": "ended", "time_s": round(last[pid], 3),
+                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
+    return sorted(changes, key=lambda change: change["time_s"])
+
+
+def not_measured(load: dict[str, Any], closed_early: list[dict[str, Any]], connections: int,
+                 changes: list[dict[str, Any]] | None = None) -> dict[str, str]:
     """The figures a phase did not drive, each with what was seen instead (result.json's
     ``not_measured``; the tables print "not measured" there): the held figures when the subject did
-    not hold its C clients, the load figures when the load phase answered no request."""
+    not hold its C clients, or when its process tree changed between the ends of idle-empty and
+    idle-held (a difference of two trees is no connection's cost); the load figures when the load
+    phase answered no request."""
     reasons: dict[str, str] = {}
+    # Within these three phases the held figures' two ends (idle-empty's, idle-held's) are taken.
+    spanning = [change for change in changes or ()
+                if set(change["phase"].split(" or ")) & {IDLE_EMPTY, RAMP, IDLE_HELD}]
+    if spanning:
+        said = ", ".join(f"process {change['pid']} ({change['name']}) {change['event']} during {change['phase']}"
+                         for change in spanning[:3])
+        why = f"the process tree changed between the ends of {IDLE_EMPTY} and {IDLE_HELD}: {said}"
+        reasons.update({key: why for key in HELD_FIGURES})
     if closed_early:
         closed = sum(int(event["closed"]) for event in closed_early)
         first = closed_early[0]

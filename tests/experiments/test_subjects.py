@@ -288,7 +288,7 @@ def test_a_command_listening_on_a_non_loopback_address_only_is_refused(tmp_path)
 
 def test_a_command_that_dies_mid_run_is_named_with_its_phase(tmp_path) -> None:
     command = (f"{shlex.quote(sys.executable)} -c 'import socket, time; s = socket.create_server((\"127.0.0.1\", "
-               "int(__import__(\"sys\").argv[1]))); time.sleep(1.0)' {port}")
+               "int(__import__(\"sys\").argv[1]))); time.sleep(2.5)' {port}")  # past the 1 s the tree must settle
     result = memdiet("run", "--cmd", command, "--name", "shortlived", "--connections", "5", "--idle", "3",
                      "--load", "0.3", "--runs-dir", str(tmp_path))
     assert result.returncode == 1
