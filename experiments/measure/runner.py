@@ -155,9 +155,13 @@ class Run:
             self._start_server()
             config = self.config
             idle_s = config.idle_s * self.stretch
-            self._phase(IDLE_EMPTY, lambda: self._idle(idle_s))
+            # The load generator starts before idle-empty (it connects nothing until the ramp): the pages
+            # the subject shares with it (the interpreter, libc) are then halved in PSS at both ends of the
+            # held figures, not only at the second, which made PSS per held connection low or negative.
             self.loadgen = LoadGeneratorProcess(python=config.python)
             self.loadgen.start(self.host, self.port, path=config.path)
+            self.document["load_generator"] = {"pid": self.loadgen.process.pid, "ready_s": self._now()}
+            self._phase(IDLE_EMPTY, lambda: self._idle(idle_s))
             self._phase(RAMP, self._ramp)
             self._phase(IDLE_HELD, lambda: self._hold(idle_s))
             self._phase(LOAD, self._load)
