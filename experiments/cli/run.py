@@ -125,7 +125,11 @@ def print_ledger(console: Console, result: RunResult) -> None:
     per_held = ledger.per_held_column()
     columns = [("bare interpreter", ledger.bare), *((name, ledger.phases.get(name)) for name in ledger.phases),
                (f"per held conn. (C = {ledger.connections:,})", per_held)]
-    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains)")
+    document = result.document.get("rss_ledger") or {}
+    processes = document.get("processes") or {}
+    summed = f", summed over its {len(processes)} traced processes" if len(processes) > 1 else ""
+    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains"
+                        f"{summed})")
     table.add_column("part")
     for name, _moment in columns:
         table.add_column(name, justify="right")
@@ -135,6 +139,28 @@ def print_ledger(console: Console, result: RunResult) -> None:
             value = None if moment is None else moment.rss_bytes if part == "RSS" else moment.parts.get(part)
             cells.append("-" if value is None else human_bytes(value))
         table.add_row(part, *cells)
+    console.print(table)
+    if document.get("per_held_connection_not_measured"):
+        console.print(f"not measured: per held connection: {document['per_held_connection_not_measured']}")
+    if len(processes) > 1:
+        print_ledger_by_process(console, result, processes)
+
+
+def print_ledger_by_process(console: Console, result: RunResult, processes: dict[str, Any]) -> None:
+    """What one more held connection costs in each traced process (the master and each worker):
+    RSS, Python heap and allocator from its own ledger, the traced heap from its own dumps."""
+    heap = {entry.get("pid"): entry for entry in result.document.get("traced_processes", [])}
+    table = Table(title=f"per held connection, by process: {result.layout}")
+    for column in ("pid", "process", "RSS", "Python heap", "allocator", "traced heap"):
+        table.add_column(column, justify="left" if column == "process" else "right")
+    for key, entry in processes.items():
+        per_held = entry.get("per_held_connection") or {}
+        argv = " ".join(entry.get("argv") or [])[:48] or "?"
+        traced = heap.get(entry.get("pid"), {}).get("heap_bytes_per_held_connection")
+        table.add_row(key, ("root: " if entry.get("root") else "") + argv,
+                      *(human_bytes(per_held[kind]) if per_held.get(kind) is not None else "-"
+                        for kind in ("rss", "python_heap", "allocator")),
+                      human_bytes(traced) if traced is not None else "-")
     console.print(table)
 
 

@@ -114,10 +114,12 @@ class Run:
         #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
-        #: The subject's root process's pages read right after its dump at the end of each of
-        #: LEDGER_PHASES: ``{phase: (the dump's path less its suffix, pages)}``; with the allocators'
-        #: figures written beside the dump, the RSS ledger.
-        self.ledger_pages: dict[str, tuple[Path, ledger.Pages]] = {}
+        #: Each traced process's pages read right after its dump at the end of each of LEDGER_PHASES:
+        #: ``{phase: {pid: (the dump's path less its suffix, pages)}}`` (the root first); with the
+        #: allocators' figures written beside each dump, the RSS ledger of each process.
+        self.ledger_pages: dict[str, dict[int, tuple[Path, ledger.Pages]]] = {}
+        #: The subject's processes at each of LEDGER_PHASES' ends, traced or not: ``{phase: [pid, ...]}``.
+        self.ledger_trees: dict[str, list[int]] = {}
         #: The bare interpreter's ledger (the server's Python and imports, nothing run), or why not.
         self.bare_interpreter: dict[str, Any] | None = None
         self.phase = "start"
@@ -205,18 +207,25 @@ class Run:
             self.dumps.append(name)
 
     def _read_ledger_pages(self, phase: str, index: int) -> None:
-        """The subject's root process's pages, now that its dump ``index`` is written with its
-        allocators' figures beside it (in the trace folder for memdiet's server, in ``pid-PID/`` for a
-        Python program the tracer was injected into)."""
+        """Each traced process's pages, now that its dump ``index`` is written with its allocators'
+        figures beside it (in the trace folder for memdiet's server, in ``pid-PID/`` for each Python
+        process of a program the tracer was injected into: the master and each worker)."""
         assert self.server is not None
-        pid = self.server.pid
-        for folder in (self.trace_dir, self.trace_dir / f"pid-{pid}"):
-            if (folder / "snapshots" / f"{index:03d}.alloc.json").exists():
-                try:
-                    self.ledger_pages[phase] = (folder / "snapshots" / f"{index:03d}", ledger.read_pages(pid))
-                except ProcessGone:
-                    pass  # _check_server says so at the next phase
-                return
+        tree = self._tree()
+        self.ledger_trees[phase] = tree
+        pages_of: dict[int, tuple[Path, ledger.Pages]] = {}
+        for pid in tree:
+            folders = (self.trace_dir, self.trace_dir / f"pid-{pid}") if pid == self.server.pid else \
+                (self.trace_dir / f"pid-{pid}",)
+            for folder in folders:
+                if (folder / "snapshots" / f"{index:03d}.alloc.json").exists():
+                    try:
+                        pages_of[pid] = (folder / "snapshots" / f"{index:03d}", ledger.read_pages(pid))
+                    except ProcessGone:
+                        pass  # the root: _check_server says so at the next phase; a worker: a tree change
+                    break
+        if pages_of:
+            self.ledger_pages[phase] = pages_of
 
     def _measure_bare_interpreter(self) -> None:
         """The bare interpreter's ledger, with the modules the subject had imported at its first dump.
@@ -226,7 +235,8 @@ class Run:
         if self.subject.kind == "command":
             self.bare_interpreter = {"error": "not measured for a --cmd subject (its interpreter may not be memdiet's)"}
             return
-        stem = min((stem for stem, _pages in self.ledger_pages.values()), key=lambda path: path.name)
+        stem = min((stem for each in self.ledger_pages.values() for stem, _pages in each.values()),
+                   key=lambda path: path.name)
         try:
             modules = json.loads(stem.with_suffix(".alloc.json").read_text())["modules"]
             self.bare_interpreter = ledger.bare_interpreter(modules, python=self.config.python, cwd=REPO_ROOT,
@@ -498,10 +508,19 @@ class Run:
             phase_end_heap=probe_data.phase_end_heap if probe_data else None,
         )
         document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), self.config.connections))
-        if ledgers:
-            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
         document["not_measured"] = not_measured(self.load_results, self.closed_early, self.config.connections,
                                                 document["process_tree"]["changes"])
+        held_reason = document["not_measured"].get("heap_bytes_per_held_connection")
+        for entry in document.get("traced_processes", []):  # each process's own heap per held connection
+            heap_at = entry.get("phase_end_heap_bytes") or {}
+            if held_reason is None and heap_at.get(IDLE_EMPTY) is not None and heap_at.get(IDLE_HELD) is not None:
+                entry["heap_bytes_per_held_connection"] = (heap_at[IDLE_HELD] - heap_at[IDLE_EMPTY]) / self.config.connections
+            else:
+                entry["heap_bytes_per_held_connection"] = None
+                entry["heap_bytes_per_held_connection_not_measured"] = held_reason or \
+                    f"no phase-end dump of this process at the end of {IDLE_EMPTY} and {IDLE_HELD}"
+        if ledgers:
+            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"], document["not_measured"])
         for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
             if key in document["summary"]:
                 document["summary"][key] = None
@@ -529,27 +548,60 @@ class Run:
         write_json(self.run_dir / RESULT_FILE, document)
 
 
-    def _ledgers(self, notes: list[str]) -> dict[str, dict[str, Any]]:
-        """The RSS ledger at the end of each phase whose pages were read (:mod:`.ledger`)."""
-        ledgers = {}
-        for phase, (stem, pages) in self.ledger_pages.items():
-            try:
-                stats = json.loads(stem.with_suffix(".alloc.json").read_text())
-                rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"), pymalloc=stats.get("pymalloc") is not None)
-            except (OSError, ValueError) as error:
-                notes.append(f"RSS ledger at the end of {phase}: {error}")
-                continue
-            ledgers[phase] = ledger.ledger(pages, stats, rounding)
+    def _ledgers(self, notes: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
+        """The RSS ledger of each traced process at the end of each phase whose pages were read
+        (:mod:`.ledger`): ``{phase: {pid: ledger}}``, the root first."""
+        ledgers: dict[str, dict[int, dict[str, Any]]] = {}
+        for phase, each in self.ledger_pages.items():
+            for pid, (stem, pages) in each.items():
+                try:
+                    stats = json.loads(stem.with_suffix(".alloc.json").read_text())
+                    rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"),
+                                                     pymalloc=stats.get("pymalloc") is not None)
+                except (OSError, ValueError) as error:
+                    notes.append(f"RSS ledger of process {pid} at the end of {phase}: {error}")
+                    continue
+                ledgers.setdefault(phase, {})[pid] = ledger.ledger(pages, stats, rounding)
         return ledgers
 
-    def _ledger_document(self, ledgers: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-        """result.json's ``rss_ledger``: each phase's ledger, the bare interpreter's, and what one
-        more held connection costs by kind (None when the subject did not hold its clients)."""
+    def _ledger_document(self, ledgers: dict[str, dict[int, dict[str, Any]]], summary: dict[str, Any],
+                         not_measured: dict[str, str]) -> dict[str, Any]:
+        """result.json's ``rss_ledger``: each phase's ledger summed over the traced processes (``phases``;
+        with one process, its own), each process's own (``processes``: the master and each worker, with
+        its argv), the bare interpreter's, and what one more held connection costs by kind, per process
+        and summed. A figure that cannot be attributed is None with its reason in
+        ``per_held_connection_not_measured``: the subject did not hold its clients, the tree changed
+        between the two phase ends, or a process of the tree was not traced (its allocators unread)."""
+        connections, kernel = self.config.connections, summary.get("kernel_bytes_per_held_connection")
+        pids = list(dict.fromkeys(pid for each in ledgers.values() for pid in each))
+        argv = {entry["pid"]: entry.get("argv") for entry in self.document.get("traced_processes", [])}
+        processes: dict[str, dict[str, Any]] = {}
+        for pid in pids:
+            own = {phase: each[pid] for phase, each in ledgers.items() if pid in each}
+            per_held = None
+            if IDLE_EMPTY in own and IDLE_HELD in own and not self.closed_early:
+                per_held = ledger.per_held_connection(own[IDLE_EMPTY], own[IDLE_HELD], connections, None)
+            processes[str(pid)] = {"pid": pid, "root": pid == (self.server.pid if self.server else None),
+                                   "argv": argv.get(pid), "phases": own, "per_held_connection": per_held}
+        summed = {phase: ledger.summed_ledger(list(each.values())) for phase, each in ledgers.items()}
+        reason = not_measured.get("rss_bytes_per_held_connection")
         per_held = None
-        if IDLE_EMPTY in ledgers and IDLE_HELD in ledgers and not self.closed_early:
-            per_held = ledger.per_held_connection(ledgers[IDLE_EMPTY], ledgers[IDLE_HELD], self.config.connections,
-                                                  summary.get("kernel_bytes_per_held_connection"))
-        return {"phases": ledgers, "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
+        if reason is None and (IDLE_EMPTY not in ledgers or IDLE_HELD not in ledgers):
+            reason = f"no ledger at the end of {IDLE_EMPTY} or {IDLE_HELD}"
+        if reason is None:
+            traced = {phase: set(ledgers[phase]) for phase in (IDLE_EMPTY, IDLE_HELD)}
+            trees = {phase: set(self.ledger_trees.get(phase, ())) for phase in (IDLE_EMPTY, IDLE_HELD)}
+            if traced[IDLE_EMPTY] != traced[IDLE_HELD] or trees[IDLE_EMPTY] != trees[IDLE_HELD]:
+                reason = (f"the processes differ between the ends of {IDLE_EMPTY} and {IDLE_HELD} "
+                          f"({sorted(trees[IDLE_EMPTY])} and {sorted(trees[IDLE_HELD])})")
+            elif trees[IDLE_HELD] - traced[IDLE_HELD]:
+                reason = (f"processes {sorted(trees[IDLE_HELD] - traced[IDLE_HELD])} of the tree have no ledger "
+                          "(not traced: their allocators could not be read)")
+        if reason is None:
+            per_held = ledger.per_held_connection(summed[IDLE_EMPTY], summed[IDLE_HELD], connections, kernel)
+        return {"phases": summed, "processes": processes, "summed_over": len(pids),
+                "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
+                "per_held_connection_not_measured": reason,
                 "parts": {name: {"label": label, "source": source} for name, (label, source) in ledger.PARTS.items()}}
 
     def _write_processes(self, data: ProbeData) -> list[dict[str, Any]]:

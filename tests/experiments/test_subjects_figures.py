@@ -135,3 +135,44 @@ def test_a_server_without_memray_is_refused_under_memray_and_measured_under_rss(
           f"outside {outside:,.0f} B")
     assert agrees(measured.summary["rss_bytes_per_held_connection"], outside), \
         (measured.summary["rss_bytes_per_held_connection"], outside)
+
+
+# --- pre-fork servers: a master that serves nothing, workers that hold the clients -------------------------
+HYPERCORN = (f"{BIN / 'hypercorn'} -w 2 --keep-alive 3600 -b 127.0.0.1:{{port}} "
+             "experiments.bench.peers.uvicorn_app:app")
+GUNICORN_SYNC = f"{BIN / 'gunicorn'} -w 2 -b 127.0.0.1:{{port}} experiments.bench.peers.wsgi_app:app"
+
+
+def test_hypercorn_with_workers_has_a_ledger_and_a_heap_per_process_summed(tmp_path) -> None:
+    traced, stderr = run(tmp_path, HYPERCORN, "tracemalloc", "hypercorn")
+    ledger = traced.document["rss_ledger"]
+    processes = ledger["processes"]
+    assert ledger["summed_over"] == len(processes) >= 3  # the master, its two workers (and a tracker)
+    (root,) = [entry for entry in processes.values() if entry["root"]]
+    # The master holds no client: its Python heap does not grow per held connection (it read 0 B as the
+    # whole tree's figure before, beside a traced heap of 13.6 KB); the workers' does, and they add up.
+    assert abs(root["per_held_connection"]["python_heap"]) < 64
+    heaps = [entry["heap_bytes_per_held_connection"] for entry in traced.document["traced_processes"]]
+    total = traced.summary["heap_bytes_per_held_connection"]
+    assert abs(sum(heaps) - total) < 1 and total > 1000
+    assert ledger["per_held_connection"]["python_heap"] == pytest.approx(
+        sum(entry["per_held_connection"]["python_heap"] for entry in processes.values()))
+    assert "per held connection, by process" in stderr
+    untraced, _ = run(tmp_path, HYPERCORN, "rss", "hypercorn")
+    outside = outside_rss_per_connection(HYPERCORN)
+    print(f"hypercorn -w 2: RSS per held connection {untraced.summary['rss_bytes_per_held_connection']:,.0f} B, "
+          f"outside {outside:,.0f} B; traced heap {total:,.0f} B")
+    assert agrees(untraced.summary["rss_bytes_per_held_connection"], outside), \
+        (untraced.summary["rss_bytes_per_held_connection"], outside)
+
+
+def test_gunicorn_sync_workers_hold_nothing_so_no_figure_per_held_connection_is_printed(tmp_path) -> None:
+    traced, stderr = run(tmp_path, GUNICORN_SYNC, "tracemalloc", "gunicorn")
+    missing = traced.document["not_measured"]
+    for key in ("rss_bytes_per_held_connection", "heap_bytes_per_held_connection", "req_per_s"):
+        assert traced.summary.get(key) is None and missing[key]
+    ledger = traced.document["rss_ledger"]
+    # The ledger's per held connection (28.9 KiB of it before) is left out, with the reason.
+    assert ledger["per_held_connection"] is None and "closed" in ledger["per_held_connection_not_measured"]
+    assert all(entry["per_held_connection"] is None for entry in ledger["processes"].values())
+    assert "not measured" in stderr
