@@ -176,3 +176,26 @@ def test_gunicorn_sync_workers_hold_nothing_so_no_figure_per_held_connection_is_
     assert ledger["per_held_connection"] is None and "closed" in ledger["per_held_connection_not_measured"]
     assert all(entry["per_held_connection"] is None for entry in ledger["processes"].values())
     assert "not measured" in stderr
+
+
+# --- gevent: memray's heap per held connection above RSS, explained --------------------------------------
+GEVENT = f"{sys.executable} -m tests.fixtures.gevent_app {{port}}"
+#: CPython 3.11+'s frame stack grows in chunks of this size (Python/pystate.c, DATA_STACK_CHUNK_SIZE),
+#: mapped through the arena allocator (_PyObject_VirtualAlloc -> _PyObject_ArenaMmap).
+DATA_STACK_CHUNK_BYTES = 16 * 1024
+
+
+def test_gevent_memray_counts_each_greenlets_frame_stack_chunk_which_rss_mostly_does_not(tmp_path) -> None:
+    """Each connection's greenlet gets a frame stack of its own: one 16 KiB mmap, counted whole by memray
+    (it sees _PyObject_ArenaMmap), invisible to tracemalloc (not an allocation it traces), and resident only
+    in the pages the greenlet's few frames touched. Without that site memray agrees with RSS."""
+    traced, _ = run(tmp_path, GEVENT, "memray", "gevent")
+    untraced, _ = run(tmp_path, GEVENT, "rss", "gevent")
+    sites = traced.document["held_connection_sites"]
+    (chunks,) = [site for site in sites["sites"] if "_PyObject_ArenaMmap" in site[0]]
+    assert chunks[1:] == [DATA_STACK_CHUNK_BYTES * CONNECTIONS, CONNECTIONS]  # one chunk per held connection
+    memray, rss = traced.summary["heap_bytes_per_held_connection"], untraced.summary["rss_bytes_per_held_connection"]
+    without = memray - DATA_STACK_CHUNK_BYTES
+    print(f"gevent: memray {memray:,.0f} B per held connection, {without:,.0f} B without the frame stack chunks; "
+          f"RSS {rss:,.0f} B")
+    assert memray > 1.5 * rss and agrees(without, rss), (memray, without, rss)
