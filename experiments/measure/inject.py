@@ -36,8 +36,8 @@ DUMP_REQUESTS = "dump-requests"
 CHECK_FILE = "probe-check.json"
 #: Seconds the check may take (importing memray and starting its tracker once: ~0.2 s here).
 CHECK_TIMEOUT_S = 60.0
-#: What a Python interpreter's file is called.
-_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*$")
+#: What argv[0] (or a ``#!`` line) is called when the program is a Python interpreter.
+PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*$")
 #: Interpreter options that take a value (``-X importtime``, ``-W error``).
 _OPTIONS_WITH_VALUE = ("-X", "-W", "-Q")
 
@@ -95,7 +95,7 @@ def interpreter_of(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | N
     if not argv:
         return None
     first = argv[0]
-    if _PYTHON_NAME.match(Path(first).name):
+    if PYTHON_NAME.match(Path(first).name):
         interpreter, rest = [first], list(argv[1:])
         while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c", "-"):
             option = rest.pop(0)
@@ -115,7 +115,7 @@ def interpreter_of(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | N
         words = [word for word in words[1:] if word != "-S"]
         if words:
             words[0] = shutil.which(words[0], path=env.get("PATH")) or words[0]
-    if not words or not _PYTHON_NAME.match(Path(words[0]).name):
+    if not words or not PYTHON_NAME.match(Path(words[0]).name):
         return None
     return words
 

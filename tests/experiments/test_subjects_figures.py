@@ -93,17 +93,20 @@ def agrees(figure: float, outside: float) -> bool:
     return abs(figure - outside) <= AGREE * abs(outside)
 
 
+def assert_rss_agrees_from_outside(run_result: RunResult, command: str, label: str) -> None:
+    """The run's RSS per held connection within :data:`AGREE` of :func:`outside_rss_per_connection`'s."""
+    figure, outside = run_result.summary["rss_bytes_per_held_connection"], outside_rss_per_connection(command)
+    print(f"{label}: RSS per held connection {figure:,.0f} B, outside {outside:,.0f} B")
+    assert agrees(figure, outside), (label, figure, outside)
+
+
 # --- sanic: its worker starts after its main process listens ------------------------------------------
 def test_sanic_is_ready_once_its_worker_settled_and_its_figures_agree_from_outside(tmp_path) -> None:
     untraced, _ = run(tmp_path, SANIC, "rss", "sanic")
     settled = untraced.document["ready"]["settled"]
     assert len(settled["processes"]) >= 3  # the main process, its worker, multiprocessing's tracker
     assert untraced.document["warnings"] == [] and untraced.document["process_tree"]["changes"] == []
-    outside = outside_rss_per_connection(SANIC)
-    print(f"sanic: RSS per held connection {untraced.summary['rss_bytes_per_held_connection']:,.0f} B, "
-          f"outside {outside:,.0f} B")
-    assert agrees(untraced.summary["rss_bytes_per_held_connection"], outside), \
-        (untraced.summary["rss_bytes_per_held_connection"], outside)
+    assert_rss_agrees_from_outside(untraced, SANIC, "sanic")
     # Traced: the heap per held connection is the worker's, the same as sanic's single process gives
     # (ready when it listens, nothing starts after): the worker's imports are not in it (50 KB before).
     traced, _ = run(tmp_path, SANIC, "tracemalloc", "sanic")
@@ -130,11 +133,7 @@ def test_a_server_without_memray_is_refused_under_memray_and_measured_under_rss(
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert bare_python in result.stderr and "'memray'" in result.stderr
     measured, _ = run(tmp_path, server, "rss", "bare")
-    outside = outside_rss_per_connection(server)
-    print(f"asyncio without memray: RSS per held connection {measured.summary['rss_bytes_per_held_connection']:,.0f} B, "
-          f"outside {outside:,.0f} B")
-    assert agrees(measured.summary["rss_bytes_per_held_connection"], outside), \
-        (measured.summary["rss_bytes_per_held_connection"], outside)
+    assert_rss_agrees_from_outside(measured, server, "asyncio without memray")
 
 
 # --- pre-fork servers: a master that serves nothing, workers that hold the clients -------------------------
@@ -159,11 +158,8 @@ def test_hypercorn_with_workers_has_a_ledger_and_a_heap_per_process_summed(tmp_p
         sum(entry["per_held_connection"]["python_heap"] for entry in processes.values()))
     assert "per held connection, by process" in stderr
     untraced, _ = run(tmp_path, HYPERCORN, "rss", "hypercorn")
-    outside = outside_rss_per_connection(HYPERCORN)
-    print(f"hypercorn -w 2: RSS per held connection {untraced.summary['rss_bytes_per_held_connection']:,.0f} B, "
-          f"outside {outside:,.0f} B; traced heap {total:,.0f} B")
-    assert agrees(untraced.summary["rss_bytes_per_held_connection"], outside), \
-        (untraced.summary["rss_bytes_per_held_connection"], outside)
+    print(f"hypercorn -w 2: traced heap per held connection {total:,.0f} B")
+    assert_rss_agrees_from_outside(untraced, HYPERCORN, "hypercorn -w 2")
 
 
 def test_gunicorn_sync_workers_hold_nothing_so_no_figure_per_held_connection_is_printed(tmp_path) -> None:
