@@ -48,7 +48,7 @@ from ..loadgen import LoadGeneratorProcess
 from ..paths import REPO_ROOT
 from . import environment, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
-from .probes.processes import held_sites_from_rows
+from .probes.processes import held_sites_from_processes
 from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
 from .process import SETTLE_QUIET_S, LaunchedProcess, NotReady, ProcessError, wait_settled
 from .procfs import ProcessGone, cpu_seconds, process_tree
@@ -492,8 +492,10 @@ class Run:
             if probe_data.phase_end_heap:
                 document["phase_end_heap_bytes"] = probe_data.phase_end_heap
             held_sites = probe_data.held_sites
-            if held_sites is None and probe_data.site_rows:
-                held_sites = held_sites_from_rows(probe_data.site_rows, {p.name: p.end_s for p in self.phases})
+            if held_sites is None and probe_data.site_rows:  # summed over every process that has sites
+                each = [one.site_rows for one in probe_data.processes.values() if one.site_rows] or \
+                    [probe_data.site_rows]
+                held_sites = held_sites_from_processes(each, {p.name: p.end_s for p in self.phases})
             if held_sites is not None:
                 document["held_connection_sites"] = held_sites
             if probe_data.processes:
