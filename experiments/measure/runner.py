@@ -517,10 +517,12 @@ class Run:
             heap_at = entry.get("phase_end_heap_bytes") or {}
             if held_reason is None and heap_at.get(IDLE_EMPTY) is not None and heap_at.get(IDLE_HELD) is not None:
                 entry["heap_bytes_per_held_connection"] = (heap_at[IDLE_HELD] - heap_at[IDLE_EMPTY]) / self.config.connections
+            elif held_reason is None and entry.get("heap_bytes_per_held_connection") is not None:
+                pass  # from its heap samples (memray), as the run's own figure is
             else:
                 entry["heap_bytes_per_held_connection"] = None
                 entry["heap_bytes_per_held_connection_not_measured"] = held_reason or \
-                    f"no phase-end dump of this process at the end of {IDLE_EMPTY} and {IDLE_HELD}"
+                    f"no heap of this process at the ends of {IDLE_EMPTY} and {IDLE_HELD}"
         if ledgers:
             document["rss_ledger"] = self._ledger_document(ledgers, document["summary"], document["not_measured"])
         for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
@@ -621,6 +623,10 @@ class Run:
                 entry["files"] = {"heap": f"processes/{key}/{HEAP_FILE}", "sites": f"processes/{key}/{SITES_FILE}",
                                   "snapshots": one.files.get("snapshots", [])}
                 entry["phase_end_heap_bytes"] = one.phase_end_heap
+                if not one.phase_end_heap and one.heap_rows:  # memray: no dumps, the samples' idle medians
+                    series = Series({c: [r[i] for r in one.heap_rows] for i, c in enumerate(HEAP_COLUMNS)})
+                    own = summarize(self.phases, None, series, None, self.document["parameters"], None)
+                    entry["heap_bytes_per_held_connection"] = own.get("heap_bytes_per_held_connection")
             described.append(entry)
         return described
 

@@ -157,8 +157,15 @@ def test_hypercorn_with_workers_has_a_ledger_and_a_heap_per_process_summed(tmp_p
     assert ledger["per_held_connection"]["python_heap"] == pytest.approx(
         sum(entry["per_held_connection"]["python_heap"] for entry in processes.values()))
     assert "per held connection, by process" in stderr
+    # memray (no phase-end dumps): each process's heap per held connection from its own samples, summed.
+    memray, _ = run(tmp_path, HYPERCORN, "memray", "hypercorn")
+    each = {entry["pid"]: entry["heap_bytes_per_held_connection"] for entry in memray.document["traced_processes"]}
+    assert abs(each[memray.document["traced_processes"][0]["pid"]]) < 64  # the master
+    assert sum(each.values()) == pytest.approx(memray.summary["heap_bytes_per_held_connection"], abs=1)
+    assert memray.document["held_connection_sites"]["processes"] == len(each)
     untraced, _ = run(tmp_path, HYPERCORN, "rss", "hypercorn")
-    print(f"hypercorn -w 2: traced heap per held connection {total:,.0f} B")
+    print(f"hypercorn -w 2: traced heap per held connection {total:,.0f} B (tracemalloc), "
+          f"{memray.summary['heap_bytes_per_held_connection']:,.0f} B (memray)")
     assert_rss_agrees_from_outside(untraced, HYPERCORN, "hypercorn -w 2")
 
 
