@@ -35,7 +35,7 @@ system-deps:
 # ceilings, one at a time, which pytest-memray enforces only under --memray.
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not memray_ceiling and not alone and not subjects" $(PYTEST_ARGS)
-	$(PY) -m pytest -m "alone and not memray_ceiling" -q $(PYTEST_ARGS)
+	$(PY) -m pytest -m "alone and not memray_ceiling and not subjects" -q $(PYTEST_ARGS)
 	$(PY) -m pytest --memray -m memray_ceiling -q $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/), served with live reload on DOCS_ADDR; make test builds it
@@ -45,10 +45,13 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 # Real servers memdiet never saw (the subjects extra from PyPI, lighttpd and node from Debian), each
-# through memdiet run --cmd at C = 200 and checked against an outside measurement: one at a time (their
-# RSS is compared with the test's own reading), about 10 minutes. Needs EXTRAS to hold subjects.
-subjects: $(STAMP)
-	$(PY) -m pytest -m subjects -q -p no:randomly tests/experiments/test_real_subjects.py $(PYTEST_ARGS)
+# through memdiet run --cmd at C = 200 and checked against an outside measurement, or a figure left
+# empty with its reason: one test at a time (their RSS is compared with the test's own reading), about
+# 12 minutes. The subjects extra is installed if EXTRAS does not hold it.
+comma := ,
+subjects:
+	$(MAKE) venv EXTRAS=$(if $(findstring subjects,$(EXTRAS)),$(EXTRAS),$(EXTRAS)$(comma)subjects)
+	$(VENV)/bin/python -m pytest -m subjects -q -p no:randomly $(PYTEST_ARGS)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

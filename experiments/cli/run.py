@@ -84,23 +84,38 @@ def refuse_if_too_big(configs: Iterable[RunConfig], parser: argparse.ArgumentPar
 def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
     """The runs' headline figures as one table, then any client warnings (503s, resets) below it."""
     table = Table(title="memdiet runs")
-    for column in ("subject", "probe", "status", "idle RSS", "held RSS", "idle PSS", "B/slot", "B/held conn",
-                   "req/s", "CPU/req", "errors"):
+    # One quantity per column: RSS per held connection (from outside, every run) and the traced heap
+    # per held connection (tracemalloc, memray) apart, never one standing in for the other.
+    for column in ("subject", "probe", "status", "idle RSS", "held RSS", "idle PSS", "heap B/slot",
+                   "RSS B/held conn", "heap B/held conn", "req/s", "CPU/req", "errors"):
         table.add_column(column, justify="right" if column not in ("subject", "probe", "status") else "left")
     for result in runs:
         s = result.summary
-        per_held = s.get("heap_bytes_per_held_connection", s.get("rss_bytes_per_held_connection"))
+        missing = result.document.get("not_measured") or {}
+
+        def cell(key: str, text: str) -> str:
+            return "not measured" if key in missing else text
+
         table.add_row(
             result.layout, result.probe, result.status,
             _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")), _mib(s.get("idle_pss_bytes")),
-            _num(s.get("bytes_per_slot"), 1), _num(per_held, 0), _num(s.get("req_per_s"), 0),
-            format_in_unit("us", s.get("cpu_us_per_request")), _num(s.get("errors"), 0),
+            _num(s.get("bytes_per_slot"), 1),
+            cell("rss_bytes_per_held_connection", _num(s.get("rss_bytes_per_held_connection"), 0)),
+            cell("heap_bytes_per_held_connection", _num(s.get("heap_bytes_per_held_connection"), 0)),
+            cell("req_per_s", _num(s.get("req_per_s"), 0)),
+            cell("cpu_us_per_request", format_in_unit("us", s.get("cpu_us_per_request"))), _num(s.get("errors"), 0),
         )
     console.print(table)
-    # A run can complete and still have failed some clients (503s, resets): say so under the table.
+    # A run can complete and still have failed some clients (503s, resets): say so under the table,
+    # and why a figure was not measured.
     for result in runs:
         for warning in result.document.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {result.layout}/{result.probe}: {warning}")
+        reasons: dict[str, list[str]] = {}
+        for key, reason in (result.document.get("not_measured") or {}).items():
+            reasons.setdefault(reason, []).append(key)
+        for reason, keys in reasons.items():
+            console.print(f"not measured: {result.layout}/{result.probe}: {', '.join(keys)}: {reason}")
 
 
 def print_ledger(console: Console, result: RunResult) -> None:
@@ -111,7 +126,11 @@ def print_ledger(console: Console, result: RunResult) -> None:
     per_held = ledger.per_held_column()
     columns = [("bare interpreter", ledger.bare), *((name, ledger.phases.get(name)) for name in ledger.phases),
                (f"per held conn. (C = {ledger.connections:,})", per_held)]
-    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains)")
+    document = result.document.get("rss_ledger") or {}
+    processes = document.get("processes") or {}
+    summed = f", summed over its {len(processes)} traced processes" if len(processes) > 1 else ""
+    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains"
+                        f"{summed})")
     table.add_column("part")
     for name, _moment in columns:
         table.add_column(name, justify="right")
@@ -121,6 +140,28 @@ def print_ledger(console: Console, result: RunResult) -> None:
             value = None if moment is None else moment.rss_bytes if part == "RSS" else moment.parts.get(part)
             cells.append("-" if value is None else human_bytes(value))
         table.add_row(part, *cells)
+    console.print(table)
+    if document.get("per_held_connection_not_measured"):
+        console.print(f"not measured: per held connection: {document['per_held_connection_not_measured']}")
+    if len(processes) > 1:
+        print_ledger_by_process(console, result, processes)
+
+
+def print_ledger_by_process(console: Console, result: RunResult, processes: dict[str, Any]) -> None:
+    """What one more held connection costs in each traced process (the master and each worker):
+    RSS, Python heap and allocator from its own ledger, the traced heap from its own dumps."""
+    heap = {entry.get("pid"): entry for entry in result.document.get("traced_processes", [])}
+    table = Table(title=f"per held connection, by process: {result.layout}")
+    for column in ("pid", "process", "RSS", "Python heap", "allocator", "traced heap"):
+        table.add_column(column, justify="left" if column == "process" else "right")
+    for key, entry in processes.items():
+        per_held = entry.get("per_held_connection") or {}
+        argv = " ".join(entry.get("argv") or [])[:48] or "?"
+        traced = heap.get(entry.get("pid"), {}).get("heap_bytes_per_held_connection")
+        table.add_row(key, ("root: " if entry.get("root") else "") + argv,
+                      *(human_bytes(per_held[kind]) if per_held.get(kind) is not None else "-"
+                        for kind in ("rss", "python_heap", "allocator")),
+                      human_bytes(traced) if traced is not None else "-")
     console.print(table)
 
 

@@ -226,6 +226,25 @@ def ledger(pages: Pages, stats: MappingType[str, Any], rounding: int | None = No
             "threads": pages.threads, "stacks_found": pages.stacks_found}
 
 
+def summed_ledger(ledgers: Sequence[MappingType[str, Any]]) -> dict[str, Any]:
+    """Several processes' ledgers at one moment as one: RSS and each part summed (a page two processes
+    share counts in each, as their RSS does); a part is kept only where every process has it (a sum
+    with a process's part missing would be a wrong figure), else it joins the remainder. One ledger is
+    returned as it is."""
+    if len(ledgers) == 1:
+        return dict(ledgers[0])
+    rss = sum(one["rss_bytes"] for one in ledgers)
+    each = [part_bytes(one) for one in ledgers]
+    common = [name for name in PARTS if name != "remainder" and all(name in parts for parts in each)]
+    values = {name: sum(parts[name] for parts in each) for name in common}
+    values["remainder"] = rss - sum(values.values())
+    parts = [{"part": name, "label": PARTS[name][0], "bytes": value, "source": PARTS[name][1]}
+             for name, value in values.items()]
+    return {"rss_bytes": rss, "parts": parts, "remainder_share": values["remainder"] / rss if rss else None,
+            "threads": sum(one.get("threads", 0) for one in ledgers),
+            "stacks_found": sum(one.get("stacks_found", 0) for one in ledgers), "processes": len(ledgers)}
+
+
 def part_bytes(one_ledger: MappingType[str, Any]) -> dict[str, int]:
     """A ledger's parts as ``{part: bytes}``."""
     return {part["part"]: part["bytes"] for part in one_ledger["parts"]}

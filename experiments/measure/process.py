@@ -11,6 +11,12 @@ too. Readiness is a strategy, chosen by what the command tells:
   ``descendants``, any process it started) holds a TCP socket in LISTEN state, found in
   /proc/net/tcp by :mod:`.procfs` without a request.
 
+Listening is not settled: a server may bind in its main process before the worker that serves exists
+(sanic), and a phase measured then counts the worker's start-up. :func:`wait_settled` waits, after
+the readiness, until the process tree has been quiet for :data:`SETTLE_QUIET_S`: the same processes and
+threads, RSS within :data:`SETTLE_RSS_BYTES`, CPU under :data:`SETTLE_CPU_SHARE` of a core; it says what
+it waited for (a :class:`Settled`).
+
 Stopping is SIGTERM to the main process by PID first (a server whose workers are signalled at the same
 time as their master can exit non-zero: issue #25 saw sanic do so in 2 of 20 such stops, 0 of 20 when
 only the master was signalled; a rerun of 10 each gave 0 and 1, so the runner warns of a code, never
@@ -41,6 +47,7 @@ from typing import IO, Callable, Mapping, Protocol, Sequence
 
 from .procfs import (
     ProcessGone,
+    TreeState,
     listener_owners,
     listening_sockets,
     parent_pids,
@@ -48,6 +55,7 @@ from .procfs import (
     process_tree,
     session_and_group,
     start_time,
+    tree_state,
 )
 
 #: Bytes of stderr quoted at the end of an error message.
@@ -58,6 +66,18 @@ LISTEN_POLL_S = 0.02
 KILL_WAIT_S = 10.0
 #: Seconds the processes the subject left behind get after their own SIGTERM, before SIGKILL.
 LEFTOVER_GRACE_S = 5.0
+#: Seconds the process tree must stay quiet (no process or thread started or ended, RSS and CPU
+#: quiet) before it counts as settled: sanic's worker starts ~0.3 s after its main process listens,
+#: and imports for ~1 s after that.
+SETTLE_QUIET_S = 1.0
+#: Seconds between two looks at the tree while it settles.
+SETTLE_POLL_S = 0.05
+#: The most the tree's RSS may move (max - min) within the quiet window: 64 pages. A worker importing
+#: its framework moves it by megabytes; a tracer's sampler, by a few pages.
+SETTLE_RSS_BYTES = 256 * 1024
+#: The most CPU the tree may use in the quiet window, as a share of one core: the tracemalloc
+#: probe's sampler is kept under 20% of its process's time, so 30% is quiet; an import runs at 100%.
+SETTLE_CPU_SHARE = 0.3
 
 
 class ProcessError(Exception):
@@ -153,6 +173,82 @@ class ListeningSocket:
             raise NotReady(process.failure(f"exited with code {code} before it listened"))
         waited = f"on port {self.port} " if self.port is not None else ""
         raise NotReady(process.failure(f"was not listening {waited}within {timeout_s:g} s"))
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What :func:`wait_settled` waited for: the tree was quiet from ``quiet_since_s`` to ``settled_s``
+    (seconds after the wait began), with these ``pids`` and ``threads``; ``changes`` says what moved
+    before (``"+1 process after 0.31 s"``...), at most the first :data:`SETTLE_CHANGES_KEPT`."""
+
+    settled_s: float
+    quiet_since_s: float
+    pids: tuple[int, ...]
+    threads: tuple[int, ...]
+    rss_bytes: int
+    changes: tuple[str, ...]
+
+    def describe(self) -> dict[str, object]:
+        """result.json's ``ready.settled``: the rule it met and what it saw."""
+        return {"rule": f"no process or thread started or ended, RSS within {SETTLE_RSS_BYTES // 1024} KiB and CPU "
+                        f"under {SETTLE_CPU_SHARE:.0%} of a core, for {SETTLE_QUIET_S:g} s",
+                "quiet_s": SETTLE_QUIET_S, "waited_s": round(self.settled_s, 3),
+                "quiet_since_s": round(self.quiet_since_s, 3), "processes": list(self.pids),
+                "threads": list(self.threads), "rss_bytes": self.rss_bytes, "changes": list(self.changes)}
+
+
+#: How many of the changes seen before the tree settled :class:`Settled` keeps.
+SETTLE_CHANGES_KEPT = 20
+
+
+def _change(before: TreeState, now: TreeState, window: list[tuple[float, TreeState]], elapsed_s: float) -> str | None:
+    """What makes ``now`` not quiet against the window's first state (or ``before``), or None."""
+    if now.pids != before.pids:
+        started, ended = set(now.pids) - set(before.pids), set(before.pids) - set(now.pids)
+        return (f"{len(started)} process(es) started" if started else "") + (" and " if started and ended else "") + \
+            (f"{len(ended)} ended" if ended else "") + f" at {elapsed_s:.2f} s"
+    if now.threads != before.threads:
+        return f"threads {sum(before.threads)} -> {sum(now.threads)} at {elapsed_s:.2f} s"
+    rss = [state.rss_bytes for _t, state in window] + [now.rss_bytes]
+    if max(rss) - min(rss) > SETTLE_RSS_BYTES:
+        return f"RSS moved by {(max(rss) - min(rss)) / 1024:,.0f} KiB at {elapsed_s:.2f} s"
+    first_t, first = window[0]
+    span_s = max(elapsed_s - first_t, SETTLE_POLL_S)
+    if span_s >= SETTLE_QUIET_S / 2 and (now.cpu_s - first.cpu_s) / span_s > SETTLE_CPU_SHARE:
+        return f"CPU at {(now.cpu_s - first.cpu_s) / span_s:.0%} of a core at {elapsed_s:.2f} s"
+    return None
+
+
+def wait_settled(process: LaunchedProcess, timeout_s: float, quiet_s: float = SETTLE_QUIET_S) -> Settled:
+    """Return once ``process``'s tree has stayed quiet for ``quiet_s`` (see the module's rules); raise
+    :class:`NotReady` when it exits, or when ``timeout_s`` passes first (naming what kept moving)."""
+    began = time.monotonic()
+    changes: list[str] = []
+    window: list[tuple[float, TreeState]] = []
+    quiet_since = 0.0
+    while True:
+        elapsed = time.monotonic() - began
+        try:
+            state = tree_state(process.pid)
+        except ProcessGone:
+            state = None
+        if state is None or not process.running():
+            code = process.poll(wait_s=0.5)
+            raise NotReady(process.failure(f"exited with code {code} while it settled after it listened"))
+        change = _change(window[0][1], state, window, elapsed) if window else None
+        if change is not None:
+            changes.append(change)
+            window, quiet_since = [], elapsed
+        window.append((elapsed, state))
+        if elapsed - quiet_since >= quiet_s:
+            return Settled(elapsed, quiet_since, state.pids, state.threads, state.rss_bytes,
+                           tuple(changes[:SETTLE_CHANGES_KEPT]))
+        if elapsed > timeout_s:
+            raise NotReady(process.failure(
+                f"listened but its process tree did not settle within {timeout_s:g} s (quiet for {quiet_s:g} s: "
+                f"{Settled(elapsed, quiet_since, (), (), 0, ()).describe()['rule']}); last seen: "
+                + "; ".join(changes[-3:])))
+        time.sleep(SETTLE_POLL_S)
 
 
 def loopback_host(addresses: Sequence[str]) -> str | None:

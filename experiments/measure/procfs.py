@@ -29,8 +29,8 @@ __all__ = [
     "CLOCK_TICKS", "PAGE_SIZE", "TCP_LISTEN", "ProcessGone", "TcpSocket", "cpu_seconds", "fd_count",
     "Mapping", "listening_ports", "listening_sockets", "memory_status", "parse_smaps", "smaps", "thread_stack_pointers", "smaps_rollup", "parent_pids", "parse_listening", "parse_tcp_table", "process_tree",
     "meminfo_bytes", "parent_and_name", "read_proc", "rss_bytes", "sample_memory", "socket_count", "socket_inodes", "tcp_sockets",
-    "thread_ids", "uss_pss_bytes", "TCP_ESTABLISHED", "established_on_port", "process_ids", "session_and_group",
-    "start_time", "listener_owners",
+    "thread_ids", "tree_state", "TreeState", "uss_pss_bytes", "TCP_ESTABLISHED", "established_on_port", "process_ids",
+    "session_and_group", "start_time", "listener_owners",
 ]
 
 #: Units of the CPU times in /proc/PID/stat, per second.
@@ -372,6 +372,34 @@ def process_tree(pid: int) -> list[int]:
     for member in tree:  # grows while it is walked: breadth first
         tree.extend(sorted(children.get(member, ())))
     return tree
+
+
+class TreeState(NamedTuple):
+    """What a process tree is at one moment: its ``pids`` (root first), its threads per process, its RSS
+    summed (statm) and its CPU seconds summed (user + system, every thread). Processes that exited
+    while it was read are left out."""
+
+    pids: tuple[int, ...]
+    threads: tuple[int, ...]
+    rss_bytes: int
+    cpu_s: float
+
+
+def tree_state(pid: int) -> TreeState:
+    """The tree below ``pid`` now (:class:`TreeState`); raises :class:`ProcessGone` when ``pid`` has exited."""
+    pids, threads, rss, cpu = [], [], 0, 0.0
+    for member in process_tree(pid):
+        try:
+            member_threads, member_rss, member_cpu = len(thread_ids(member)), rss_bytes(member), cpu_seconds(member)
+        except (ProcessGone, PermissionError):
+            if member == pid:
+                raise ProcessGone(f"process {pid} has exited") from None
+            continue
+        pids.append(member)
+        threads.append(member_threads)
+        rss += member_rss
+        cpu += member_cpu
+    return TreeState(tuple(pids), tuple(threads), rss, cpu)
 
 
 def meminfo_bytes(field: str, meminfo: Path = Path("/proc/meminfo")) -> int | None:

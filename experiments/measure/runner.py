@@ -57,11 +57,11 @@ from ..dataset.results import (
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, kernel, ledger
+from . import environment, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
-from .probes.processes import held_sites_from_rows
-from .probes.sampler import PROCESS_COLUMNS
-from .process import LaunchedProcess, NotReady, ProcessError
+from .probes.processes import held_sites_from_processes
+from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
+from .process import SETTLE_QUIET_S, LaunchedProcess, NotReady, ProcessError, wait_settled
 from .procfs import ProcessGone, cpu_seconds, established_on_port, listening_sockets, process_tree
 from .subjects import MemdietLayout, Subject, resolve
 from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_DIR: importable here too)
@@ -148,14 +148,18 @@ class Run:
         #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
-        #: The subject's root process's pages read right after its dump at the end of each of
-        #: LEDGER_PHASES: ``{phase: (the dump's path less its suffix, pages)}``; with the allocators'
-        #: figures written beside the dump, the RSS ledger.
-        self.ledger_pages: dict[str, tuple[Path, ledger.Pages]] = {}
+        #: Each traced process's pages read right after its dump at the end of each of LEDGER_PHASES:
+        #: ``{phase: {pid: (the dump's path less its suffix, pages)}}`` (the root first); with the
+        #: allocators' figures written beside each dump, the RSS ledger of each process.
+        self.ledger_pages: dict[str, dict[int, tuple[Path, ledger.Pages]]] = {}
+        #: The subject's processes at each of LEDGER_PHASES' ends, traced or not: ``{phase: [pid, ...]}``.
+        self.ledger_trees: dict[str, list[int]] = {}
         #: The bare interpreter's ledger (the server's Python and imports, nothing run), or why not.
         self.bare_interpreter: dict[str, Any] | None = None
         self.phase = "start"
         self.server: LaunchedProcess | None = None
+        #: The subject's processes when it was found ready (a process that appears later is a warning).
+        self.ready_pids: set[int] = set()
         self.sampler: RssSampler | None = None
         self.loadgen: LoadGeneratorProcess | None = None
         self.t0 = 0.0
@@ -187,9 +191,13 @@ class Run:
             self._start_server()
             config = self.config
             idle_s = config.idle_s * self.stretch
-            self._phase(IDLE_EMPTY, lambda: self._idle(idle_s))
+            # The load generator starts before idle-empty (it connects nothing until the ramp): the pages
+            # the subject shares with it (the interpreter, libc) are then halved in PSS at both ends of the
+            # held figures, not only at the second, which made PSS per held connection low or negative.
             self.loadgen = LoadGeneratorProcess(python=config.python)
             self.loadgen.start(self.host, self.port, path=config.path)
+            self.document["load_generator"] = {"pid": self.loadgen.process.pid, "ready_s": self._now()}
+            self._phase(IDLE_EMPTY, lambda: self._idle(idle_s))
             self._phase(RAMP, self._ramp)
             self._phase(IDLE_HELD, lambda: self._hold(idle_s))
             self._phase(LOAD, self._load)
@@ -241,18 +249,25 @@ class Run:
             self.dumps.append(name)
 
     def _read_ledger_pages(self, phase: str, index: int) -> None:
-        """The subject's root process's pages, now that its dump ``index`` is written with its
-        allocators' figures beside it (in the trace folder for memdiet's server, in ``pid-PID/`` for a
-        Python program the tracer was injected into)."""
+        """Each traced process's pages, now that its dump ``index`` is written with its allocators'
+        figures beside it (in the trace folder for memdiet's server, in ``pid-PID/`` for each Python
+        process of a program the tracer was injected into: the master and each worker)."""
         assert self.server is not None
-        pid = self.server.pid
-        for folder in (self.trace_dir, self.trace_dir / f"pid-{pid}"):
-            if (folder / "snapshots" / f"{index:03d}.alloc.json").exists():
-                try:
-                    self.ledger_pages[phase] = (folder / "snapshots" / f"{index:03d}", ledger.read_pages(pid))
-                except ProcessGone:
-                    pass  # _check_server says so at the next phase
-                return
+        tree = self._tree()
+        self.ledger_trees[phase] = tree
+        pages_of: dict[int, tuple[Path, ledger.Pages]] = {}
+        for pid in tree:
+            folders = (self.trace_dir, self.trace_dir / f"pid-{pid}") if pid == self.server.pid else \
+                (self.trace_dir / f"pid-{pid}",)
+            for folder in folders:
+                if (folder / "snapshots" / f"{index:03d}.alloc.json").exists():
+                    try:
+                        pages_of[pid] = (folder / "snapshots" / f"{index:03d}", ledger.read_pages(pid))
+                    except ProcessGone:
+                        pass  # the root: _check_server says so at the next phase; a worker: a tree change
+                    break
+        if pages_of:
+            self.ledger_pages[phase] = pages_of
 
     def _measure_bare_interpreter(self) -> None:
         """The bare interpreter's ledger, with the modules the subject had imported at its first dump.
@@ -262,7 +277,8 @@ class Run:
         if self.subject.kind == "command":
             self.bare_interpreter = {"error": "not measured for a --cmd subject (its interpreter may not be memdiet's)"}
             return
-        stem = min((stem for stem, _pages in self.ledger_pages.values()), key=lambda path: path.name)
+        stem = min((stem for each in self.ledger_pages.values() for stem, _pages in each.values()),
+                   key=lambda path: path.name)
         try:
             modules = json.loads(stem.with_suffix(".alloc.json").read_text())["modules"]
             self.bare_interpreter = ledger.bare_interpreter(modules, python=self.config.python, cwd=REPO_ROOT,
@@ -396,6 +412,9 @@ class Run:
         self.document["server_command"] = argv
         self.document["subject"]["command"] = argv
         self.document["subject"]["environment"] = {key: value for key, value in extra_env.items()}
+        if self.probe.subjects == "python":  # a tracer its interpreter cannot run: refused here (exit 2)
+            self.document["probe_info"]["check"] = inject.check_interpreter(
+                self.probe.name, argv, {**os.environ, **extra_env}, self.trace_dir, config, subject.name)
         # memdiet's server and the peers' apps run from the repository; a --cmd from where memdiet was
         # started (its app:module and relative paths are the user's). A subject other than memdiet's
         # own server gets a process group of its own, so its workers stop (or are killed) with it.
@@ -420,6 +439,7 @@ class Run:
         self.document["listening"] = {"host": self.host, "port": self.port}
         self._follow_daemon()
         self._warn_beyond_loopback()
+        self._wait_settled(timeout_s)
         deadline = time.monotonic() + timeout_s
         while not self.probe.ready(self.trace_dir, self._tree()):
             self._check_server()
@@ -428,6 +448,26 @@ class Run:
                                 f"(no trace from the subject's processes in {self.trace_dir})")
             time.sleep(0.02)
         self._refuse_unholdable_clients()
+
+    def _wait_settled(self, timeout_s: float) -> None:
+        """A subject that does not announce itself is ready once it listens and its process tree has
+        settled (:func:`.process.wait_settled`), within what is left of the start timeout; result.json's
+        ``ready`` says what it waited for. memdiet's server announces its port once its table is built,
+        its one process settled: it waits for nothing more."""
+        assert self.server is not None
+        listened_s = round(self._now(), 3)
+        if self.subject.announces_port:
+            self.document["ready"] = {"listening_s": listened_s, "waited_for": "its 'listening on' line",
+                                      "settled": None}
+            return
+        try:
+            settled = wait_settled(self.server, max(timeout_s - listened_s, SETTLE_QUIET_S))
+        except NotReady as error:
+            raise RunFailed(f"{self.subject.name}: not ready in phase start: {error}") from None
+        self.document["ready"] = {"listening_s": listened_s, "settled_s": round(self._now(), 3),
+                                  "waited_for": "a listening socket, then a settled process tree",
+                                  "settled": settled.describe()}
+        self.ready_pids = set(settled.pids)
 
     def _refuse_unholdable_clients(self) -> None:
         """Fail before the first phase when the server cannot hold C clients: a slot's index is its
@@ -551,6 +591,10 @@ class Run:
         process_rows = [(row[0] - self.t0, *row[1:]) for row in (self.sampler.process_rows if self.sampler else [])]
         write_csv(self.run_dir / PROCESSES_FILE, PROCESS_COLUMNS, (_fmt_row(row) for row in process_rows))
         document["process_tree"] = _tree_summary(process_rows, self.phases)
+        root = self.server.pid if self.server is not None else None
+        ready = document.get("ready") or {}
+        document["process_tree"]["changes"] = tree_changes(process_rows, self.phases, self.ready_pids or {root},
+                                                           ready.get("settled_s", ready.get("listening_s", 0.0)))
         if self.closed_early:
             closed = sum(int(event["closed"]) for event in self.closed_early)
             document["closed_early"] = {"closed": closed, "events": self.closed_early}
@@ -580,8 +624,10 @@ class Run:
             if probe_data.phase_end_heap:
                 document["phase_end_heap_bytes"] = probe_data.phase_end_heap
             held_sites = probe_data.held_sites
-            if held_sites is None and probe_data.site_rows:
-                held_sites = held_sites_from_rows(probe_data.site_rows, {p.name: p.end_s for p in self.phases})
+            if held_sites is None and probe_data.site_rows:  # summed over every process that has sites
+                each = [one.site_rows for one in probe_data.processes.values() if one.site_rows] or \
+                    [probe_data.site_rows]
+                held_sites = held_sites_from_processes(each, {p.name: p.end_s for p in self.phases})
             if held_sites is not None:
                 document["held_connection_sites"] = held_sites
             if probe_data.processes:
@@ -596,18 +642,32 @@ class Run:
             phase_end_heap=probe_data.phase_end_heap if probe_data else None, held_connections=held_count,
         )
         document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), held_count))
-        if (self.document.get("daemon") or {}).get("phase") not in (None, "start", IDLE_EMPTY):
-            held_count = 0  # the process measured changed between idle-empty and idle-held: no figure
-            self.extra_warnings.append("the measured process changed after idle-empty: no figure per held connection")
-        if not held_count:  # it held no client: there is no figure per held connection
-            for key in ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection",
-                        "heap_bytes_per_held_connection", "kernel_bytes_per_held_connection",
-                        "kernel_buffer_bytes_per_held_connection"):
-                if key in document["summary"]:
-                    document["summary"][key] = None
+        daemon_phase = (self.document.get("daemon") or {}).get("phase")
+        document["not_measured"] = not_measured(
+            self.load_results, held, held_count, document["process_tree"]["changes"],
+            daemon_phase if daemon_phase not in (None, "start", IDLE_EMPTY) else None)
+        held_reason = document["not_measured"].get("heap_bytes_per_held_connection")
+        for entry in document.get("traced_processes", []):  # each process's own heap per held connection
+            heap_at = entry.get("phase_end_heap_bytes") or {}
+            if held_reason is None and heap_at.get(IDLE_EMPTY) is not None and heap_at.get(IDLE_HELD) is not None:
+                entry["heap_bytes_per_held_connection"] = (heap_at[IDLE_HELD] - heap_at[IDLE_EMPTY]) / held_count
+            elif held_reason is None and entry.get("heap_bytes_per_held_connection") is not None:
+                pass  # from its heap samples (memray), as the run's own figure is
+            else:
+                entry["heap_bytes_per_held_connection"] = None
+                entry["heap_bytes_per_held_connection_not_measured"] = held_reason or \
+                    f"no heap of this process at the ends of {IDLE_EMPTY} and {IDLE_HELD}"
         if ledgers:
-            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"])
+            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"], document["not_measured"])
+        for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
+            if key in document["summary"]:
+                document["summary"][key] = None
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
+        for change in document["process_tree"]["changes"]:
+            low, high = change["between_s"]
+            document["warnings"].append(
+                f"process {change['pid']} ({change['name']}) {change['event']} during phase {change['phase']}, after "
+                f"the subject was found ready (between the looks at {low:.2f} s and {high:.2f} s)")
         if held is not None:
             document["warnings"] = [w for w in document["warnings"] if not w.startswith("ramp: only")]
             document["warnings"].append(held["text"])
@@ -697,28 +757,62 @@ class Run:
         document["text"] = text
         return document
 
-    def _ledgers(self, notes: list[str]) -> dict[str, dict[str, Any]]:
-        """The RSS ledger at the end of each phase whose pages were read (:mod:`.ledger`)."""
-        ledgers = {}
-        for phase, (stem, pages) in self.ledger_pages.items():
-            try:
-                stats = json.loads(stem.with_suffix(".alloc.json").read_text())
-                rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"), pymalloc=stats.get("pymalloc") is not None)
-            except (OSError, ValueError) as error:
-                notes.append(f"RSS ledger at the end of {phase}: {error}")
-                continue
-            ledgers[phase] = ledger.ledger(pages, stats, rounding)
+    def _ledgers(self, notes: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
+        """The RSS ledger of each traced process at the end of each phase whose pages were read
+        (:mod:`.ledger`): ``{phase: {pid: ledger}}``, the root first."""
+        ledgers: dict[str, dict[int, dict[str, Any]]] = {}
+        for phase, each in self.ledger_pages.items():
+            for pid, (stem, pages) in each.items():
+                try:
+                    stats = json.loads(stem.with_suffix(".alloc.json").read_text())
+                    rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"),
+                                                     pymalloc=stats.get("pymalloc") is not None)
+                except (OSError, ValueError) as error:
+                    notes.append(f"RSS ledger of process {pid} at the end of {phase}: {error}")
+                    continue
+                ledgers.setdefault(phase, {})[pid] = ledger.ledger(pages, stats, rounding)
         return ledgers
 
-    def _ledger_document(self, ledgers: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-        """result.json's ``rss_ledger``: each phase's ledger, the bare interpreter's, and what one
-        more held connection costs by kind (None when the subject did not hold its clients)."""
+    def _ledger_document(self, ledgers: dict[str, dict[int, dict[str, Any]]], summary: dict[str, Any],
+                         not_measured: dict[str, str]) -> dict[str, Any]:
+        """result.json's ``rss_ledger``: each phase's ledger summed over the traced processes (``phases``;
+        with one process, its own), each process's own (``processes``: the master and each worker, with
+        its argv), the bare interpreter's, and what one more held connection costs by kind, per process
+        and summed. A figure that cannot be attributed is None with its reason in
+        ``per_held_connection_not_measured``: the subject did not hold its clients, the tree changed
+        between the two phase ends, or a process of the tree was not traced (its allocators unread)."""
+        connections, kernel = self.config.connections, summary.get("kernel_bytes_per_held_connection")
+        pids = list(dict.fromkeys(pid for each in ledgers.values() for pid in each))
+        argv = {entry["pid"]: entry.get("argv") for entry in self.document.get("traced_processes", [])}
+        processes: dict[str, dict[str, Any]] = {}
+        for pid in pids:
+            own = {phase: each[pid] for phase, each in ledgers.items() if pid in each}
+            per_held = None
+            held_here = (self.document.get("held") or {}).get("held", connections)
+            if IDLE_EMPTY in own and IDLE_HELD in own and held_here and not not_measured.get("rss_bytes_per_held_connection"):
+                per_held = ledger.per_held_connection(own[IDLE_EMPTY], own[IDLE_HELD], held_here, None)
+            processes[str(pid)] = {"pid": pid, "root": pid == (self.server.pid if self.server else None),
+                                   "argv": argv.get(pid), "phases": own, "per_held_connection": per_held}
+        summed = {phase: ledger.summed_ledger(list(each.values())) for phase, each in ledgers.items()}
+        reason = not_measured.get("rss_bytes_per_held_connection")
         per_held = None
-        held = (self.document.get("held") or {}).get("held", self.config.connections)
-        if IDLE_EMPTY in ledgers and IDLE_HELD in ledgers and held:
-            per_held = ledger.per_held_connection(ledgers[IDLE_EMPTY], ledgers[IDLE_HELD], held,
-                                                  summary.get("kernel_bytes_per_held_connection"))
-        return {"phases": ledgers, "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
+        held = (self.document.get("held") or {}).get("held", connections)
+        if reason is None and (IDLE_EMPTY not in ledgers or IDLE_HELD not in ledgers):
+            reason = f"no ledger at the end of {IDLE_EMPTY} or {IDLE_HELD}"
+        if reason is None:
+            traced = {phase: set(ledgers[phase]) for phase in (IDLE_EMPTY, IDLE_HELD)}
+            trees = {phase: set(self.ledger_trees.get(phase, ())) for phase in (IDLE_EMPTY, IDLE_HELD)}
+            if traced[IDLE_EMPTY] != traced[IDLE_HELD] or trees[IDLE_EMPTY] != trees[IDLE_HELD]:
+                reason = (f"the processes differ between the ends of {IDLE_EMPTY} and {IDLE_HELD} "
+                          f"({sorted(trees[IDLE_EMPTY])} and {sorted(trees[IDLE_HELD])})")
+            elif trees[IDLE_HELD] - traced[IDLE_HELD]:
+                reason = (f"processes {sorted(trees[IDLE_HELD] - traced[IDLE_HELD])} of the tree have no ledger "
+                          "(not traced: their allocators could not be read)")
+        if reason is None:
+            per_held = ledger.per_held_connection(summed[IDLE_EMPTY], summed[IDLE_HELD], held, kernel)
+        return {"phases": summed, "processes": processes, "summed_over": len(pids),
+                "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
+                "per_held_connection_not_measured": reason,
                 "parts": {name: {"label": label, "source": source} for name, (label, source) in ledger.PARTS.items()}}
 
     def _write_processes(self, data: ProbeData) -> list[dict[str, Any]]:
@@ -736,6 +830,10 @@ class Run:
                 entry["files"] = {"heap": f"processes/{key}/{HEAP_FILE}", "sites": f"processes/{key}/{SITES_FILE}",
                                   "snapshots": one.files.get("snapshots", [])}
                 entry["phase_end_heap_bytes"] = one.phase_end_heap
+                if not one.phase_end_heap and one.heap_rows:  # memray: no dumps, the samples' idle medians
+                    series = Series({c: [r[i] for r in one.heap_rows] for i, c in enumerate(HEAP_COLUMNS)})
+                    own = summarize(self.phases, None, series, None, self.document["parameters"], None)
+                    entry["heap_bytes_per_held_connection"] = own.get("heap_bytes_per_held_connection")
             described.append(entry)
         return described
 
@@ -756,6 +854,94 @@ def kernel_per_held_connection(kernel_at: dict[str, Any], connections: int) -> d
     slab = (held.get("tcp_slab") or {}).get("object_bytes")
     return {"kernel_buffer_bytes_per_held_connection": buffers,
             "kernel_bytes_per_held_connection": buffers + slab if slab is not None else None}
+
+
+#: The figures a load phase that answered no request cannot give.
+LOAD_FIGURES = ("req_per_s", "requests", "latency_p50_ms", "latency_p99_ms", "cpu_us_per_request",
+                "main_thread_cpu_us_per_request", "rss_bytes_per_active_connection", "heap_bytes_per_active_connection")
+#: The figures that divide by the C clients held in idle-held.
+HELD_FIGURES = ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection", "heap_bytes_per_held_connection",
+                "kernel_bytes_per_held_connection", "kernel_buffer_bytes_per_held_connection")
+
+
+def tree_changes(process_rows: list[tuple], phases: list[Phase], ready_pids: set[int | None],
+                 ready_s: float) -> list[dict[str, Any]]:
+    """Each process of the subject's tree that started after it was found ready (at ``ready_s``, with
+    ``ready_pids``), or ended after the first phase began and before the last one ended, from
+    ``processes.csv``'s rows (run clock): ``{pid, name, event: started | ended, time_s, between_s,
+    phase}``. The sampler looks at the tree every few tenths of a second, so the change happened
+    between two looks: ``between_s`` (the last look without it, the first with it; for an end, the
+    last with it and the first without), and ``phase`` names every phase those two looks span
+    (``"ramp or idle-held"``; ``start`` before the first phase, ``stop`` after the last)."""
+    if not process_rows or not phases:
+        return []
+    looks = sorted({row[0] for row in process_rows})
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    names: dict[int, str] = {}
+    for row in process_rows:
+        time_s, pid, name = row[0], row[1], row[3]
+        first.setdefault(pid, time_s)
+        last[pid] = time_s
+        names[pid] = name
+    end_s = phases[-1].end_s
+
+    def phases_between(low_s: float, high_s: float) -> str:
+        names_ = [phase.name for phase in phases if phase.start_s <= high_s and phase.end_s >= low_s]
+        if low_s < phases[0].start_s:
+            names_.insert(0, "start")
+        if high_s > end_s:
+            names_.append("stop")
+        return " or ".join(dict.fromkeys(names_))
+
+    changes = []
+    for pid in first:
+        index = looks.index(first[pid])
+        if pid not in ready_pids and first[pid] >= ready_s and index > 0:
+            # A look reads the tree found by the last scan, up to TREE_RESCAN_S before it.
+            between = (looks[index - 1] - TREE_RESCAN_S, first[pid])
+            changes.append({"pid": pid, "name": names[pid], "event": "started", "time_s": round(first[pid], 3),
+                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
+        index = looks.index(last[pid])
+        if last[pid] >= phases[0].start_s and index + 1 < len(looks) and looks[index + 1] <= end_s:
+            between = (last[pid], looks[index + 1])
+            changes.append({"pid": pid, "name": names[pid], "event": "ended", "time_s": round(last[pid], 3),
+                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
+    return sorted(changes, key=lambda change: change["time_s"])
+
+
+def not_measured(load: dict[str, Any], held: dict[str, Any] | None, held_count: int,
+                 changes: list[dict[str, Any]] | None = None, daemon_phase: str | None = None) -> dict[str, str]:
+    """The figures a phase did not drive, each with what was seen instead (result.json's
+    ``not_measured``; the tables print "not measured" there): the held figures when the subject held
+    none of its clients at the end of idle-held (``held``, the runner's account of it), when its process
+    tree changed between the ends of idle-empty and idle-held (a difference of two trees is no
+    connection's cost), or when the process measured changed then (a daemon followed after its starter
+    exited in ``daemon_phase``); the load figures when the load phase answered no request. A subject
+    that held some but not all of its clients has held figures: they divide by ``held_count``."""
+    reasons: dict[str, str] = {}
+    # Within these three phases the held figures' two ends (idle-empty's, idle-held's) are taken.
+    spanning = [change for change in changes or ()
+                if set(change["phase"].split(" or ")) & {IDLE_EMPTY, RAMP, IDLE_HELD}]
+    if spanning:
+        said = ", ".join(f"process {change['pid']} ({change['name']}) {change['event']} during {change['phase']}"
+                         for change in spanning[:3])
+        why = f"the process tree changed between the ends of {IDLE_EMPTY} and {IDLE_HELD}: {said}"
+        reasons.update({key: why for key in HELD_FIGURES})
+    if daemon_phase is not None:
+        why = (f"the process measured changed in phase {daemon_phase} (its starter exited and left a daemon), "
+               f"between the ends of {IDLE_EMPTY} and {IDLE_HELD}")
+        reasons.update({key: why for key in HELD_FIGURES})
+    if held is not None and not held_count:
+        why = held.get("not_held") or f"it held none of its {held.get('asked')} clients at the end of {IDLE_HELD}"
+        reasons.update({key: why for key in HELD_FIGURES})
+    loaded = load.get(LOAD) or {}
+    if loaded and not loaded.get("requests"):
+        why = (f"the load phase answered no request: {loaded.get('connections_open', 0)} clients were open "
+               f"during it ({loaded.get('connections_opened', 0)} opened, {loaded.get('connections_closed', 0)} "
+               f"closed, {errors_text(loaded)})")
+        reasons.update({key: why for key in LOAD_FIGURES})
+    return reasons
 
 
 def _tree_summary(process_rows: list[tuple], phases: list[Phase]) -> dict[str, Any]:

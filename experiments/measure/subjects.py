@@ -35,14 +35,13 @@ from pathlib import Path
 from server.layouts import LAYOUTS
 
 from ..errors import BadInput
+from .inject import PYTHON_NAME, interpreter_of
 from .process import FirstLine, ListeningSocket, Readiness
 
 #: Seconds memdiet's server keeps an idle connection in the bench: far longer than a measurement holds one.
 MEMDIET_KEEP_ALIVE_S = 3600
 #: The placeholder a ``--cmd`` string may hold for the port it must listen on.
 PORT_PLACEHOLDER = "{port}"
-#: What argv[0] (or a ``#!`` line) is called when the program is a Python interpreter.
-_PYTHON_NAME = re.compile(r"^(python|pypy)[0-9.]*$")
 
 
 @dataclass(frozen=True)
@@ -338,19 +337,9 @@ def _program_name(argv: list[str], python: bool) -> str:
 
 def _is_python_program(executable: str) -> bool:
     """True when ``executable`` is a Python interpreter, or a script whose ``#!`` line runs one."""
-    for path in (executable, os.path.realpath(executable)):
-        if _PYTHON_NAME.match(Path(path).name):
-            return True
-    try:
-        with open(executable, "rb") as handle:
-            first = handle.readline(256)
-    except OSError:
-        return False
-    if not first.startswith(b"#!"):
-        return False
-    words = first[2:].decode(errors="replace").split()
-    # "#!/usr/bin/env python3" or "#!/path/to/.venv/bin/python"
-    return any(_PYTHON_NAME.match(Path(word).name) for word in words[:2])
+    if any(PYTHON_NAME.match(Path(path).name) for path in (executable, os.path.realpath(executable))):
+        return True
+    return interpreter_of([executable], {"PATH": os.environ.get("PATH", "")}) is not None
 
 
 def _version(distribution: str) -> str | None:

@@ -100,9 +100,10 @@ class LedgerTable:
 
     def per_held_column(self) -> Moment | None:
         """idle-held less idle-empty, part by part and RSS, over C (bytes, floats); None without both
-        phases or clients."""
+        phases or clients, or when the run left the figure out (``per_held_connection`` None: it did
+        not hold its clients, or its process tree changed between the two ends)."""
         empty, held = self.phases.get(IDLE_EMPTY), self.phases.get(IDLE_HELD)
-        if empty is None or held is None or self.connections <= 0:
+        if empty is None or held is None or self.connections <= 0 or self.per_held_connection is None:
             return None
         parts = {part: (held.parts.get(part, 0) - empty.parts.get(part, 0)) / self.connections
                  for part in self.labels if part in empty.parts or part in held.parts}

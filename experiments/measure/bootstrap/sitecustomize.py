@@ -14,6 +14,11 @@ own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapsh
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
 ``memray.bin.PID`` beside their parent's capture), stopped at exit. A ``sitecustomize`` that this one
 shadows (Debian's, a virtualenv's) is run after it.
+
+With ``MEMDIET_TRACE_CHECK`` set to a file, it traces nothing: it imports and starts the probe's tracer
+once (into a scratch capture, stopped at once) and writes what happened to that file as JSON
+(``ok``, ``executable``, ``missing``: the module that could not be imported, ``error``), so the runner can
+refuse a subject whose interpreter cannot run the probe before the run (``inject.check_interpreter``).
 """
 
 import os
@@ -78,6 +83,44 @@ def _start_memray(root: str) -> None:
     atexit.register(tracker.__exit__, None, None, None)
 
 
+def _check(probe: str, report: str) -> None:
+    """Import and start ``probe``'s tracer once, trace nothing, and write the outcome to ``report``."""
+    import json
+
+    outcome = {"ok": False, "executable": sys.executable, "version": sys.version.split()[0], "missing": None,
+               "error": None}
+    try:
+        if probe == "tracemalloc":
+            import importlib.util
+            import tracemalloc
+
+            spec = importlib.util.spec_from_file_location("_memdiet_tracing", os.environ["MEMDIET_TRACING_PY"])
+            tracing = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(tracing)
+            tracing.memstats_module().allocator_stats()
+            tracemalloc.start(1)
+            tracemalloc.stop()
+        elif probe == "memray":
+            import tempfile
+
+            import memray
+
+            with tempfile.TemporaryDirectory() as scratch:
+                with memray.Tracker(os.path.join(scratch, "check.bin"), native_traces=True,
+                                    trace_python_allocators=True):
+                    pass
+        else:
+            raise ValueError(f"unknown probe {probe!r}")
+        outcome["ok"] = True
+    except ImportError as error:  # ModuleNotFoundError included: name the module
+        outcome["missing"] = getattr(error, "name", None)
+        outcome["error"] = f"{type(error).__name__}: {error}"
+    except Exception as error:
+        outcome["error"] = f"{type(error).__name__}: {error}"
+    with open(report, "w") as handle:
+        json.dump(outcome, handle)
+
+
 def _chain_shadowed_sitecustomize() -> None:
     """Run the ``sitecustomize`` this module hides (the next one on sys.path), as the interpreter would
     have."""
@@ -94,7 +137,10 @@ def _chain_shadowed_sitecustomize() -> None:
 
 def _main() -> None:
     probe, root = os.environ.get("MEMDIET_TRACE_PROBE"), os.environ.get("MEMDIET_TRACE_DIR")
-    if probe and root:
+    check = os.environ.get("MEMDIET_TRACE_CHECK")
+    if probe and check:
+        _check(probe, check)
+    elif probe and root:
         try:
             if probe == "tracemalloc":
                 _start_tracemalloc(root)

@@ -114,26 +114,31 @@ def summed_steps(series: Sequence[Sequence[tuple]]) -> list[tuple[float, int, in
     return merged
 
 
-def held_sites_from_rows(site_rows: Sequence[tuple[float, str, int, int]], ends: Mapping[str, float],
-                         before: str = IDLE_EMPTY, after: str = IDLE_HELD) -> dict[str, Any] | None:
-    """:func:`held_connection_sites` for a probe without phase-end dumps (memray, massif): its site
-    rows at the last time each of the two phases had sites (``ends``: each phase's end on the run's
-    clock). Sites outside the probe's top list at either time are in its ``(other)`` row."""
-    times = sorted({row[0] for row in site_rows})
-    picked = {}
-    for phase in (before, after):
-        if phase not in ends:
+def held_sites_from_processes(rows_each: Sequence[Sequence[tuple[float, str, int, int]]], ends: Mapping[str, float],
+                              before: str = IDLE_EMPTY, after: str = IDLE_HELD) -> dict[str, Any] | None:
+    """:func:`held_connection_sites` for a probe without phase-end dumps (memray, massif), summed over
+    the processes' site rows (a pre-fork server: the workers hold the clients, not the master): each
+    process's rows at the last time each of the two phases had sites (``ends``: each phase's end on the
+    run's clock); sites outside the probe's top list at either time are in its ``(other)`` row. None
+    when a process lacks sites at either phase's end."""
+    processes, at_s = [], {}
+    for site_rows in rows_each:
+        times = sorted({row[0] for row in site_rows})
+        picked = {}
+        for phase in (before, after):
+            if phase not in ends:
+                return None
+            earlier = [t for t in times if t <= ends[phase]]
+            if not earlier:
+                return None
+            picked[phase] = earlier[-1]
+        if picked[before] == picked[after]:
             return None
-        earlier = [t for t in times if t <= ends[phase]]
-        if not earlier:
-            return None
-        picked[phase] = earlier[-1]
-    if picked[before] == picked[after]:
-        return None
-    tables = {phase: {site: (size, count) for t, site, size, count in site_rows if t == when}
-              for phase, when in picked.items()}
-    one = ProbeData(phase_end_sites=tables)
-    held = held_connection_sites([one], before, after)
+        tables = {phase: {site: (size, count) for t, site, size, count in site_rows if t == when}
+                  for phase, when in picked.items()}
+        processes.append(ProbeData(phase_end_sites=tables))
+        at_s = at_s or {phase: round(when, 3) for phase, when in picked.items()}
+    held = held_connection_sites(processes, before, after)
     if held is not None:
-        held["at_s"] = {phase: round(when, 3) for phase, when in picked.items()}
+        held["at_s"] = at_s
     return held
