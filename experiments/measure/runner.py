@@ -460,10 +460,16 @@ class Run:
             self.document["ready"] = {"listening_s": listened_s, "waited_for": "its 'listening on' line",
                                       "settled": None}
             return
-        try:
-            settled = wait_settled(self.server, max(timeout_s - listened_s, SETTLE_QUIET_S))
-        except NotReady as error:
-            raise RunFailed(f"{self.subject.name}: not ready in phase start: {error}") from None
+        while True:
+            try:
+                settled = wait_settled(self.server, max(timeout_s - (self._now() - listened_s), SETTLE_QUIET_S))
+                break
+            except NotReady as error:
+                # A parent that listens, forks the server and exits leaves while the tree settles:
+                # the daemon it left is the subject from then on, and its tree settles in turn.
+                if self.server.daemon is None and self._follow_daemon() and self.server.daemon is not None:
+                    continue
+                raise RunFailed(f"{self.subject.name}: not ready in phase start: {error}") from None
         self.document["ready"] = {"listening_s": listened_s, "settled_s": round(self._now(), 3),
                                   "waited_for": "a listening socket, then a settled process tree",
                                   "settled": settled.describe()}

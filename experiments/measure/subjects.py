@@ -315,7 +315,7 @@ def _program_name(argv: list[str], python: bool) -> str:
     (``-m http.server``) or its script's stem (``srv_waitress.py``); else argv[0]'s file name.
     Characters a run folder's name does not take become ``_``."""
     name = Path(argv[0]).name
-    if python and _PYTHON_NAME.match(name):
+    if python and PYTHON_NAME.match(name):
         words = iter(argv[1:])
         for word in words:
             if word == "-m":
