@@ -28,3 +28,18 @@ def relative_posix(path: os.PathLike[str] | str, base: os.PathLike[str] | str) -
     """``path`` relative to the folder ``base``, both resolved, with ``/`` separators: how a report or
     sweep.json names a file beside it (the same in every clone)."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def repository_relative(document: object, root: os.PathLike[str] | str = REPO_ROOT) -> object:
+    """``document`` (JSON-shaped: dicts, lists, strings, numbers) with every absolute path inside the
+    repository, or beside it, written relative to its root (``build/...``, ``../shared/...``), in plain
+    path strings and in command lines alike: a file that is committed names no one's home folder, and
+    reads the same in every clone."""
+    inside, beside = f"{Path(root).resolve()}/", f"{Path(root).resolve().parent}/"
+    if isinstance(document, str):
+        return document.replace(inside, "").replace(beside, "../")
+    if isinstance(document, dict):
+        return {key: repository_relative(value, root) for key, value in document.items()}
+    if isinstance(document, list):
+        return [repository_relative(value, root) for value in document]
+    return document

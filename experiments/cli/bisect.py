@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from ..dataset.results import write_json
+from ..paths import repository_relative
 from ..errors import EXIT_OK
 from ..measure.probes import PROBES
 from ..revisions.bisect import STRUCT_PREFIX, Bisection
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     bisection = Bisection(plan, args.figure, args.threshold, args.repeat, args.probe, lambda line: console.print(line))
     document = bisection.bisect(args.good, args.bad)
     if args.out is not None:
-        write_json(args.out, document)
+        write_json(args.out, repository_relative(document))
         console.print(f"wrote {args.out}")
     print(document["answer"])
     return EXIT_OK

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..dataset.results import write_json
+from ..paths import repository_relative
 from ..measure.scenario import RunConfig
 from .builds import Build, BuildCache
 from .runs import Template, run_revision
@@ -97,7 +98,7 @@ def measure_revisions(plan: Plan, commits: list[Commit], probes: list[str], out_
                 say(f"{commit.short}: {name}: " + ("absent" if layout is None else f"{layout['size']} B ({layout['name']})"))
             for probe in probes:
                 entry["runs"][probe] = plan.run(build, probe, say, config_for(probe) if config_for else None)
-        write_json(path, document)
+        write_json(path, repository_relative(document))
     document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_json(path, document)
+    write_json(path, repository_relative(document))
     return path

@@ -179,7 +179,8 @@ def test_nofd_massif_beside_tracemalloc(tmp_path):
     assert check.baseline_bytes > 1_000_000 and check.difference_spread_bytes < 0.02 * check.baseline_bytes
     # ... and what a held connection adds, the two independent probes agree on (within 10%: ~50 B).
     tracemalloc_held, massif_held = check.held_per_connection()
-    assert 300 < tracemalloc_held < 2000 and massif_held == pytest.approx(tracemalloc_held, rel=0.10)
+    # nofd's coroutine parks in one frame since the connection generator was split: ~250-290 B.
+    assert 150 < tracemalloc_held < 2000 and massif_held == pytest.approx(tracemalloc_held, rel=0.10)
     assert all(row.massif_extra_bytes and row.massif_extra_bytes > 0 for row in check.phases)
     text = "\n".join(crosscheck_markdown([check]))
     assert "### nofd: massif's heap beside tracemalloc's" in text and "| idle-held |" in text

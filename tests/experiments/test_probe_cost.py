@@ -67,6 +67,9 @@ def test_a_real_run_records_the_servers_cpu_per_request(tmp_path) -> None:
     # load phase lasted on both cores.
     load_phase = next(p for p in document["phases"] if p["name"] == "load")
     assert 0 < cpu["process"] <= 2 * (load_phase["end_s"] - load_phase["start_s"]) + 0.02
-    assert 0 < cpu["main_thread"] <= cpu["process"]
+    # Each end reads the main thread before the whole tree: a clock tick (10 ms) that lands between the
+    # two reads at the start counts in the tree's "before" and not the thread's, so the thread's delta
+    # can exceed the tree's by one tick (seen once on a loaded machine: 0.25 s against 0.24 s).
+    assert 0 < cpu["main_thread"] <= cpu["process"] + 0.01 + 1e-9
     assert summary["cpu_us_per_request"] == pytest.approx(cpu["process"] * 1e6 / summary["requests"])
     assert summary["cpu_us_per_request"] > 0
