@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 
@@ -13,9 +15,15 @@ class ViewerInputError(Exception):
 
 def first_bytes(path: Path, count: int) -> bytes:
     """The first ``count`` bytes of ``path`` (fewer if it is shorter), or b"" if it cannot be read:
-    enough for a source to tell whether a file is its kind."""
+    enough for a source to tell whether a file is its kind. Only a regular file is opened (a FIFO
+    or a device could block or never end); a symlink is looked at here, and refused when read."""
     try:
-        with open(path, "rb") as file:
-            return file.read(count)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return os.read(fd, count)
+        finally:
+            os.close(fd)
     except OSError:
         return b""
