@@ -69,7 +69,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def tolerate_any_terminal() -> None:
+    """Make stdout and stderr escape (``\\xff``, ``\\udcff``) what their encoding cannot write, so a
+    name read from a file (a lone surrogate a pickle may hold, a folder name that is not UTF-8)
+    cannot make printing fail on a strict UTF-8 terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    tolerate_any_terminal()
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:

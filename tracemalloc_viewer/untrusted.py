@@ -194,7 +194,8 @@ def loads_json(text: str, source: str, *, error: type[Exception] = ViewerInputEr
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as json_error:
-        raise error(f"{source}:{json_error.lineno}: not valid JSON ({json_error.msg}), truncated or hand-edited?") from None
+        raise error(f"{source}:{json_error.lineno}: truncated or not JSON: not valid JSON ({json_error.msg}); "
+                    f"hand-edited?") from None
     except (ValueError, RecursionError) as value_error:
         raise error(f"{source}: not usable JSON ({value_error})") from None
 

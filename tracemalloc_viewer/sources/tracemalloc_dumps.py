@@ -108,7 +108,8 @@ def load_snapshot(path: str | Path) -> tracemalloc.Snapshot:
     try:
         pickle_bounds.check(data)
     except pickle_bounds.PickleBoundsError as error:
-        raise ViewerInputError(f"{path}: refused to load: {error} (not what Snapshot.dump writes)") from None
+        raise ViewerInputError(f"{path}: truncated or corrupt tracemalloc snapshot, refused before loading: "
+                               f"{error} (not what Snapshot.dump writes)") from None
     try:
         snapshot = _SnapshotUnpickler(io.BytesIO(data)).load()
     except RefusedGlobal as error:
