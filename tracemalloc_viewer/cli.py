@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ViewerInputError
+from .errors import ViewerInputError, tolerate_any_terminal
 from .massif_tree import DEFAULT_DEPTH, DEFAULT_THRESHOLD
 from .model import PEAK_ONLY, Detail, Series, Site
 from .sources import TIME_MODES, LoadOptions, open_series
@@ -67,16 +67,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     page.add_argument("-o", "--output", type=Path, required=True, help="page.html")
     page.add_argument("--title", default=None, help="the page's title (default: the inputs' names)")
     return parser
-
-
-def tolerate_any_terminal() -> None:
-    """Make stdout and stderr escape (``\\xff``, ``\\udcff``) what their encoding cannot write, so a
-    name read from a file (a lone surrogate a pickle may hold, a folder name that is not UTF-8)
-    cannot make printing fail on a strict UTF-8 terminal."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

@@ -1,9 +1,11 @@
-"""The one exception the viewer raises for bad input, and the probe sources use to sniff a file."""
+"""The one exception the viewer raises for bad input, how a command line prints what a file held
+(:func:`tolerate_any_terminal`), and how the sources sniff a file."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 
@@ -27,3 +29,13 @@ def first_bytes(path: Path, count: int) -> bytes:
             os.close(fd)
     except OSError:
         return b""
+
+
+def tolerate_any_terminal() -> None:
+    """Make stdout and stderr escape (``\\xff``, ``\\udcff``) what their encoding cannot write, so a
+    name read from a file (a lone surrogate a pickle may hold, a folder name that is not UTF-8)
+    cannot make printing fail on a strict UTF-8 terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

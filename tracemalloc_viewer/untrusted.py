@@ -194,7 +194,7 @@ def loads_json(text: str, source: str, *, error: type[Exception] = ViewerInputEr
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as json_error:
-        raise error(f"{source}:{json_error.lineno}: truncated or not JSON: not valid JSON ({json_error.msg}); "
+        raise error(f"{source}: truncated or not JSON: not valid JSON ({json_error.msg} at line {json_error.lineno}), "
                     f"hand-edited?") from None
     except (ValueError, RecursionError) as value_error:
         raise error(f"{source}: not usable JSON ({value_error})") from None

@@ -30,8 +30,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from tracemalloc_viewer.cli import tolerate_any_terminal
-from tracemalloc_viewer.errors import ViewerInputError
+from tracemalloc_viewer.errors import ViewerInputError, tolerate_any_terminal
 
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ExperimentError
 from ..measure.runner import Interrupted

@@ -113,7 +113,21 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, document: Any) -> None:
-    write_atomic(path, json.dumps(document, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``document`` as JSON, a NaN or infinite float stored as null (JSON has no such number,
+    and every reader refuses them): ``allow_nan=False`` after that, so none gets through."""
+    text = json.dumps(_finite(document), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    write_atomic(path, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth of dicts, lists and tuples) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

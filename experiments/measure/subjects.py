@@ -33,6 +33,7 @@ from importlib import metadata, util
 from pathlib import Path
 
 from server.layouts import LAYOUTS
+from tracemalloc_viewer.untrusted import NAME_PATTERN
 
 from ..errors import BadInput
 from .process import FirstLine, ListeningSocket, Readiness
@@ -242,8 +243,9 @@ class CommandSubject(Subject):
         if os.sep not in self.argv[0]:
             self.argv[0] = self.executable
         super().__init__(name or Path(self.argv[0]).name, f"the command {command_line!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
-            raise BadInput(f"--name {self.name!r}: use letters, digits and _.+- only (it names the run folder)")
+        if not NAME_PATTERN.fullmatch(self.name) or self.name in (".", ".."):  # the rule for names read from files too
+            raise BadInput(f"--name {self.name!r}: use letters, digits and _.+- only, at most 128, not . nor .. "
+                           f"(it names the run folder)")
         self.python = _is_python_program(self.executable)
 
     def command(self, python: str) -> list[str]:

@@ -162,7 +162,7 @@ def _check_traces(snapshot: tracemalloc.Snapshot, path: Path) -> None:
             if type(frame) is not tuple or len(frame) != 2:
                 raise ViewerInputError(f"{where}: frame {position} is not a (file name, line) pair")
             if type(frame[0]) is not str:
-                raise ViewerInputError(f"{where}: frame {position}: the file name is a {type(frame[0]).__name__}, "
+                raise ViewerInputError(f"{where}: frame {position}: the file name is of type {type(frame[0]).__name__}, "
                                        f"not a string")
             check_line(frame[1], f"{where}: frame {position}")
         checked.add(id(frames))  # the object stays alive in the snapshot, so its id is not reused
