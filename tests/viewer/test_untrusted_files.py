@@ -168,3 +168,21 @@ def test_a_layout_that_is_a_path_is_refused(tmp_path):
     run = write_run(tmp_path / "run", run_document(layout="x/../../outside/escaped"))
     line = refused("chart", run)
     assert "layout" in line and "refused" in line
+
+
+def test_a_file_name_that_is_not_utf8_survives_a_strict_terminal(tmp_path):
+    # A pickle may hold a lone surrogate (Snapshot.dump writes what the interpreter had, surrogatepass).
+    dump = write_dump(tmp_path / "name.tmsnap", [(0, 64, (("/srv/caf\udce9.py", 1),), 1)])
+    ran = run_cli(VIEWER, "top", dump, "--bytes")
+    assert ran.code == 0, ran.stderr[-2000:]
+    assert "caf\\udce9.py" in ran.stdout
+
+
+@pytest.mark.parametrize("field", ["phases", "summary"])
+def test_a_number_of_a_thousand_digits_in_result_json_is_refused(tmp_path, field):
+    document = run_document()
+    text = json.dumps(document).replace('"end_s": 1.0', '"end_s": ' + "9" * 1000) if field == "phases" else \
+        json.dumps(document).replace('"rss_peak_bytes": 1000', '"rss_peak_bytes": ' + "9" * 1000)
+    run = write_run(tmp_path / "run", raw_result=text.encode())
+    line = refused("chart", run)
+    assert "result.json" in line and len(line) < 400
