@@ -215,19 +215,19 @@ def dumps_json(document: Any, **options: Any) -> str:
 # --- values --------------------------------------------------------------------------------------
 def check_size(value: Any, where: str, *, error: type[Exception] = ViewerInputError) -> int:
     """``value`` if it is an integer with 0 <= value < 2**63 (a size or a count), else ``error``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise error(f"{where}: expected a whole number of bytes or blocks, got {type(value).__name__}")
-    if not 0 <= value < SIZE_LIMIT:
-        raise error(f"{where}: {_magnitude(value)} is not a size (0 <= n < 2**63)")
-    return value
+    return _check_int(value, SIZE_LIMIT, "a size", "a whole number of bytes or blocks", where, error)
 
 
 def check_line(value: Any, where: str, *, error: type[Exception] = ViewerInputError) -> int:
     """``value`` if it is an integer with 0 <= value < 2**32 (a line number), else ``error``."""
+    return _check_int(value, LINE_LIMIT, "a line number", "a line number", where, error)
+
+
+def _check_int(value: Any, limit: int, noun: str, expected: str, where: str, error: type[Exception]) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise error(f"{where}: expected a line number, got {type(value).__name__}")
-    if not 0 <= value < LINE_LIMIT:
-        raise error(f"{where}: {_magnitude(value)} is not a line number (0 <= n < 2**32)")
+        raise error(f"{where}: expected {expected}, got {type(value).__name__}")
+    if not 0 <= value < limit:
+        raise error(f"{where}: {_magnitude(value)} is not {noun} (0 <= n < 2**{limit.bit_length() - 1})")
     return value
 
 
