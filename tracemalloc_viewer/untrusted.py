@@ -33,6 +33,8 @@ from .errors import ViewerInputError
 
 #: Sizes and counts are below this (they fit a signed 64-bit integer, as every tracer stores them).
 SIZE_LIMIT = 2**63
+#: Times are below this many seconds in magnitude (a run's clock, a monotonic clock or the epoch).
+TIME_LIMIT_S = 1e12
 #: Line numbers (and massif's addresses read as lines) are below this.
 LINE_LIMIT = 2**32
 #: Caps on a file's size, checked before reading it.
@@ -233,15 +235,15 @@ def _check_int(value: Any, limit: int, noun: str, expected: str, where: str, err
 
 def check_time(value: Any, where: str, *, error: type[Exception] = ViewerInputError,
                non_negative: bool = False) -> float:
-    """``value`` as a float if it is a finite number (an int within float's range, or a float)."""
+    """``value`` as a float if it is a number of seconds: finite, of magnitude below 1e12."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise error(f"{where}: expected a number of seconds, got {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:
         raise error(f"{where}: {_magnitude(value)} is not a time") from None
-    if not math.isfinite(number) or (non_negative and number < 0):
-        raise error(f"{where}: {number!r} is not a {'non-negative ' if non_negative else ''}finite time")
+    if not (math.isfinite(number) and abs(number) < TIME_LIMIT_S) or (non_negative and number < 0):
+        raise error(f"{where}: {number!r} is not a {'non-negative ' if non_negative else ''}time below 1e12 s")
     return number
 
 

@@ -262,13 +262,14 @@ def validate_document(document: Any, source: str) -> dict[str, Any]:
         if not (isinstance(phase, dict) and isinstance(phase.get("name"), str) and "start_s" in phase and "end_s" in phase):
             raise ResultError(f"{source}: phases[{index}]: expected an object with name, start_s and end_s")
         for key in ("start_s", "end_s"):
-            check_time(phase[key], f"{source}: phases[{index}].{key}", error=ResultError)
+            check_time(phase[key], f"{source}: phases[{index}].{key}", error=ResultError, non_negative=True)
     summary = document.get("summary", {})
     if not isinstance(summary, dict):
         raise ResultError(f"{source}: field 'summary' should be an object")
     for key, value in summary.items():
         if value is not None:
             check_number(value, f"{source}: summary.{key}", error=ResultError)
+    _check_shapes(document, source)
     files = document.get("files", {})
     if not isinstance(files, dict):
         raise ResultError(f"{source}: field 'files' should be an object, got {type(files).__name__}")
@@ -286,6 +287,46 @@ def validate_document(document: Any, source: str) -> dict[str, Any]:
         elif isinstance(value, str):
             member(Path("."), value, f"{source}: files.{key}", error=ResultError)
     return document
+
+
+#: The optional top-level fields the renderers read, with their type when present (null allowed).
+_OPTIONAL = {"summary": dict, "load": dict, "environment": dict, "subject": dict, "table": dict, "kernel": dict,
+             "probe_info": dict, "probe_notes": dict, "rss_ledger": dict, "held_connection_sites": dict,
+             "phase_end_heap_bytes": dict, "server_cpu_s": dict, "process_tree": dict, "listening": dict,
+             "warnings": list, "error": str, "started_utc": str, "finished_utc": str}
+#: environment fields that are text when present (the report slices and joins them).
+_ENVIRONMENT_TEXT = ("commit", "python", "python_implementation", "memray", "psutil", "cpu_model", "kernel", "machine")
+#: parameters that are text when present; every other parameter is a finite number (or null).
+_PARAMETER_TEXT = ("layout", "probe", "cmd", "path", "runs_dir", "name", "subject")
+
+
+def _check_shapes(document: dict[str, Any], source: str) -> None:
+    """Types of the fields the renderers read (see :data:`_OPTIONAL`): parameters numbers (but
+    :data:`_PARAMETER_TEXT`), environment text where it is text, load phases objects of numbers."""
+    for key, kind in _OPTIONAL.items():
+        if document.get(key) is not None and not isinstance(document[key], kind):
+            raise ResultError(f"{source}: field {key!r} should be {kind.__name__}, got {type(document[key]).__name__}")
+    for key, value in document["parameters"].items():
+        if value is None:
+            continue
+        if key in _PARAMETER_TEXT:
+            if not isinstance(value, str):
+                raise ResultError(f"{source}: parameters.{key} should be text, got {type(value).__name__}")
+        else:
+            check_number(value, f"{source}: parameters.{key}", error=ResultError)
+    environment = document.get("environment") or {}
+    for key in _ENVIRONMENT_TEXT:
+        if environment.get(key) is not None and not isinstance(environment[key], str):
+            raise ResultError(f"{source}: environment.{key} should be text, got {type(environment[key]).__name__}")
+    for key, value in environment.items():
+        if key not in _ENVIRONMENT_TEXT and value is not None and not isinstance(value, (bool, int, float, dict)):
+            raise ResultError(f"{source}: environment.{key} should be a number, a flag or an object")
+    for phase, figures in (document.get("load") or {}).items():
+        if not isinstance(figures, dict):
+            raise ResultError(f"{source}: load.{shown(phase)} should be an object")
+        for key, value in figures.items():
+            if value is not None and not isinstance(value, (dict, list)):
+                check_number(value, f"{source}: load.{shown(phase)}.{shown(key)}", error=ResultError)
 
 
 def _cell(text: str, where: str) -> float | None:

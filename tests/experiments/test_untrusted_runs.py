@@ -10,6 +10,8 @@ import os
 import pickle
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures.crafted import one_error_line, run_cli
 from tests.fixtures.fake_runs import write_fake_run
@@ -128,3 +130,72 @@ def test_the_ledger_loads_dumps_with_the_restricted_loader(tmp_path):
     with pytest.raises(ViewerInputError, match="refused"):
         rounding_bytes(dump)
     assert not marker.exists()
+
+
+# --- fuzzing: one field of a real-shaped result.json replaced, then report and export -------------
+SOAK = os.environ.get("MEMDIET_SOAK") == "1"
+_VALUES = st.sampled_from([None, True, -1, 0, 10**18, 2**63, 1.5, -1e300, 1e300, "x", "", [], {}, [1], {"a": 1},
+                           "../x", "a`b<i>c"])
+
+
+def _paths(value, prefix=()):
+    """Every key path of a JSON document (the first three items of a list)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield prefix + (key,)
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:3]):
+            yield prefix + (index,)
+            yield from _paths(item, prefix + (index,))
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    run = write_fake_run(tmp_path_factory.mktemp("base"), "naive", "tracemalloc")
+    return run, json.loads((run / "result.json").read_text())
+
+
+def _report_and_export(tmp_path_factory, base_run, choice, value):
+    import contextlib
+    import io
+    import shutil
+
+    from experiments.cli import main
+
+    run, document = base_run
+    document = json.loads(json.dumps(document))
+    path = sorted(_paths(document), key=repr)[choice % len(list(_paths(document)))]
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    folder = tmp_path_factory.mktemp("fuzzed")
+    shutil.copytree(run, folder / run.name)
+    (folder / run.name / "result.json").write_text(json.dumps(document))
+    for argv in (["report", str(folder / run.name), "-o", str(folder / "out")],
+                 ["export", str(folder / run.name), "-o", str(folder / "export.csv")]):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)  # an exception here is a traceback a user would see
+        assert code in (0, 2), (path, value, stderr.getvalue())
+        if code == 2:
+            assert len(stderr.getvalue().splitlines()) == 1, stderr.getvalue()
+
+
+_SETTINGS = dict(deadline=None, derandomize=not SOAK,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@settings(max_examples=10, **_SETTINGS)
+@given(choice=st.integers(0, 10**6), value=_VALUES)
+def test_a_field_of_any_type_gives_a_report_or_one_line(tmp_path_factory, base_run, choice, value):
+    _report_and_export(tmp_path_factory, base_run, choice, value)
+
+
+@pytest.mark.soak
+@pytest.mark.skipif(not SOAK, reason="long version: set MEMDIET_SOAK=1 (make soak)")
+@settings(max_examples=400, **_SETTINGS)
+@given(choice=st.integers(0, 10**6), value=_VALUES)
+def test_a_field_of_any_type_soak(tmp_path_factory, base_run, choice, value):
+    _report_and_export(tmp_path_factory, base_run, choice, value)
