@@ -296,17 +296,19 @@ _OPTIONAL = {"summary": dict, "load": dict, "environment": dict, "subject": dict
              "warnings": list, "error": str, "started_utc": str, "finished_utc": str}
 #: environment fields that are text when present (the report slices and joins them).
 _ENVIRONMENT_TEXT = ("commit", "python", "python_implementation", "memray", "psutil", "cpu_model", "kernel", "machine")
-#: parameters that are text when present; every other parameter is a finite number (or null).
-_PARAMETER_TEXT = ("layout", "probe", "cmd", "path", "runs_dir", "name", "subject")
+#: Of the compared parameters, those that are text; the others are finite numbers (or null).
+_PARAMETER_TEXT = ("path",)
 
 
 def _check_shapes(document: dict[str, Any], source: str) -> None:
-    """Types of the fields the renderers read (see :data:`_OPTIONAL`): parameters numbers (but
-    :data:`_PARAMETER_TEXT`), environment text where it is text, load phases objects of numbers."""
+    """Types of the fields the renderers read (see :data:`_OPTIONAL`): the compared parameters
+    numbers (but :data:`_PARAMETER_TEXT`), environment text where it is text, load phases objects
+    whose figures are numbers (flags and text aside)."""
     for key, kind in _OPTIONAL.items():
         if document.get(key) is not None and not isinstance(document[key], kind):
             raise ResultError(f"{source}: field {key!r} should be {kind.__name__}, got {type(document[key]).__name__}")
-    for key, value in document["parameters"].items():
+    for key in COMPARED_PARAMETERS:  # what the report compares and draws
+        value = document["parameters"].get(key)
         if value is None:
             continue
         if key in _PARAMETER_TEXT:
@@ -325,7 +327,7 @@ def _check_shapes(document: dict[str, Any], source: str) -> None:
         if not isinstance(figures, dict):
             raise ResultError(f"{source}: load.{shown(phase)} should be an object")
         for key, value in figures.items():
-            if value is not None and not isinstance(value, (dict, list)):
+            if value is not None and not isinstance(value, (bool, str, dict, list)):
                 check_number(value, f"{source}: load.{shown(phase)}.{shown(key)}", error=ResultError)
 
 
