@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import os
 import signal
 import sys
@@ -38,6 +39,18 @@ def bounded(kind: type, low: float, high: float, what: str, *, low_inclusive: bo
     return parse
 
 
+def _client_address(text: str) -> str:
+    """A --stats-from entry: an IP address or a network in CIDR form (``10.0.0.0/8``)."""
+    try:
+        if "/" in text:
+            ipaddress.ip_network(text, strict=False)
+        else:
+            ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IP address or network, got {text!r}") from None
+    return text
+
+
 _positive_int = bounded(int, 1, MAX_CONNS_CEILING, "a whole number")
 _port = bounded(int, 0, 65535, "a port number")
 _seconds = bounded(float, 0, 86400, "seconds", low_inclusive=False)
@@ -62,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds an idle or incomplete connection is kept (default: 15)")
     parser.add_argument("--max-body", type=_positive_int, default=1 << 20,
                         help="largest request body in bytes; larger gets 413 (default: 1048576)")
-    parser.add_argument("--stats-from", action="append", default=None, metavar="ADDRESS",
-                        help="client address allowed to read /__stats (repeatable; default: 127.0.0.1 and ::1)")
+    parser.add_argument("--stats-from", action="append", default=None, metavar="ADDRESS", type=_client_address,
+                        help="client address or network (CIDR) allowed to read /__stats, instead of the loopback "
+                             "clients (repeatable; default: 127.0.0.0/8 and ::1)")
     parser.add_argument("--trace", choices=("tracemalloc", "memray"), default=None,
                         help="trace allocations from before the table is built: tracemalloc (totals also in "
                              "/__stats) or memray (Python allocators traced); files go to --trace-dir")

@@ -4,13 +4,16 @@
 - ``/``        GET/HEAD: 200 ``Hello, World!``
 - ``/echo``    GET/HEAD/POST: the request as text: method, target, header count, client address and
   port (from the layout, which in ``nofd`` and ``packed`` means ``getpeername()``), body length
-- ``/__stats`` GET/HEAD, loopback clients only: JSON with layout, max_conns, usable slots (those the
+- ``/__stats`` GET/HEAD, loopback clients only (127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6;
+  ``--stats-from`` names other addresses or networks instead, see :func:`client_allowed`): JSON with layout, max_conns, usable slots (those the
   server's own file descriptors leave to clients), open connections, RSS and tracemalloc totals when
   tracing
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Callable
 
@@ -43,10 +46,30 @@ def echo(server: LoopServices, fd: int, request, body: bytes) -> Response:
 
 def stats(server: LoopServices, fd: int, request, body: bytes) -> Response:
     host = server.peer(fd)[0]
-    if host not in server.local_addresses:
+    if not client_allowed(host, server.local_addresses):
         return 404, b"Not Found", TEXT, ()
     payload = json.dumps(server.stats(), sort_keys=True).encode("ascii")
     return 200, payload, JSON, ()
+
+
+def client_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """True when the client address ``host`` is one of ``allowed``: an address, or a network in CIDR
+    form (``127.0.0.0/8``) it lies in. An IPv4 address mapped into IPv6 (``::ffff:127.0.0.2``) is
+    matched as the IPv4 address it carries. An empty or unparsable host is never allowed."""
+    if host in allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return any(address in network or (mapped is not None and mapped in network) for network in _networks(allowed))
+
+
+@functools.lru_cache(maxsize=16)
+def _networks(allowed: frozenset[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks among ``allowed`` (entries with a ``/``; --stats-from checks them when parsed)."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in allowed if "/" in entry)
 
 
 #: path -> (allowed methods, handler)

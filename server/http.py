@@ -118,7 +118,8 @@ def parse_head(head: bytes, request) -> None:
     Raises :class:`HTTPError` on anything h11 would refuse, with h11's status (501 for a transfer
     coding other than chunked, else 400) and in h11's order of checks: the syntax of every line
     first, then Content-Length and Transfer-Encoding in the order they appear, then Host. It also
-    refuses (400) a request with both Content-Length and Transfer-Encoding, which h11 accepts.
+    refuses (400) a request with both Content-Length and Transfer-Encoding, which h11 accepts, and
+    (400, RFC 9112 6.3) a coding list in which chunked is not the final coding, where h11 says 501.
     """
     match = _REQUEST_LINE.match(head)
     if match is None:
@@ -155,6 +156,9 @@ def parse_head(head: bytes, request) -> None:
                     raise HTTPError(501, "multiple Transfer-Encoding headers")
                 value = value.lower()
                 if value != b"chunked":
+                    # RFC 9112 6.3: chunked anywhere but last leaves the body's length unknown: 400.
+                    if b"chunked" in [coding.strip() for coding in value.split(b",")][:-1]:
+                        raise HTTPError(400, "chunked is not the final transfer coding")
                     raise HTTPError(501, "only Transfer-Encoding: chunked is supported")
                 chunked = True
             else:  # connection

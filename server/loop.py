@@ -44,8 +44,10 @@ RESPONSE_TABLE_FULL = build_response(
 
 
 def loopback_addresses() -> frozenset[str]:
-    """Client addresses ``/__stats`` answers by default: IPv4 and IPv6 loopback."""
-    return frozenset(("127.0.0.1", "::1", "::ffff:127.0.0.1"))
+    """Client addresses ``/__stats`` answers by default: IPv4 loopback (the whole 127.0.0.0/8 network,
+    as README's "loopback clients" reads) and IPv6 loopback (``::1``); entries are addresses or
+    networks, matched by :func:`server.handlers.client_allowed`."""
+    return frozenset(("127.0.0.0/8", "::1"))
 
 
 class Server:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ViewerInputError
+from .errors import ViewerInputError, tolerate_any_terminal
 from .massif_tree import DEFAULT_DEPTH, DEFAULT_THRESHOLD
 from .model import PEAK_ONLY, Detail, Series, Site
 from .sources import TIME_MODES, LoadOptions, open_series
@@ -70,6 +70,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    tolerate_any_terminal()
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:

@@ -39,17 +39,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .errors import ViewerInputError
 from .massif_tree import significant_bytes, tree_depth
+from .untrusted import MASSIF_MAX_BYTES, read_text
 
 SEPARATOR = "#-----------"
 TIME_UNITS = ("i", "ms", "B")
 HEAP_TREE_KINDS = ("empty", "detailed", "peak")
 
-_NODE = re.compile(r"^( *)n(0|[1-9][0-9]*): (0|[1-9][0-9]*) (\S.*)$")
+_NODE = re.compile(r"^( *)n(0|[1-9][0-9]{0,18}): (0|[1-9][0-9]{0,18}) (\S.*)$")
 _BELOW_ONE = re.compile(r"^in 1 place, below massif's threshold \(([0-9]+\.[0-9]{2})%\)$")
 _BELOW_MANY = re.compile(r"^in ([2-9]|[1-9][0-9]+) places, all below massif's threshold \(([0-9]+\.[0-9]{2})%\)$")
 _CODE_LABEL = re.compile(r"^0x[0-9A-F]+: \S")
-_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
+_NUMBER = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+#: Every number in the file (times, sizes, counts) is below this: what massif itself can write.
+NUMBER_LIMIT = 2**63
 #: ``--threshold=T`` among the ``desc:`` line's options (valgrind's, or this viewer's export).
 _DESC_THRESHOLD = re.compile(r"(?:^| )--threshold=([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?: |$)")
 #: massif's default --threshold, in percent.
@@ -141,8 +145,9 @@ def parse(text: str, peak_tolerance: float = 0.0) -> MassifFile:
 
 
 def check_file(path: str | Path, peak_tolerance: float = 0.0) -> MassifFile:
-    """:func:`parse` the file at ``path``."""
-    return parse(Path(path).read_text(encoding="utf-8", errors="surrogateescape"), peak_tolerance)
+    """:func:`parse` the file at ``path``: a regular file of at most 256 MiB of strict UTF-8 (raises
+    :class:`~.errors.ViewerInputError` otherwise, naming the bad byte)."""
+    return parse(read_text(Path(path), MASSIF_MAX_BYTES), peak_tolerance)
 
 
 class _Parser:
@@ -169,21 +174,24 @@ class _Parser:
         line = self._next(f"{name}=")
         prefix = f"{name}="
         if not line.startswith(prefix) or not _NUMBER.match(line[len(prefix):]):
-            raise MassifFormatError(self.position, f"expected {prefix}<non-negative integer>, got {line!r}")
-        return int(line[len(prefix):])
+            raise MassifFormatError(self.position, f"expected {prefix}<non-negative integer below 2**63>")
+        value = int(line[len(prefix):])
+        if value >= NUMBER_LIMIT:
+            raise MassifFormatError(self.position, f"{name}= is 2**63 or more")
+        return value
 
     # -- structure --
     def parse(self) -> MassifFile:
         desc = self._next("desc:")
         if not desc.startswith("desc: "):
-            raise MassifFormatError(self.position, f"expected 'desc: ...', got {desc!r}")
+            raise MassifFormatError(self.position, f"expected 'desc: ...'")
         cmd = self._next("cmd:")
         if not cmd.startswith("cmd: "):
-            raise MassifFormatError(self.position, f"expected 'cmd: ...' (one desc line only), got {cmd!r}")
+            raise MassifFormatError(self.position, f"expected 'cmd: ...' (one desc line only)")
         unit_line = self._next("time_unit:")
         unit = unit_line[len("time_unit: "):] if unit_line.startswith("time_unit: ") else None
         if unit not in TIME_UNITS:
-            raise MassifFormatError(self.position, f"expected 'time_unit: i|ms|B', got {unit_line!r}")
+            raise MassifFormatError(self.position, f"expected 'time_unit: i|ms|B'")
         snapshots: list[Snapshot] = []
         while self.position < len(self.lines):
             snapshots.append(self._snapshot(len(snapshots), snapshots[-1].time if snapshots else 0))
@@ -211,7 +219,7 @@ class _Parser:
         kind_line = self._next("heap_tree=")
         kind = kind_line[len("heap_tree="):] if kind_line.startswith("heap_tree=") else None
         if kind not in HEAP_TREE_KINDS:
-            raise MassifFormatError(self.position, f"expected 'heap_tree=empty|detailed|peak', got {kind_line!r}")
+            raise MassifFormatError(self.position, f"expected 'heap_tree=empty|detailed|peak'")
         snapshot = Snapshot(number, time, heap, extra, stacks, kind, start)
         if kind != "empty":
             snapshot.tree = self._tree()
@@ -240,17 +248,19 @@ class _Parser:
         line = self._next(f"a tree line at depth {depth}")
         match = _NODE.match(line)
         if not match:
-            raise MassifFormatError(self.position, f"expected a tree line 'nK: BYTES LABEL', got {line!r}")
+            raise MassifFormatError(self.position, f"expected a tree line 'nK: BYTES LABEL'")
         indent, count, size, label = match.groups()
+        if int(size) >= NUMBER_LIMIT or int(count) >= NUMBER_LIMIT:
+            raise MassifFormatError(self.position, "a tree line's size or child count is 2**63 or more")
         if len(indent) != depth:
             raise MassifFormatError(self.position, f"indented {len(indent)} spaces, expected {depth}")
         node = TreeNode(int(size), label, self.position)
         if depth == 0 and not label.startswith("("):
-            raise MassifFormatError(self.position, f"root label should be massif's '(heap allocation functions) ...', got {label!r}")
+            raise MassifFormatError(self.position, f"root label should be massif's '(heap allocation functions) ...'")
         if "below massif's threshold" in label and not node.below_threshold:
-            raise MassifFormatError(self.position, f"malformed below-threshold label {label!r}")
+            raise MassifFormatError(self.position, "malformed below-threshold label")
         if depth > 0 and not node.below_threshold and not _CODE_LABEL.match(label):
-            raise MassifFormatError(self.position, f"label should start '0xADDRESS: ', got {label!r}")
+            raise MassifFormatError(self.position, f"label should start '0xADDRESS: '")
         if node.below_threshold and int(count):
             raise MassifFormatError(self.position, "a below-threshold node cannot have children")
         return node, int(count)
@@ -271,7 +281,7 @@ class _Parser:
         for child in node.children:
             if not child.below_threshold and seen.setdefault(child.label, child.line) != child.line:
                 raise MassifFormatError(child.line, f"a sibling on line {seen[child.label]} has the same label "
-                                                    f"{child.label!r}: one frame is one node under its parent")
+                                                    "one frame is one node under its parent")
 
     def _check_threshold(self, desc: str, snapshots: Sequence[Snapshot]) -> float:
         """Check every tree against the file's threshold (see the module's rules); return it."""
@@ -340,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.files:
         try:
             massif = check_file(path, args.peak_tolerance)
-        except OSError as error:
-            print(f"{path}: cannot read ({error.strerror or error})", file=sys.stderr)
+        except ViewerInputError as error:
+            print(error, file=sys.stderr)
             status = max(status, 2)
         except MassifFormatError as error:
             print(f"{path}: {error}", file=sys.stderr)

@@ -3,7 +3,8 @@ key a site has whatever its source (:class:`FileKeys`, :func:`chosen_names`).
 
 The name is looked up in the source file as it is now: the innermost ``def`` or ``class`` whose
 lines contain the frame's line, as a qualified name (``Server.run``), ``<module>`` outside any, or
-None when the file cannot be read or parsed (frozen modules, ``<string>``, deleted files). A
+None when the file cannot be read or parsed (frozen modules, ``<string>``, deleted files; and what
+is not a regular ``.py`` file of at most 4 MiB reached through no symlink: a dump may name any path). A
 comprehension or lambda on the line is not told apart from its enclosing function.
 """
 
@@ -12,11 +13,15 @@ from __future__ import annotations
 import ast
 import bisect
 import functools
+import io
 import re
 import tokenize
+from pathlib import Path
 from typing import Callable, Iterable
 
+from .errors import ViewerInputError
 from .model import Frame
+from .untrusted import SOURCE_MAX_BYTES, read_bytes
 
 
 def function_name(frame: Frame) -> str | None:
@@ -41,11 +46,22 @@ def function_name(frame: Frame) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _scopes(filename: str) -> tuple[list[int], list[tuple[int, int, str]]] | None:
-    try:
-        with tokenize.open(filename) as file:
-            tree = ast.parse(file.read(), filename=filename)
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+    # A frame names any path a dump's author chose: only a regular ``.py`` file (no device, FIFO,
+    # symlink) of at most SOURCE_MAX_BYTES is read, and a source too deep to parse is no source.
+    if not filename.endswith(".py"):
         return None
+    try:
+        data = read_bytes(Path(filename), SOURCE_MAX_BYTES)
+        encoding, _lines = tokenize.detect_encoding(io.BytesIO(data).readline)
+        tree = ast.parse(data.decode(encoding), filename=filename)
+        spans = _spans(tree)
+    except (ViewerInputError, SyntaxError, ValueError, LookupError, UnicodeDecodeError, RecursionError, MemoryError):
+        return None
+    return [span[0] for span in spans], spans
+
+
+def _spans(tree: ast.AST) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualified name) of every def and class in ``tree``, by first line."""
     spans: list[tuple[int, int, str]] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
@@ -62,7 +78,7 @@ def _scopes(filename: str) -> tuple[list[int], list[tuple[int, int, str]]] | Non
     # Nested scopes start after their parents, so the last span starting at or before a line that
     # still contains it is the innermost.
     spans.sort(key=lambda span: span[0])
-    return [span[0] for span in spans], spans
+    return spans
 
 
 # --- one key per site, whatever the source ---------------------------------------------------------

@@ -30,7 +30,9 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from ..errors import EXIT_INTERRUPTED, ExperimentError
+from tracemalloc_viewer.errors import ViewerInputError, tolerate_any_terminal
+
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, ExperimentError
 from ..measure.runner import Interrupted
 from . import baseline, bench, bisect, export, history, matrix, regress, report, revisions, run, sweep, view
 from .args import ArgumentParser
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` names (default: ``sys.argv[1:]``); return its exit code."""
+    tolerate_any_terminal()
     parser = build_parser()
     args = parser.parse_args(argv)
     command = dict(COMMANDS)[args.command]
@@ -74,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExperimentError as error:
         print(error.line(f"{parser.prog} {args.command}"), file=sys.stderr)
         return error.exit_code
+    except ViewerInputError as error:  # a file read through the viewer's layer (dumps, captures, massif.out)
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (Interrupted, KeyboardInterrupt):
         print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED

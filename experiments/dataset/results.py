@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tracemalloc_viewer.untrusted import (CSV_MAX_BYTES, JSON_MAX_BYTES, SIZE_LIMIT, check_name, check_number, check_time,
+                                          member, parse_size, parse_time, read_json, read_text, shown)
+
 from ..errors import BadInput
 
 SCHEMA = "memdiet.run/1"
@@ -110,7 +113,21 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_json(path: Path, document: Any) -> None:
-    write_atomic(path, json.dumps(document, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``document`` as JSON, a NaN or infinite float stored as null (JSON has no such number,
+    and every reader refuses them): ``allow_nan=False`` after that, so none gets through."""
+    text = json.dumps(_finite(document), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    write_atomic(path, text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth of dicts, lists and tuples) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -209,16 +226,22 @@ class RunResult:
         return times, by_site
 
     def file(self, key: str) -> Path | None:
-        """Path of a raw file listed under ``files`` in result.json, or None."""
+        """Path of a raw file listed under ``files`` in result.json (one name, checked to stay inside the
+        run folder), or None (none listed, or a list of them)."""
         name = self.document.get("files", {}).get(key)
-        return self.path / name if name else None
+        if not name or not isinstance(name, str):
+            return None
+        return member(self.path, name, f"{self.path / RESULT_FILE}: files.{key}", error=ResultError)
 
 
 _REQUIRED = {"schema": str, "status": str, "layout": str, "probe": str, "parameters": dict, "phases": list}
 
 
 def validate_document(document: Any, source: str) -> dict[str, Any]:
-    """Check a result.json document's shape; raise :class:`ResultError` naming ``source`` if wrong."""
+    """Check a result.json document's shape and bounds; raise :class:`ResultError` naming ``source``
+    and the field if wrong: the required fields and their types, the layout and probe (and the
+    subject's name) by the rule of ``--name`` (they name files and folders), phase times finite,
+    summary metrics finite numbers (or null), ``files`` an object of plain relative names."""
     if not isinstance(document, dict):
         raise ResultError(f"{source}: not a JSON object")
     for key, kind in _REQUIRED.items():
@@ -227,74 +250,139 @@ def validate_document(document: Any, source: str) -> dict[str, Any]:
         if not isinstance(document[key], kind):
             raise ResultError(f"{source}: field {key!r} should be {kind.__name__}")
     if document["schema"] != SCHEMA:
-        raise ResultError(f"{source}: schema {document['schema']!r} is not {SCHEMA!r}")
+        raise ResultError(f"{source}: schema {shown(document['schema'])} is not {SCHEMA!r}")
     if document["status"] not in STATUSES:
-        raise ResultError(f"{source}: unknown status {document['status']!r}")
-    for phase in document["phases"]:
-        if not (isinstance(phase, dict) and isinstance(phase.get("name"), str)
-                and isinstance(phase.get("start_s"), (int, float)) and isinstance(phase.get("end_s"), (int, float))):
-            raise ResultError(f"{source}: malformed phase entry {phase!r}")
+        raise ResultError(f"{source}: unknown status {shown(document['status'])}")
+    for key in ("layout", "probe"):
+        check_name(document[key], f"{source}: {key}", error=ResultError)
+    subject = document.get("subject")
+    if isinstance(subject, dict) and "name" in subject:
+        check_name(subject["name"], f"{source}: subject.name", error=ResultError)
+    for index, phase in enumerate(document["phases"]):
+        if not (isinstance(phase, dict) and isinstance(phase.get("name"), str) and "start_s" in phase and "end_s" in phase):
+            raise ResultError(f"{source}: phases[{index}]: expected an object with name, start_s and end_s")
+        for key in ("start_s", "end_s"):
+            check_time(phase[key], f"{source}: phases[{index}].{key}", error=ResultError, non_negative=True)
     summary = document.get("summary", {})
     if not isinstance(summary, dict):
         raise ResultError(f"{source}: field 'summary' should be an object")
     for key, value in summary.items():
-        if value is not None and not isinstance(value, (int, float)):
-            raise ResultError(f"{source}: summary metric {key!r} is not a number")
+        if value is not None:
+            check_number(value, f"{source}: summary.{key}", error=ResultError)
+    _check_shapes(document, source)
+    files = document.get("files", {})
+    if not isinstance(files, dict):
+        raise ResultError(f"{source}: field 'files' should be an object, got {type(files).__name__}")
+    for key, value in files.items():
+        if key == "snapshots" and not isinstance(value, list):
+            raise ResultError(f"{source}: files.snapshots should be a list")
+        if isinstance(value, list):  # several files of one kind (one per process)
+            for index, name in enumerate(value):
+                member(Path("."), name, f"{source}: files.{key}[{index}]", error=ResultError)
+        elif key == "snapshot_times_s":
+            if not isinstance(value, dict):
+                raise ResultError(f"{source}: files.snapshot_times_s should be an object")
+            for name, time_s in value.items():
+                check_time(time_s, f"{source}: files.snapshot_times_s[{shown(name)}]", error=ResultError)
+        elif isinstance(value, str):
+            member(Path("."), value, f"{source}: files.{key}", error=ResultError)
     return document
 
 
-def _read_series(path: Path, columns: Sequence[str]) -> Series:
+#: The optional top-level fields the renderers read, with their type when present (null allowed).
+_OPTIONAL = {"summary": dict, "load": dict, "environment": dict, "subject": dict, "table": dict, "kernel": dict,
+             "probe_info": dict, "probe_notes": dict, "rss_ledger": dict, "held_connection_sites": dict,
+             "phase_end_heap_bytes": dict, "server_cpu_s": dict, "process_tree": dict, "listening": dict,
+             "warnings": list, "error": str, "started_utc": str, "finished_utc": str}
+#: environment fields that are text when present (the report slices and joins them).
+_ENVIRONMENT_TEXT = ("commit", "python", "python_implementation", "memray", "psutil", "cpu_model", "kernel", "machine")
+#: Of the compared parameters, those that are text; the others are finite numbers (or null).
+_PARAMETER_TEXT = ("path",)
+
+
+def _check_shapes(document: dict[str, Any], source: str) -> None:
+    """Types of the fields the renderers read (see :data:`_OPTIONAL`): the compared parameters
+    numbers (but :data:`_PARAMETER_TEXT`), environment text where it is text, load phases objects
+    whose figures are numbers (flags and text aside)."""
+    for key, kind in _OPTIONAL.items():
+        if document.get(key) is not None and not isinstance(document[key], kind):
+            raise ResultError(f"{source}: field {key!r} should be {kind.__name__}, got {type(document[key]).__name__}")
+    for key in COMPARED_PARAMETERS:  # what the report compares and draws
+        value = document["parameters"].get(key)
+        if value is None:
+            continue
+        if key in _PARAMETER_TEXT:
+            if not isinstance(value, str):
+                raise ResultError(f"{source}: parameters.{key} should be text, got {type(value).__name__}")
+        else:
+            check_number(value, f"{source}: parameters.{key}", error=ResultError)
+    environment = document.get("environment") or {}
+    for key in _ENVIRONMENT_TEXT:
+        if environment.get(key) is not None and not isinstance(environment[key], str):
+            raise ResultError(f"{source}: environment.{key} should be text, got {type(environment[key]).__name__}")
+    for key, value in environment.items():
+        if key not in _ENVIRONMENT_TEXT and value is not None and not isinstance(value, (bool, int, float, dict)):
+            raise ResultError(f"{source}: environment.{key} should be a number, a flag or an object")
+    for phase, figures in (document.get("load") or {}).items():
+        if not isinstance(figures, dict):
+            raise ResultError(f"{source}: load.{shown(phase)} should be an object")
+        for key, value in figures.items():
+            if value is not None and not isinstance(value, (bool, str, dict, list)):
+                check_number(value, f"{source}: load.{shown(phase)}.{shown(key)}", error=ResultError)
+
+
+def _cell(text: str, where: str) -> float | None:
+    """A CSV cell of a series: blank (None), or a finite number >= 0 below 2**63 (times, bytes)."""
+    if text == "":
+        return None
+    value = parse_time(text, where, error=ResultError)
+    if value >= SIZE_LIMIT:
+        raise ResultError(f"{where}: {value!r} is not a size (0 <= n < 2**63)")
+    return value
+
+
+def _csv_rows(path: Path, columns: Sequence[str]):
+    """(line number, row) of the CSV ``path``, a regular file in its run folder of at most
+    ``CSV_MAX_BYTES``, whose header is ``columns``; rows checked for width. Quotes nothing of it."""
+    text = read_text(path, CSV_MAX_BYTES, inside=path.parent, error=ResultError)
     try:
-        with open(path, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or tuple(header) != tuple(columns):
-                raise ResultError(f"{path}: expected columns {','.join(columns)}, found {header}")
-            data: dict[str, list[float | None]] = {name: [] for name in columns}
-            for line_number, row in enumerate(reader, start=2):
-                if len(row) != len(columns):
-                    raise ResultError(f"{path}:{line_number}: expected {len(columns)} fields, found {len(row)}")
-                for name, text in zip(columns, row):
-                    data[name].append(float(text) if text != "" else None)
-    except ValueError as error:
-        raise ResultError(f"{path}: not a number ({error})") from None
-    except OSError as error:
-        raise ResultError(f"{path}: {error.strerror}") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None or tuple(header) != tuple(columns):
+            raise ResultError(f"{path}:1: expected the columns {','.join(columns)} (the header line is not that)")
+        for line_number, row in enumerate(reader, start=2):
+            if len(row) != len(columns):
+                raise ResultError(f"{path}:{line_number}: expected {len(columns)} fields, found {len(row)}")
+            yield line_number, row
+    except csv.Error as error:
+        raise ResultError(f"{path}: not a CSV file ({' '.join(str(error).split())})") from None
+
+
+def _read_series(path: Path, columns: Sequence[str]) -> Series:
+    data: dict[str, list[float | None]] = {name: [] for name in columns}
+    for line_number, row in _csv_rows(path, columns):
+        for name, text in zip(columns, row):
+            data[name].append(_cell(text, f"{path}:{line_number}: {name}"))
     return Series(data)
 
 
 def _read_sites(path: Path) -> list[tuple[float, str, int, int]]:
     rows = []
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or tuple(header) != SITES_COLUMNS:
-                raise ResultError(f"{path}: expected columns {','.join(SITES_COLUMNS)}, found {header}")
-            for line_number, row in enumerate(reader, start=2):
-                if len(row) != 4:
-                    raise ResultError(f"{path}:{line_number}: expected 4 fields, found {len(row)}")
-                rows.append((float(row[0]), row[1], int(row[2]), int(row[3])))
-    except ValueError as error:
-        raise ResultError(f"{path}: not a number ({error})") from None
-    except OSError as error:
-        raise ResultError(f"{path}: {error.strerror}") from None
+    for line_number, row in _csv_rows(path, SITES_COLUMNS):
+        where = f"{path}:{line_number}"
+        rows.append((parse_time(row[0], f"{where}: time_s", error=ResultError), row[1],
+                     parse_size(row[2], f"{where}: bytes", error=ResultError),
+                     parse_size(row[3], f"{where}: count", error=ResultError)))
     return rows
 
 
 def read_json_file(path: Path, error: type[Exception], *, missing: str) -> Any:
-    """Parse the JSON file ``path``; raise ``error`` with one readable line when it is absent
-    (``missing``), unreadable or not valid JSON."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise error(missing) from None
-    except OSError as os_error:
-        raise error(f"{path}: cannot read it ({os_error.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as json_error:
-        raise error(f"{path}: not valid JSON ({json_error.msg} at line {json_error.lineno}), truncated or hand-edited?") from None
+    """Parse the JSON file ``path`` (a regular file, through no symlink, of at most 64 MiB; NaN and
+    Infinity refused, integers of at most 20 digits); raise ``error`` with one readable line when
+    it is absent (``missing``), unreadable, not valid JSON or out of those bounds."""
+    if not os.path.lexists(path):
+        raise error(missing)
+    return read_json(Path(path), JSON_MAX_BYTES, error=error)
 
 
 def load_run(path: str | os.PathLike[str]) -> RunResult:
@@ -305,9 +393,10 @@ def load_run(path: str | os.PathLike[str]) -> RunResult:
     result_path = path / RESULT_FILE
     document = read_json_file(result_path, ResultError, missing=f"{path}: no {RESULT_FILE} (not a memdiet run folder)")
     validate_document(document, str(result_path))
-    rss = _read_series(path / RSS_FILE, RSS_COLUMNS) if (path / RSS_FILE).exists() else Series({c: [] for c in RSS_COLUMNS})
-    heap = _read_series(path / HEAP_FILE, HEAP_COLUMNS) if (path / HEAP_FILE).exists() else None
-    sites = _read_sites(path / SITES_FILE) if (path / SITES_FILE).exists() else []
+    present = os.path.lexists  # a symlink counts as present, and is then refused by the reader
+    rss = _read_series(path / RSS_FILE, RSS_COLUMNS) if present(path / RSS_FILE) else Series({c: [] for c in RSS_COLUMNS})
+    heap = _read_series(path / HEAP_FILE, HEAP_COLUMNS) if present(path / HEAP_FILE) else None
+    sites = _read_sites(path / SITES_FILE) if present(path / SITES_FILE) else []
     return RunResult(path, document, rss, heap, sites)
 
 

@@ -33,6 +33,7 @@ from importlib import metadata, util
 from pathlib import Path
 
 from server.layouts import LAYOUTS
+from tracemalloc_viewer.untrusted import NAME_PATTERN
 
 from ..errors import BadInput
 from .inject import PYTHON_NAME, interpreter_of
@@ -243,8 +244,9 @@ class CommandSubject(Subject):
             self.argv[0] = self.executable
         python = _is_python_program(self.executable)
         super().__init__(name or _program_name(self.argv, python), f"the command {command_line!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
-            raise BadInput(f"--name {self.name!r}: use letters, digits and _.+- only (it names the run folder)")
+        if not NAME_PATTERN.fullmatch(self.name) or self.name in (".", ".."):  # the rule for names read from files too
+            raise BadInput(f"--name {self.name!r}: use letters, digits and _.+- only, at most 128, not . nor .. "
+                           f"(it names the run folder)")
         self.python = python
 
     def command(self, python: str) -> list[str]:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tracemalloc_viewer.untrusted import CSV_MAX_BYTES, loads_json, read_text, shown
+
 from ..dataset.selection import layout_order
 from ..errors import BadInput
 from ..paths import REPORTS_DIR
@@ -183,20 +185,18 @@ def read_history(path: Path) -> list[Record]:
     """The records of the history file at ``path``, oldest first; :class:`HistoryError` if it is
     missing, empty or holds a line that is not a record."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HistoryError(f"{path}: no such history file (`memdiet regress` appends one record per run)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise HistoryError(f"{path}: cannot be read: {error}") from None
+    if not os.path.lexists(path):
+        raise HistoryError(f"{path}: no such history file (`memdiet regress` appends one record per run)")
+    # A regular file, strict UTF-8, size capped; each line JSON without NaN and with bounded integers.
+    text = read_text(path, CSV_MAX_BYTES, error=HistoryError)
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise HistoryError(f"{path}:{number}: not a JSON record ({error.msg})") from None
+            data = loads_json(line, f"{path}:{number}", error=HistoryError)
+        except HistoryError as error:
+            raise HistoryError(f"{path}:{number}: not a JSON record ({str(error).split(': ', 1)[-1]})") from None
         records.append(_read_record(data, len(records), f"{path}:{number}"))
     if not records:
         raise HistoryError(f"{path}: the history holds no records")
@@ -207,7 +207,7 @@ def _number(value: Any, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise HistoryError(f"{where} should be a number, found {value!r}")
+        raise HistoryError(f"{where} should be a number, found {shown(value)}")
     return float(value)
 
 

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 from ..dataset.results import RunResult
 from ..dataset.selection import layout_order
-from .markdown import table
+from .markdown import code, table
 from .units import human_bytes
 
 #: Probes whose held-connection sites the report shows, in order of preference.
@@ -85,7 +85,7 @@ def held_sites_markdown(tables: Iterable[HeldSites], rows_shown: int = ROWS_SHOW
                   "what the first requests warm once (code paths, caches); it grows less than the heap when new "
                   "objects fill free blocks in pages already resident.", ""]
         shown, rest = held.rows[:rows_shown], held.rows[rows_shown:]
-        body = [(f"`{site}`", f"{size:,.1f}", f"{count:,.2f}",
+        body = [(code(site), f"{size:,.1f}", f"{count:,.2f}",
                  f"{size / held.heap_per_connection:.0%}" if held.heap_per_connection else "-")
                 for site, size, count in shown]
         if rest:

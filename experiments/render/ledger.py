@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 from ..dataset.results import IDLE_AFTER, IDLE_EMPTY, IDLE_HELD, RunResult
 from ..dataset.selection import layout_order
 from .figures import new_figure, save_figure
-from .markdown import table
+from .markdown import code, table
 from .units import MIB, MISSING, human_bytes
 
 #: The ledger's own key in result.json.
@@ -202,11 +202,11 @@ def subject_markdown(ledger: LedgerTable) -> list[str]:
             cells = [cell if moment is None or part not in moment.parts else
                      f"{cell} ({_share(moment.parts[part], moment.rss_bytes)} of RSS){_flag(moment)}"
                      for cell, (_name, moment) in zip(cells, columns)]
-        rows.append([label if label.startswith(f"{part}:") else f"`{part}`: {label}", *cells])
+        rows.append([label if label.startswith(f"{part}:") else f"{code(part)}: {label}", *cells])
     rows.append(["**RSS**", *(MISSING if moment is None else f"**{human_bytes(moment.rss_bytes)}**"
                               for _name, moment in columns)])
     empty, held = ledger.phases.get(IDLE_EMPTY), ledger.phases.get(IDLE_HELD)
-    said = [f"{ledger.probe} run `{ledger.run_name}`"]
+    said = [f"{ledger.probe} run {code(ledger.run_name)}"]
     if empty is not None and ledger.bare is not None:
         said.append(f"at the end of idle-empty {human_bytes(empty.rss_bytes)} of RSS, "
                     f"{human_bytes(ledger.bare.rss_bytes)} of it the bare interpreter's")
@@ -244,7 +244,7 @@ def summary_markdown(tables: Iterable[LedgerTable]) -> list[str]:
                      human_bytes(empty.rss_bytes) if empty else MISSING,
                      human_bytes(bare.rss_bytes) if bare else MISSING,
                      human_bytes(empty.rss_bytes - bare.rss_bytes) if empty and bare else MISSING,
-                     f"`{largest[0]}` {human_bytes(largest[1])}" if largest else MISSING,
+                     f"{code(largest[0])} {human_bytes(largest[1])}" if largest else MISSING,
                      remainder or MISSING,
                      *(human_bytes(per.get(kind)) for kind in ("rss", "python_heap", "allocator", "kernel"))])
     return table(["subject", "RSS (idle-empty)", "bare interpreter RSS", "the server's own", "largest part (idle-empty)",

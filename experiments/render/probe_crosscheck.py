@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 
 from ..dataset.results import IDLE_EMPTY, IDLE_HELD, PHASES, RunResult
 from ..dataset.selection import layout_order
-from .markdown import table
+from .markdown import code, table
 from .units import MISSING, human_bytes
 
 #: The run parameters two runs must share for their heaps to be set side by side.
@@ -125,7 +125,7 @@ def crosscheck_markdown(checks: Iterable[CrossCheck]) -> list[str]:
     for check in checks:
         lines += [f"### {check.subject}: massif's heap beside tracemalloc's", "",
                   f"The heap at the end of each phase, from two runs of the same scenario ({check.connections:,} "
-                  f"clients): `{check.tracemalloc_run}` (tracemalloc) and `{check.massif_run}` (massif, its phases "
+                  f"clients): {code(check.tracemalloc_run)} (tracemalloc) and {code(check.massif_run)} (massif, its phases "
                   "stretched to fit valgrind's slowdown).", ""]
         first = check.phases[0]
         body = [(row.phase, human_bytes(row.tracemalloc_bytes), human_bytes(row.massif_bytes),

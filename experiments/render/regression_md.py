@@ -14,6 +14,7 @@ comparison's data types from :mod:`experiments.regress` (which never imports a r
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +24,7 @@ from ..regress.baseline import Baseline
 from ..regress.compare import FAILING, IMPROVED, NEW, OK, OTHER_MACHINE, REGRESSED, Comparison, Row, worse_sign
 from ..regress.tolerances import ABSOLUTE, LEARNED, Tolerance
 from .comparison import render_comparison
-from .markdown import table
+from .markdown import code, table
 from .units import MISSING, format_metric
 
 REGRESSION_FILE = "regression.md"
@@ -149,7 +150,7 @@ def _provenance(comparison: Comparison, baseline_path: Path, out_dir: Path) -> l
     for failure in comparison.run_failures:
         lines.append(f"- **Run failed**: {failure}")
     if comparison.runs:
-        links = ", ".join(f"[{run.path.name}]({Path(os.path.relpath(run.path, out_dir)).as_posix()})"
+        links = ", ".join(f"[{code(run.path.name)}](<{_link(Path(os.path.relpath(run.path, out_dir)).as_posix())}>)"
                           for run in sorted(comparison.runs, key=lambda r: r.path.name))
         lines.append(f"- **Run folders**: {links}.")
     return lines
@@ -309,3 +310,9 @@ def github_annotations(comparison: Comparison, baseline_path: Path) -> list[str]
                      f"{_escape_data(message)}")
     lines.append(f"::notice title=memdiet regress::{_escape_data(summary_line(comparison))}")
     return lines
+
+
+def _link(target: str) -> str:
+    """A link destination in ``<...>`` form: its ``<``, ``>`` and backslashes escaped, so a run folder's
+    name cannot end the link (CommonMark)."""
+    return re.sub(r"([<>\\])", r"\\\1", target)

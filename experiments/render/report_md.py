@@ -50,7 +50,7 @@ from .anatomy_chart import render_anatomy
 from .comparison import render_comparison
 from .held_sites import held_site_tables, held_sites_markdown
 from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
-from .markdown import table
+from .markdown import code, table
 from .massif_curve import render_massif_curve
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
 from .units import MISSING, format_metric, percent_change
@@ -90,7 +90,7 @@ def _link(target: Path, out_dir: Path, text: str) -> str:
 
 def _run_name(run: RunResult, out_dir: Path) -> str:
     """A run folder named, not linked: its path relative to the report's folder, as code."""
-    return f"`{relative_posix(run.path, out_dir)}`"
+    return code(relative_posix(run.path, out_dir))
 
 
 def _value_text(value: Any) -> str:
@@ -289,7 +289,7 @@ def _runs_section(runs: list[RunResult], out_dir: Path) -> list[str]:
             for key in ("flamegraph", "massif"):
                 path = chosen.file(key)
                 if path is not None and path.exists():
-                    captures.append(f"`{path.name}`")
+                    captures.append(code(path.name))
         unused = [f"{_run_name(run, out_dir)} ({'older' if run.status == 'complete' else run.status})"
                   for run in pair_runs if run is not chosen]
         rows.append([layout, probe, _run_name(chosen, out_dir) if chosen else MISSING,

@@ -9,7 +9,7 @@ Both sides see the same received bytes and give a :class:`Verdict`:
 
 They must agree on the decision, the status of a rejection, the length of an accepted head, and the
 parsed request line and header list (lowercased names, values, order), except where this server
-deliberately differs: :func:`expected_from_h11` states that one difference.
+deliberately differs: :func:`expected_from_h11` states those differences.
 
 Version policy (505), unknown methods (501) and the body limit (413) belong to check_policy and
 are tested in test_http_parser.py; h11 has no such policy.
@@ -20,6 +20,7 @@ The chunked body decoder is compared with h11's the same way, on bodies that fol
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import h11
@@ -107,7 +108,7 @@ def our_verdict(data: bytes) -> Verdict:
     )
 
 
-def expected_from_h11(oracle: Verdict) -> Verdict:
+def expected_from_h11(oracle: Verdict, data: bytes) -> Verdict:
     """What our parser must answer, given h11's verdict: the same, with one deliberate difference."""
     if oracle.kind == ACCEPT:
         names = {name for name, _ in oracle.request[3]}
@@ -116,11 +117,27 @@ def expected_from_h11(oracle: Verdict) -> Verdict:
             # "ought to be handled as an error" (a request smuggling vector), and "A server MAY
             # reject" it. h11 lets Transfer-Encoding win; this server refuses with 400.
             return Verdict(REJECT, status=400)
+    if oracle.kind == REJECT and oracle.status == 501 and _chunked_not_final(data):
+        # RFC 9112 section 6.3: chunked not the final coding "MUST" get 400; h11 says 501.
+        return Verdict(REJECT, status=400)
     return oracle
 
 
+def _chunked_not_final(data: bytes) -> bool:
+    """True when the head's first Transfer-Encoding line that is not plain ``chunked`` lists chunked
+    before another coding, and no plain ``chunked`` line came before it (that is 501: two headers)."""
+    for line in re.split(rb"\r?\n", data)[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"transfer-encoding":
+            value = value.strip().lower()
+            if value == b"chunked":
+                return False
+            return b"chunked" in [coding.strip() for coding in value.split(b",")][:-1]
+    return False
+
+
 def assert_agrees(data: bytes) -> None:
-    expected = expected_from_h11(h11_verdict(data))
+    expected = expected_from_h11(h11_verdict(data), data)
     assert our_verdict(data) == expected, data
 
 

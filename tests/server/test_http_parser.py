@@ -119,12 +119,15 @@ def test_parse_head_chunked():
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),  # both framings
         (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),  # unsupported coding
         (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        # RFC 9112 6.3: chunked present but not the final coding: the body's length is unknown, 400.
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
     ],
     ids=[
         "request line", "leading empty line", "header line", "NUL in value", "fold at start", "missing Host",
         "multiple Host",
         "Content-Length list", "Content-Length headers", "bad Content-Length", "long Content-Length",
-        "both framings", "gzip coding", "multiple Transfer-Encoding",
+        "both framings", "gzip coding", "multiple Transfer-Encoding", "chunked then identity", "chunked twice",
     ],
 )
 def test_parse_head_refusals(head, status):

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from ..errors import ViewerInputError, first_bytes
 from ..massif_tree import NO_FURTHER_FRAMES
 from ..model import Frame, Sample, Series, Site
+from ..untrusted import MASSIF_MAX_BYTES, read_text
 
 if TYPE_CHECKING:
     from ..massif_check import MassifFile, Snapshot, TreeNode
@@ -119,13 +120,13 @@ def _lenient_parser() -> type:
 
     Made on first use: this module is imported with the package, and importing massif_check then
     would make ``python -m tracemalloc_viewer.massif_check`` warn that it was imported twice."""
-    from ..massif_check import _Parser
+    from ..massif_check import MassifFormatError, _Parser
 
     class LenientParser(_Parser):
         def _check_peak(self, snapshots) -> None:
             peaks = [snapshot for snapshot in snapshots if snapshot.kind == "peak"]
             if len(peaks) > 1:
-                raise massif_check.MassifFormatError(peaks[1].line, f"{len(peaks)} peak snapshots, expected at most one")
+                raise MassifFormatError(peaks[1].line, f"{len(peaks)} peak snapshots, expected at most one")
 
     return LenientParser
 
@@ -135,10 +136,7 @@ def read_file(path: Path) -> MassifFile:
     :class:`ViewerInputError` naming the file and the line at fault."""
     from ..massif_check import MassifFormatError
 
-    try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as error:
-        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
+    text = read_text(path, MASSIF_MAX_BYTES)
     try:
         return _lenient_parser()(text, 0.0).parse()
     except MassifFormatError as error:

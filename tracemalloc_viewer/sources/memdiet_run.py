@@ -37,7 +37,8 @@ from __future__ import annotations
 import bisect
 import csv
 import importlib.util
-import json
+import io
+import os
 import re
 from collections import Counter
 from dataclasses import replace
@@ -47,6 +48,8 @@ from typing import TYPE_CHECKING, Sequence
 from ..errors import ViewerInputError
 from ..model import Frame, Sample, Series, Site, merge_sites
 from ..names import FileKeys, chosen_names
+from ..untrusted import (CSV_MAX_BYTES, LINE_LIMIT, check_inside, check_name, check_time, member, parse_size,
+                         parse_time, read_json, read_text, regular_file, shown)
 from .memray_capture import load as load_memray_capture
 from .tracemalloc_dumps import load_dump, stacks_note
 
@@ -93,8 +96,12 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     command = _command(document)
     notes = [f"run: {folder.name} ({document.get('layout', '?')} layout, {document.get('probe', '?')} probe, "
              f"status {document.get('status', '?')})"]
-    capture = folder / str((document.get("files") or {}).get("memray") or MEMRAY_FILE)
-    if capture.is_file() and importlib.util.find_spec("memray") is not None:
+    if not folder.name.isprintable():
+        notes[0] = f"run: {ascii(folder.name)}" + notes[0][len(f"run: {folder.name}"):]
+    listed = document["files"].get("memray") or MEMRAY_FILE  # a list: one capture per process, not read here
+    capture = member(folder, listed, f"{folder / RESULT_FILE}: files.memray") if isinstance(listed, str) else None
+    if capture is not None and os.path.lexists(capture) and importlib.util.find_spec("memray") is not None:
+        regular_file(capture, inside=folder)
         return _from_capture(folder, capture, options, command, notes)
     heap = _read_curve(folder / HEAP_FILE, HEAP_COLUMNS)
     if heap:
@@ -193,46 +200,72 @@ def _folder(path: Path) -> Path | None:
 
 
 def _read_result(folder: Path) -> dict:
+    """result.json, checked field by field where this source reads it (see :mod:`..untrusted`)."""
     path = folder / RESULT_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
-    except ValueError as error:
-        raise ViewerInputError(f"{path}: truncated or not JSON ({' '.join(str(error).split())})") from None
+    document = read_json(path, inside=folder)
     if not isinstance(document, dict):
         raise ViewerInputError(f"{path}: not a memdiet result (not a JSON object)")
     if document.get("schema") != SCHEMA:
-        raise ViewerInputError(f"{path}: not a memdiet result (schema {document.get('schema')!r}, "
+        raise ViewerInputError(f"{path}: not a memdiet result (schema {shown(document.get('schema'))}, "
                                f"expected {SCHEMA!r})")
+    for key in ("layout", "probe"):
+        if key in document:
+            check_name(document[key], f"{path}: {key}")
+    if not isinstance(document.get("status", ""), str):
+        raise ViewerInputError(f"{path}: status: expected a string")
+    phases = document.get("phases") or []
+    if not isinstance(phases, list):
+        raise ViewerInputError(f"{path}: phases: expected a list")
+    for index, phase in enumerate(phases):
+        if not isinstance(phase, dict) or not isinstance(phase.get("name"), str):
+            raise ViewerInputError(f"{path}: phases[{index}]: expected an object with a name")
+        for key in ("start_s", "end_s"):
+            if key in phase:
+                check_time(phase[key], f"{path}: phases[{index}].{key}")
+    files = document.setdefault("files", {})
+    if not isinstance(files, dict):
+        raise ViewerInputError(f"{path}: files: expected an object, got {type(files).__name__}")
+    snapshots = files.get("snapshots") or []
+    if not isinstance(snapshots, list):
+        raise ViewerInputError(f"{path}: files.snapshots: expected a list")
+    for index, name in enumerate(snapshots):
+        member(folder, name, f"{path}: files.snapshots[{index}]")
+    times = files.get("snapshot_times_s") or {}
+    if not isinstance(times, dict):
+        raise ViewerInputError(f"{path}: files.snapshot_times_s: expected an object")
+    for name, value in times.items():
+        check_time(value, f"{path}: files.snapshot_times_s[{shown(name)}]")
+    command = document.get("server_command")
+    if command is not None and not (isinstance(command, list) and all(isinstance(word, str) for word in command)):
+        raise ViewerInputError(f"{path}: server_command: expected a list of strings")
     return document
 
 
 def _command(document: dict) -> str:
     command = document.get("server_command")
     if isinstance(command, list) and command:
-        return " ".join(map(str, command))
+        return " ".join(command) if all(word.isprintable() for word in command) else ascii(command)
     return f"memdiet run --layout {document.get('layout', '?')} --probe {document.get('probe', '?')}"
 
 
 def _rows(path: Path, columns: Sequence[str]):
-    """(line number, {column: text}) for each row of the CSV ``path`` (none when it is missing);
-    the header must start with ``columns`` and every row must have the header's width."""
-    if not path.is_file():
+    """(line number, {column: text}) for each row of the CSV ``path`` (none when it is missing); the
+    file must be a regular file in its run folder (no symlink), the header must start with
+    ``columns`` and every row must have the header's width. An error line names the file and the
+    line, and quotes none of it."""
+    if not os.path.lexists(path):
         return
+    text = read_text(path, CSV_MAX_BYTES, inside=path.parent)
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            reader = csv.reader(file)
-            header = next(reader, None)
-            if header is None or tuple(header[:len(columns)]) != tuple(columns):
-                raise ViewerInputError(f"{path}: expected columns {','.join(columns)}, found {header}")
-            for line, row in enumerate(reader, start=2):
-                if len(row) != len(header):
-                    raise ViewerInputError(f"{path}:{line}: {len(row)} fields, expected {len(header)} (truncated?)")
-                yield line, dict(zip(header, row))
-    except OSError as error:
-        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
-    except (csv.Error, UnicodeDecodeError) as error:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None or tuple(header[:len(columns)]) != tuple(columns):
+            raise ViewerInputError(f"{path}:1: expected the columns {','.join(columns)} (the header line is not that)")
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ViewerInputError(f"{path}:{line}: {len(row)} fields, expected {len(header)} (truncated?)")
+            yield line, dict(zip(header, row))
+    except csv.Error as error:
         raise ViewerInputError(f"{path}: not a CSV file ({' '.join(str(error).split())})") from None
 
 
@@ -309,10 +342,11 @@ def _read_dumps(folder: Path, document: dict, recorded: Sequence[Sample], heap_t
     # Where the run recorded when each dump was taken (on the run's clock), that time is used.
     recorded_times = (document.get("files") or {}).get("snapshot_times_s") or {}
     for name in listed:
-        path = folder / str(name)
+        path = member(folder, name, f"{folder / RESULT_FILE}: files.snapshots")
         match = _DUMP_NAME.match(path.name)
         end_s = ends.get(match["phase"]) if match else None
-        if isinstance(end_s, (int, float)) and path.is_file():
+        if isinstance(end_s, (int, float)) and os.path.lexists(path):
+            check_inside(path, folder)
             after = bisect.bisect_left(heap_times, end_s)
             time_s = heap_times[after] if after < len(heap_times) else float(end_s)
             if isinstance(recorded_times.get(str(name)), (int, float)):
@@ -383,16 +417,12 @@ def _frame(label: str) -> Frame:
     if label in _PSEUDO_SITES:
         return Frame(label, 0, _PSEUDO_SITES[label])
     match = _SITE_LABEL.match(label)
-    if match is None:  # a label without a line (memray's "<unknown>")
+    if match is None or len(match["line"]) > 10 or int(match["line"]) >= LINE_LIMIT:  # no line (memray's "<unknown>")
         return Frame(label, 0)
     return Frame(match["file"], int(match["line"]), match["function"])
 
 
 def _number(path: Path, line: int, text: str, kind: type):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ViewerInputError(f"{path}:{line}: {text!r} is not a number") from None
-    if value < 0 or value != value:
-        raise ViewerInputError(f"{path}:{line}: {text!r} is not a size or time")
-    return value
+    """A CSV cell: a size (``int``: 0 <= n < 2**63) or a time (``float``: finite, >= 0)."""
+    where = f"{path}:{line}"
+    return parse_size(text, where) if kind is int else parse_time(text, where)

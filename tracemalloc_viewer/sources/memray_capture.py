@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ViewerInputError, first_bytes
+from ..untrusted import regular_file
 from ..model import Frame, Sample, Series, Site, merge_sites
 from .lz4_frame import MAGIC as LZ4_MAGIC, truncation
 from .memray_records import frames, live_sites, memory_records, open_capture
@@ -55,6 +56,7 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     if len(paths) != 1:
         raise ViewerInputError(f"{paths[0]}: give one memray capture at a time (got {len(paths)})")
     path = paths[0]
+    regular_file(path)  # memray's reader opens it itself: no symlink, device or FIFO reaches it
     if first_bytes(path, 4) == LZ4_MAGIC:
         problem = truncation(path)
         if problem:
@@ -63,9 +65,9 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
         return _load(path, options)
     except ViewerInputError:
         raise
-    except (OSError, RuntimeError, NotImplementedError, ValueError) as error:
-        text = " ".join(str(error).split())
-        raise ViewerInputError(f"{path}: truncated or corrupt memray capture ({text})") from None
+    except Exception as error:  # memray's reader on a damaged capture raises what its C++ side throws
+        text = " ".join(str(error).split())[:200]
+        raise ViewerInputError(f"{path}: truncated or corrupt memray capture ({type(error).__name__}: {text})") from None
 
 
 def _load(path: Path, options: "LoadOptions") -> Series:

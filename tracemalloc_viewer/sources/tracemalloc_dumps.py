@@ -17,15 +17,18 @@ only tracemalloc's own classes, so a crafted file is refused instead of running 
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import pickle
 import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from .. import pickle_bounds
 from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site
+from ..untrusted import (DUMP_MAX_BYTES, JSON_MAX_BYTES, SIZE_LIMIT, check_line, check_size, check_time, read_bytes,
+                         read_json, regular_file, shown)
 
 if TYPE_CHECKING:
     from .options import LoadOptions
@@ -92,46 +95,79 @@ class _SnapshotUnpickler(pickle.Unpickler):
 
 def load_snapshot(path: str | Path) -> tracemalloc.Snapshot:
     """The snapshot a ``tracemalloc.Snapshot.dump(path)`` file holds, as ``tracemalloc.Snapshot.load``
-    gives it, but loading it runs no code: the pickle may name only tracemalloc's own classes
-    (:data:`ALLOWED_GLOBALS`), and the traces must have the shape tracemalloc writes.
+    gives it, but loading it runs no code and trusts nothing: the file must be a regular file of at
+    most :data:`~..untrusted.DUMP_MAX_BYTES`; its opcodes are walked first (:mod:`..pickle_bounds`:
+    memo indices, lengths, nothing after STOP); the pickle may name only tracemalloc's own classes
+    (:data:`ALLOWED_GLOBALS`); and the traces must have the shape and bounds tracemalloc writes
+    (:func:`_check_traces`), checked before anything is hashed.
 
     Raises :class:`ViewerInputError` with one line naming the file and the fault: unreadable,
-    truncated, not a snapshot, or a global refused (the dump is not what ``Snapshot.dump`` writes)."""
+    truncated, not a snapshot, a bound broken, or a global refused."""
     path = Path(path)
+    data = read_bytes(path, DUMP_MAX_BYTES)
     try:
-        with open(path, "rb") as file:
-            snapshot = _SnapshotUnpickler(file).load()
-    except OSError as error:
-        raise ViewerInputError(f"{path}: cannot read ({error.strerror or error})") from None
+        pickle_bounds.check(data)
+    except pickle_bounds.PickleBoundsError as error:
+        raise ViewerInputError(f"{path}: truncated or corrupt tracemalloc snapshot, refused before loading: "
+                               f"{error} (not what Snapshot.dump writes)") from None
+    try:
+        snapshot = _SnapshotUnpickler(io.BytesIO(data)).load()
     except RefusedGlobal as error:
-        raise ViewerInputError(f"{path}: refused to load: the pickle calls {error}, not a tracemalloc class "
-                               f"(a crafted or foreign pickle; nothing was run)") from None
+        raise ViewerInputError(f"{path}: refused to load: the pickle calls {shown(str(error))}, not a tracemalloc "
+                               f"class (a crafted or foreign pickle; nothing was run)") from None
     except (EOFError, pickle.UnpicklingError) as error:
         raise ViewerInputError(f"{path}: truncated or corrupt tracemalloc snapshot ({_describe_error(error)})") from None
     except Exception as error:  # unpickling garbage can raise almost anything
         raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({_describe_error(error)})") from None
     if not isinstance(snapshot, tracemalloc.Snapshot):
         raise ViewerInputError(f"{path}: not a tracemalloc snapshot (it holds a {type(snapshot).__name__})")
-    problem = _shape_problem(snapshot)
-    if problem:
-        raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({problem})")
+    _check_traces(snapshot, path)
     return snapshot
 
 
-def _shape_problem(snapshot: tracemalloc.Snapshot) -> str | None:
-    """What is wrong with a loaded snapshot's fields, or None: tracemalloc's own methods trust them."""
+#: tracemalloc keeps at most this many frames per traceback (``tracemalloc.start`` refuses more).
+MAX_FRAMES = 65535
+
+
+def _check_traces(snapshot: tracemalloc.Snapshot, path: Path) -> None:
+    """Refuse a loaded snapshot whose fields tracemalloc's own methods (and :func:`snapshot_sites`)
+    would trust: ``traceback_limit`` an integer within 0..65535; each trace a tuple (domain, size,
+    frames[, total frames]) of integers within bounds; each traceback a tuple of at most 65535
+    (file name, line) pairs, a ``str`` and an integer below 2**32. A traceback object shared by many
+    traces is checked once (the checks stay linear in the file's size)."""
     state = vars(snapshot)
-    if not isinstance(state.get("traceback_limit"), int):
-        return "its traceback_limit is not an integer"
+    limit = state.get("traceback_limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_FRAMES:
+        raise ViewerInputError(f"{path}: not a tracemalloc snapshot (its traceback_limit is not an integer 0..{MAX_FRAMES})")
     traces = state.get("traces")
     raw = vars(traces).get("_traces") if isinstance(traces, tracemalloc._Traces) else None
     if not isinstance(raw, (list, tuple)):
-        return "its traces are not a list"
-    for trace in raw:
-        if not (isinstance(trace, tuple) and len(trace) >= 3 and isinstance(trace[0], int)
-                and isinstance(trace[1], int) and isinstance(trace[2], tuple)):
-            return "a trace is not (domain, size, frames, ...)"
-    return None
+        raise ViewerInputError(f"{path}: not a tracemalloc snapshot (its traces are not a list)")
+    checked: set[int] = set()
+    total = 0
+    for index, trace in enumerate(raw):
+        where = f"{path}: trace {index}"
+        if not (type(trace) is tuple and 3 <= len(trace) <= 4):
+            raise ViewerInputError(f"{where}: not a (domain, size, frames[, total frames]) tuple")
+        check_size(trace[0], f"{where}: domain")
+        total += check_size(trace[1], f"{where}: size")
+        if len(trace) == 4 and trace[3] is not None:
+            check_size(trace[3], f"{where}: total frames")
+        frames = trace[2]
+        if id(frames) in checked:
+            continue
+        if type(frames) is not tuple or len(frames) > MAX_FRAMES:
+            raise ViewerInputError(f"{where}: its traceback is not a tuple of at most {MAX_FRAMES} frames")
+        for position, frame in enumerate(frames):
+            if type(frame) is not tuple or len(frame) != 2:
+                raise ViewerInputError(f"{where}: frame {position} is not a (file name, line) pair")
+            if type(frame[0]) is not str:
+                raise ViewerInputError(f"{where}: frame {position}: the file name is of type {type(frame[0]).__name__}, "
+                                       f"not a string")
+            check_line(frame[1], f"{where}: frame {position}")
+        checked.add(id(frames))  # the object stays alive in the snapshot, so its id is not reused
+    if total >= SIZE_LIMIT:
+        raise ViewerInputError(f"{path}: the traces add up to more than 2**63 bytes; not a real heap")
 
 
 def load_sites(path: Path) -> tuple[Site, ...]:
@@ -143,22 +179,31 @@ def load_dump(path: Path) -> tuple[tuple[Site, ...], int]:
     """:func:`load_sites`, and the frames tracemalloc kept per traceback when the dump was taken (its
     ``traceback_limit``: the ``N`` of ``tracemalloc.start(N)``)."""
     snapshot = load_snapshot(path)
-    try:
-        return snapshot_sites(snapshot), snapshot.traceback_limit
-    except (TypeError, ValueError) as error:  # a frame that is not (filename, lineno)
-        raise ViewerInputError(f"{path}: not a tracemalloc snapshot ({_describe_error(error)})") from None
+    return snapshot_sites(snapshot), snapshot.traceback_limit
 
 
 def snapshot_sites(snapshot: tracemalloc.Snapshot) -> tuple[Site, ...]:
-    """A snapshot's traces grouped by traceback: one site per distinct traceback."""
-    grouped: dict[tuple, list[int]] = {}
+    """A snapshot's traces grouped by traceback: one site per distinct traceback.
+
+    Traces are first grouped by the identity of their traceback tuple (a dump shares one object
+    among the traces that had the same traceback), and each distinct object is then hashed once: a
+    tuple's hash is not cached, so hashing per trace made a long shared traceback quadratic."""
+    by_object: dict[int, list] = {}
     for size, raw_frames in _raw_traces(snapshot):
+        entry = by_object.get(id(raw_frames))
+        if entry is None:
+            by_object[id(raw_frames)] = [raw_frames, size, 1]
+        else:
+            entry[1] += size
+            entry[2] += 1
+    grouped: dict[tuple, list[int]] = {}
+    for raw_frames, size, count in by_object.values():
         entry = grouped.get(raw_frames)
         if entry is None:
-            grouped[raw_frames] = [size, 1]
+            grouped[raw_frames] = [size, count]
         else:
             entry[0] += size
-            entry[1] += 1
+            entry[1] += count
     return tuple(
         Site(tuple(Frame(filename, lineno) for filename, lineno in raw_frames), size, count)
         for raw_frames, (size, count) in grouped.items()
@@ -212,10 +257,7 @@ def _sidecar(path: Path) -> Path | None:
 
 
 def _read_sidecar(sidecar: Path) -> dict:
-    try:
-        document = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ViewerInputError(f"{sidecar}: unreadable sidecar ({_describe_error(error)})") from None
+    document = read_json(sidecar, JSON_MAX_BYTES)
     if not isinstance(document, dict):
         raise ViewerInputError(f"{sidecar}: sidecar must be a JSON object")
     return document
@@ -223,9 +265,9 @@ def _read_sidecar(sidecar: Path) -> dict:
 
 def _sidecar_time(sidecar: Path) -> float:
     value = _read_sidecar(sidecar).get("time_s")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if value is None:
         raise ViewerInputError(f"{sidecar}: sidecar needs a number \"time_s\" (seconds)")
-    return float(value)
+    return check_time(value, f"{sidecar}: time_s")
 
 
 def _sidecar_command(paths: Sequence[Path]) -> str | None:

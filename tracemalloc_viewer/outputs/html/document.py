@@ -32,6 +32,14 @@ def fixed_bytes() -> int:
     return len(plotly_js().encode()) + len(assets.SCRIPT.encode()) + len(assets.STYLE.encode())
 
 
+def script_json(data: Any) -> str:
+    """``data`` as JSON inside a ``<script>`` element: the one escaping for that language. Every ``<``
+    is written ``\\u003c`` (so no ``</script>`` nor ``<!--`` in a name read from a file ends the
+    element), and NaN or Infinity is an error (``allow_nan=False``): the readers refuse them, and a
+    page whose JSON held one would draw nothing."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
+
+
 def render(page: Page, stream: TextIO) -> None:
     """Write ``page`` into ``stream`` as one HTML document."""
     data = page.data
@@ -64,7 +72,7 @@ def render(page: Page, stream: TextIO) -> None:
         write(f"<li>{_inline(note)}</li>\n")
     write("</ul>\n</section>\n</main>\n")
     write("<script type=\"application/json\" id=\"memdiet-data\">")
-    write(json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c"))
+    write(script_json(data))
     write("</script>\n<script>")
     write(assets.SCRIPT)
     write("</script>\n</body>\n</html>\n")
