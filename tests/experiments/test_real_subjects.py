@@ -230,7 +230,9 @@ def test_a_real_subject_completes_and_its_figure_per_held_connection_agrees_from
     if subject.holds is None:
         assert held is None, held["text"]
     else:
-        assert held is not None and held["held"] <= max(subject.holds, 0) + 2, held
+        # A cap, not an exact count: cheroot kept 10 of 200 in one run and 18 in another (its threads
+        # plus what its connection manager kept when the ramp's clients came in), always far short of C.
+        assert held is not None and held["held"] <= max(subject.holds, 0) * 2 + 2 and held["held"] < C, held
         assert held["text"] in run.document["warnings"] and held["text"][:40] in result.stderr.replace("\n", " ")
         figures["why"] = held["text"]
     if subject.holds == 0:
