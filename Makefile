@@ -51,7 +51,7 @@ docs: $(STAMP)
 comma := ,
 subjects:
 	$(MAKE) venv EXTRAS=$(if $(findstring subjects,$(EXTRAS)),$(EXTRAS),$(EXTRAS)$(comma)subjects)
-	$(VENV)/bin/python -m pytest -m subjects -q -p no:randomly $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "subjects and not soak" -q -p no:randomly $(PYTEST_ARGS)
 
 # The full study into reports/latest/ (committed): the five layouts, then the peers uvicorn, aiohttp
 # and asyncio (the bench extra, installed here), each under rss, tracemalloc and memray. QUICK=1: the

@@ -240,6 +240,12 @@ def test_a_real_subject_completes_and_its_figure_per_held_connection_agrees_from
         assert run.summary.get("rss_bytes_per_held_connection") is None
         assert run.document["load"]["load"]["fresh_connections"] and run.summary["req_per_s"] > 0
         assert held["outcomes"]["closed_announced"]["count"] >= C * 0.9
+    elif held is not None and held["held"] == 0:
+        # A capped server may keep none to the end of idle-held: cheroot closes an idle keep-alive connection
+        # after 10 s, and a ramp slowed by its listen backlog of 5 took longer than that in one fresh-clone CI
+        # run (15 closed "10.4 s after" their response). Then no figure is printed, and the reason is given.
+        assert run.summary.get("rss_bytes_per_held_connection") is None
+        assert "held none" in run.document["not_measured"]["rss_bytes_per_held_connection"]
     else:
         outside, outside_held = outside_bytes_per_held(subject.command)
         figures.update(outside_bytes_per_held_connection=outside, outside_held=outside_held)
