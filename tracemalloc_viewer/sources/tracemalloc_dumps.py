@@ -24,7 +24,7 @@ import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from .. import pickle_bounds
+from ..pickle_bounds import PickleBoundsError, check as check_pickle_bounds
 from ..errors import ViewerInputError, first_bytes
 from ..model import Frame, Sample, Series, Site
 from ..untrusted import (DUMP_MAX_BYTES, JSON_MAX_BYTES, SIZE_LIMIT, check_line, check_size, check_time, read_bytes,
@@ -106,8 +106,8 @@ def load_snapshot(path: str | Path) -> tracemalloc.Snapshot:
     path = Path(path)
     data = read_bytes(path, DUMP_MAX_BYTES)
     try:
-        pickle_bounds.check(data)
-    except pickle_bounds.PickleBoundsError as error:
+        check_pickle_bounds(data)
+    except PickleBoundsError as error:
         raise ViewerInputError(f"{path}: truncated or corrupt tracemalloc snapshot, refused before loading: "
                                f"{error} (not what Snapshot.dump writes)") from None
     try:
