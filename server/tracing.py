@@ -54,8 +54,8 @@ from typing import Any, BinaryIO
 
 
 def memstats_module() -> Any:
-    """:mod:`server.memstats`, imported when a sampler first needs it (it brings ctypes and tempfile:
-    a server that only writes table.json through this module does not pay for them)."""
+    """:mod:`server.memstats`, imported when a sampler first needs it (it brings ctypes:
+    a server that only writes table.json through this module does not pay for it)."""
     if __package__:
         from . import memstats
 
