@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..dataset.agreement import beside_heap
 from ..dataset.metrics import client_warnings, errors_text, summarize
 from ..dataset.results import (
     DRAIN,
@@ -57,7 +58,7 @@ from ..dataset.results import (
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, inject, kernel, ledger
+from . import environment, exits, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_processes
 from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
@@ -162,6 +163,8 @@ class Run:
         self.ready_pids: set[int] = set()
         self.sampler: RssSampler | None = None
         self.loadgen: LoadGeneratorProcess | None = None
+        #: Every process exit the kernel reports while the run lasts: how a worker that died ended.
+        self.exits = exits.ExitWatcher()
         self.t0 = 0.0
         self.wall_t0 = 0.0
         self.document: dict[str, Any] = {
@@ -423,6 +426,7 @@ class Run:
                                       readiness=launch.readiness, name=subject.name, own_group=not in_server)
         self.wall_t0 = time.time()
         self.t0 = time.monotonic()
+        self.exits.start()
         try:
             self.server.start()
         except OSError as error:
@@ -588,6 +592,7 @@ class Run:
             self.sampler.stop()
         if self.server is not None:
             self.server.close()
+        self.exits.stop()
 
     # --- the run folder ----------------------------------------------------------------------
     def _write(self, error: BaseException | None) -> None:
@@ -601,6 +606,8 @@ class Run:
         ready = document.get("ready") or {}
         document["process_tree"]["changes"] = tree_changes(process_rows, self.phases, self.ready_pids or {root},
                                                            ready.get("settled_s", ready.get("listening_s", 0.0)))
+        deaths = exits.deaths(document["process_tree"]["changes"], self.exits, self.t0, self.phases, self.closed_early)
+        document["process_tree"]["deaths"] = deaths
         if self.closed_early:
             closed = sum(int(event["closed"]) for event in self.closed_early)
             document["closed_early"] = {"closed": closed, "events": self.closed_early}
@@ -668,8 +675,14 @@ class Run:
         for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
             if key in document["summary"]:
                 document["summary"][key] = None
+        if (beside := beside_heap(document)) is not None:  # what RSS holds beside the heap, from the ledger
+            document["heap_beside_rss"] = beside
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
+        for death in deaths:
+            document["warnings"].append(f"{self.subject.name}: " + exits.death_text(death))
         for change in document["process_tree"]["changes"]:
+            if change["event"] == "ended" and deaths:
+                continue  # said above, with how it ended
             low, high = change["between_s"]
             document["warnings"].append(
                 f"process {change['pid']} ({change['name']}) {change['event']} during phase {change['phase']}, after "
@@ -754,8 +767,10 @@ class Run:
         gone = {pid: name for pid, name in before.items() if pid not in after} if after else {}
         if gone:  # evidence beside what the clients saw: a worker that exited may have taken its clients
             document["processes_gone"] = [{"pid": pid, "name": name} for pid, name in sorted(gone.items())]
+            died = {death["pid"]: death for death in (self.document.get("process_tree") or {}).get("deaths", ())}
             text += ("; between the ends of idle-empty and idle-held these processes of its tree exited: "
-                     + ", ".join(f"{name} (pid {pid})" for pid, name in sorted(gone.items())))
+                     + ", ".join(exits.death_text(died[pid]) if pid in died else f"{name} (pid {pid})"
+                                 for pid, name in sorted(gone.items())))
         overflows = self.document.get("listen_overflows")
         if overflows:
             text += (f"; the kernel counted {overflows} listen-queue overflows during the ramp (TcpExtListenOverflows, "
