@@ -787,7 +787,8 @@ class Run:
                 try:
                     stats = json.loads(stem.with_suffix(".alloc.json").read_text())
                     rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"),
-                                                     pymalloc=stats.get("pymalloc") is not None)
+                                                     pymalloc=stats.get("pymalloc") is not None) \
+                        if stats.get("traced_bytes") is not None else None  # untraced: the allocators probe
                 except (OSError, ValueError) as error:
                     notes.append(f"RSS ledger of process {pid} at the end of {phase}: {error}")
                     continue

@@ -62,3 +62,47 @@ def test_the_connections_held_divide_the_parts_and_a_missing_figure_is_not_compa
 @pytest.mark.parametrize("heap", [10000 * (1 - AGREE), 10000 * (1 + AGREE)])
 def test_the_bound_is_inclusive(heap: float) -> None:
     assert compare(traced(heap, EMPTY, EMPTY), untraced(10000))["agrees"] is True
+
+
+def allocators_run(rss: float, empty: dict[str, int], full: dict[str, int], held: int = 100) -> dict:
+    """An untraced run's document with its ledger (the allocators probe: no python_heap part)."""
+    return {"summary": {"rss_bytes_per_held_connection": rss}, "parameters": {"connections": held},
+            "rss_ledger": {"phases": {"idle-empty": _ledger(empty), "idle-held": _ledger(full)},
+                           "per_held_connection": {"rss": rss}}}
+
+
+UNTRACED_EMPTY = {"untraced": 1_000_000, "pymalloc_free": 100_000, "pymalloc_empty": 0, "malloc_free": 50_000,
+                  "untouched": 0, "remainder": 4096}
+
+
+def test_an_untraced_ledger_whose_memory_in_use_agrees_with_the_heap_explains_rss_by_the_free_space() -> None:
+    # 100 connections: 800 KB more in use (8,000 B each, the heap's 8,200 B), free blocks and chunks
+    # filled by 200 KB: RSS grew by 6,000 B each.
+    full = dict(UNTRACED_EMPTY, untraced=1_800_000, pymalloc_free=0, malloc_free=-50_000)
+    result = compare(traced(8200, EMPTY, EMPTY), allocators_run(6000, UNTRACED_EMPTY, full))
+    assert result["explained"] is True and result["explained_by"] == "the untraced run's allocators"
+    assert result["free_bytes_per_held_connection"] == -2000 and "free space shrank 2,000 B" in result["text"]
+    # The ramp's freed memory kept resident: empty pools grew by 700 KB, RSS by 15,000 B each.
+    full = dict(UNTRACED_EMPTY, untraced=1_800_000, pymalloc_empty=700_000)
+    result = compare(traced(8200, EMPTY, EMPTY), allocators_run(15000, UNTRACED_EMPTY, full))
+    assert result["explained"] is True and "free space grew 7,000 B" in result["text"] and "empty pools +7,000 B" in result["text"]
+
+
+def test_an_untraced_ledger_does_not_explain_a_heap_its_memory_in_use_does_not_match_and_names_other_memory() -> None:
+    full = dict(UNTRACED_EMPTY, untraced=1_800_000, pymalloc_empty=700_000)
+    assert compare(traced(4000, EMPTY, EMPTY), allocators_run(15000, UNTRACED_EMPTY, full))["explained"] is False
+    # Memory neither allocator reports (granian's Rust side): named, with its bytes per connection.
+    full = dict(UNTRACED_EMPTY, untraced=1_010_000, remainder=4096 + 3_000_000)
+    result = compare(traced(120, EMPTY, EMPTY), allocators_run(30000, UNTRACED_EMPTY, full))
+    assert result["explained"] is True and "neither allocator reports (another allocator's" in result["text"]
+    assert "+30,000 B" in result["text"]
+
+
+def test_the_untraced_memory_in_use_may_hold_the_c_allocations_the_traced_ledger_saw_beside_the_heap() -> None:
+    # The traced run's ledger: 2,000 B per connection of C allocations beside a heap of 4,000 B; an
+    # untraced run with 6,300 B in use (the heap and those) is explained, one with 9,000 B is not.
+    traced_run = traced(4000, EMPTY, dict(EMPTY, untraced=1000 + 200_000))
+    full = dict(UNTRACED_EMPTY, untraced=1_630_000, pymalloc_empty=400_000)
+    assert compare(traced_run, allocators_run(10300, UNTRACED_EMPTY, full))["explained"] is True
+    full = dict(UNTRACED_EMPTY, untraced=1_900_000, pymalloc_empty=400_000)
+    assert compare(traced_run, allocators_run(13000, UNTRACED_EMPTY, full))["explained"] is False
