@@ -5,8 +5,8 @@ kernel's process connector (netlink NETLINK_CONNECTOR, CN_IDX_PROC; root, or CAP
 every process's exit with its wait status and the time, and :class:`ExitWatcher` keeps them while a run
 lasts. :func:`deaths` then joins each process the sampler saw end (``process_tree.changes``) with its
 exit (the signal that killed it, or its exit code), the phase it died in on the run's clock, and the
-clients the load generator saw end right after it (``closed_early``): what was seen, and a cause only
-where that names one.
+clients the load generator saw end right after it (``closed_early``, counted in the ramp and idle-held: None in
+another phase): what was seen, and a cause only where that names one.
 
 Rules: it only listens (no process is touched); where the kernel refuses the socket, ``error`` says why
 and the deaths are recorded without their status ("not seen"). The kernel's timestamps are
@@ -38,6 +38,8 @@ MAX_EXITS = 20000
 #: Seconds after a death within which clients the load generator saw end count as lost with it: the held
 #: phase looks at the clients every 0.25 s (runner.HELD_POLL_S), and a reset takes a look or two to show.
 LOST_WITHIN_S = 1.0
+#: The phases whose clients' ends the runner counts as they happen (its ``closed_early``).
+COUNTED_PHASES = {"ramp", "idle-held"}
 
 
 class ExitWatcher:
@@ -146,6 +148,10 @@ def deaths(changes: Sequence[dict[str, Any]], watcher: ExitWatcher | None, t0: f
             entry.update(phase=change["phase"], time_s=round(low, 3), signal=None, exit_code=None, core_dumped=None,
                          seen="the sampler's looks at the tree: its exit status was not seen"
                          + (f" ({watcher.error})" if watcher is not None and watcher.error else ""))
+        if not set(str(entry["phase"]).split(" or ")) & COUNTED_PHASES:
+            entry.update(clients_lost=None, lost_how=None)  # the clients' ends are counted in those phases only
+            out.append(entry)
+            continue
         lost = [event for event in closed_early if time_s - 0.05 <= event["time_s"] <= time_s + LOST_WITHIN_S]
         entry["clients_lost"] = sum(int(event["closed"]) for event in lost)
         how: dict[str, int] = {}
@@ -166,7 +172,9 @@ def death_text(death: dict[str, Any]) -> str:
         how = f"exited with code {death['exit_code']}"
     else:
         how = "its exit status not seen"
-    lost = death.get("clients_lost") or 0
-    return (f"process {death['pid']} ({death['name']}) died in {death['phase']} at {death['time_s']:.2f} s, {how}; "
-            + (f"{lost} client{'' if lost == 1 else 's'} ended within {LOST_WITHIN_S:g} s after it"
-               if lost else f"no client ended within {LOST_WITHIN_S:g} s after it"))
+    lost = death.get("clients_lost")
+    said = f"process {death['pid']} ({death['name']}) died in {death['phase']} at {death['time_s']:.2f} s, {how}; "
+    if lost is None:
+        return said + f"the clients that ended with it are counted in {' and '.join(sorted(COUNTED_PHASES))} only"
+    return said + (f"{lost} client{'' if lost == 1 else 's'} ended within {LOST_WITHIN_S:g} s after it"
+                   if lost else f"no client ended within {LOST_WITHIN_S:g} s after it")
