@@ -31,8 +31,8 @@ def _wait_for(watcher: ExitWatcher, pid: int) -> tuple[float, int]:
 
 
 def test_a_killed_child_and_an_exit_code_are_seen_with_their_time(watcher) -> None:
-    if watcher.error:  # CI runs as root: the process connector opens there (tests/conftest.py's skips)
-        pytest.fail(watcher.error)
+    if watcher.error:  # not root: CI runs as root, where a skip fails the run (MEMDIET_STRICT_SKIPS)
+        pytest.skip(watcher.error)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     before = time.monotonic()
     sleeper.send_signal(signal.SIGKILL)  # a process this test started, by its pid
