@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..bench.metrics import SHARED_CATEGORIES, SYSTEM_CALLS, held_key
+from ..dataset.bench_format import SHARED_CATEGORIES, SYSTEM_CALLS, held_key
 from ..dataset.results import write_atomic, write_json
 from .bench_chart import render_chart
 from .markdown import table
