@@ -21,6 +21,11 @@ def human_bytes(size: float, signed: bool = False) -> str:
     raise AssertionError("unreachable")
 
 
+def share(size: float, total: float) -> str:
+    """``size`` as a percentage of ``total`` with one decimal (``12.5%``); ``-`` when ``total`` is 0."""
+    return f"{100 * size / total:.1f}%" if total else "-"
+
+
 def commify(value: int) -> str:
     """``1234567`` -> ``1,234,567`` (as ms_print prints byte counts)."""
     return f"{value:,}"

@@ -1,4 +1,7 @@
-"""Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values."""
+"""Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values.
+
+One function per rounding rule, each written here only. (The viewer's tables, on the same HTML page,
+round sizes as tracemalloc prints them: ``tracemalloc_viewer.units.human_bytes``, its own rule.)"""
 
 from __future__ import annotations
 
@@ -28,6 +31,20 @@ def human_bytes(value: float | None) -> str:
 def slot_bytes(value: float | None) -> str:
     """Bytes per slot with one decimal: ``6,105.3 B``, ``16.0 B``."""
     return MISSING if value is None else f"{value:,.1f} B"
+
+
+def exact_bytes(value: float) -> str:
+    """Whole bytes when ``value`` is whole (``6,105 B``), else one decimal (``16.5 B``): a C size beside
+    a Python one, a slot's parts."""
+    return f"{int(value):,} B" if value == int(value) else slot_bytes(value)
+
+
+def share(part: float | None, whole: float | None) -> str:
+    """``part`` as a percentage of ``whole`` with one decimal (``12.5%``); ``–`` when either is
+    missing or ``whole`` is 0."""
+    if part is None or not whole:
+        return MISSING
+    return f"{100 * part / whole:.1f}%"
 
 
 def percent_change(fraction_saved: float | None, decimals: int = 0) -> str:

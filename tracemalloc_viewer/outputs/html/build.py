@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from ...model import Frame, Sample, Series, Site, merge_sites
 from ...names import FileKeys, function_name, is_pseudo_site
 from ...stats import OTHER, common_basis, compare, statistics
-from ...units import frame_label, human_bytes
+from ...units import frame_label, human_bytes, share
 from ..timeline import _label as legend_label
 from ..timeline import site_matrix
 from .page import PAGE_LIMIT_BYTES, Budget, Capture, Line, Page, Phase, Section
@@ -258,18 +258,14 @@ def _table(sample: Sample, position: int, labels: _Labels, budget: Budget) -> di
     total = sample.total_bytes
     blocks = sum(site.count for site in sample.sites or ())
     shown, rest = stats[:budget.table_rows], stats[budget.table_rows:]
-    rows = [[labels.of(stat.frames[0]), stat.size, stat.count, human_bytes(stat.size), _share(stat.size, total)]
+    rows = [[labels.of(stat.frames[0]), stat.size, stat.count, human_bytes(stat.size), share(stat.size, total)]
             for stat in shown]
     rest_row = None
     if rest:
         size = sum(stat.size for stat in rest)
-        rest_row = [len(rest), size, sum(stat.count for stat in rest), human_bytes(size), _share(size, total)]
+        rest_row = [len(rest), size, sum(stat.count for stat in rest), human_bytes(size), share(size, total)]
     return {"t": _time(sample.time_s), "i": position, "total": total, "total_text": human_bytes(total),
             "blocks": blocks, "sites": len(stats), "rows": rows, "rest": rest_row}
-
-
-def _share(size: int, total: int) -> str:
-    return f"{100 * size / total:.1f}%" if total else "-"
 
 
 # --- the curve ---------------------------------------------------------------------------------------
