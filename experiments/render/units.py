@@ -1,7 +1,7 @@
 """Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values.
 
 One function per rounding rule, each written here only. (The viewer's tables, on the same HTML page,
-round sizes as tracemalloc prints them: ``tracemalloc_viewer.units.human_bytes``, its own rule.)"""
+round sizes as tracemalloc prints them: ``tracemalloc_viewer.units.tracemalloc_bytes``, its own rule.)"""
 
 from __future__ import annotations
 

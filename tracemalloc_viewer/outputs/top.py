@@ -15,7 +15,7 @@ from typing import Sequence
 from ..model import Site
 from ..stacks import caller_lines, have_callers, row_key, row_stacks, stack_lines
 from ..stats import statistics
-from ..units import frame_label, human_bytes, share
+from ..units import exact_bytes, frame_label, share, tracemalloc_bytes
 
 #: Callers shown under a ``--by traceback`` row when ``frames`` is not given.
 TRACEBACK_FRAMES = 6
@@ -68,5 +68,5 @@ def render(sites: Sequence[Site], title: str, by: str = "lineno", limit: int = 1
 
 def _size(size: float, exact: bool, average: bool = False) -> str:
     if exact:
-        return f"{size:.1f}" if average else f"{int(size)} B"
-    return human_bytes(size)
+        return f"{size:.1f}" if average else exact_bytes(size)
+    return tracemalloc_bytes(size)
