@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..dataset.anatomy import PART_NAMES, SlotAnatomy
 from .figures import new_figure, save_figure
-from .units import exact_bytes
+from .units import exact_bytes, whole_bytes
 
 PART_COLOURS = dict(zip(PART_NAMES, ("#6baed6", "#9e9ac8", "#fd8d3c", "#e6550d", "#74c476", "#bdbdbd", "#fdd0a2")))
 C_COLOUR = "#636363"
@@ -89,4 +89,4 @@ def render_anatomy(anatomies: list[SlotAnatomy], out_stem: Path,
 def _byte_ticks():
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda value, _pos: f"{value:,.0f} B")
+    return FuncFormatter(lambda value, _pos: whole_bytes(value))

@@ -22,10 +22,15 @@ def human_bytes(value: float | None) -> str:
         return MISSING
     magnitude = abs(value)
     if magnitude < KIB:
-        return f"{value:,.0f} B"
+        return whole_bytes(value)
     if magnitude < MIB:
         return f"{value / KIB:,.1f} KiB"
     return f"{value / MIB:,.1f} MiB"
+
+
+def whole_bytes(value: float | None) -> str:
+    """Bytes rounded to whole bytes: ``6,105 B``, ``-12 B``."""
+    return MISSING if value is None else f"{value:,.0f} B"
 
 
 def slot_bytes(value: float | None) -> str:
@@ -86,7 +91,7 @@ def format_metric(name: str, value: float | int | None) -> str:
     if value is None:
         return MISSING
     if name == "c_bytes_per_slot":
-        return f"{value:,.0f} B"  # a C size is whole bytes
+        return whole_bytes(value)  # a C size is whole bytes
     if name in PER_SLOT_METRICS:
         return slot_bytes(value)
     return format_in_unit(METRICS[name].unit if name in METRICS else "", value)
