@@ -58,7 +58,7 @@ from ..dataset.results import (
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, exits, inject, kernel, ledger
+from . import environment, exits, graphdump, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_processes
 from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
@@ -149,6 +149,8 @@ class Run:
         #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
+        #: The heap graphs after the idle phases' dumps (``--heap-graph``), and the owners analysed from them.
+        self.graphs = graphdump.Graphs(config.heap_graph)
         #: Each traced process's pages read right after its dump at the end of each of LEDGER_PHASES:
         #: ``{phase: {pid: (the dump's path less its suffix, pages)}}`` (the root first); with the
         #: allocators' figures written beside each dump, the RSS ledger of each process.
@@ -249,6 +251,7 @@ class Run:
         if dumped:
             if name in LEDGER_PHASES:
                 self._read_ledger_pages(name, len(self.dumps))
+            self.graphs.phase_end(name, len(self.dumps), self.probe.name, self.trace_dir, self._tree(), self._check_server)
             self.dumps.append(name)
 
     def _read_ledger_pages(self, phase: str, index: int) -> None:
@@ -677,6 +680,8 @@ class Run:
                 document["summary"][key] = None
         if (beside := beside_heap(document)) is not None:  # what RSS holds beside the heap, from the ledger
             document["heap_beside_rss"] = beside
+        if held_reason is None:  # owners per held connection divide by the held count: only when measured
+            self.graphs.finish(self.trace_dir, self.run_dir, document, held_count)
         document["warnings"] = client_warnings(self.load_results, self.config.connections)
         for death in deaths:
             document["warnings"].append(f"{self.subject.name}: " + exits.death_text(death))

@@ -52,6 +52,7 @@ from .held_sites import held_site_tables, held_sites_markdown
 from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
 from .markdown import code, table
 from .massif_curve import render_massif_curve
+from .owners_md import owner_tables, owners_markdown
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
 from .units import MISSING, format_metric, percent_change, slot_bytes
 
@@ -408,7 +409,14 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   "that allocated it, divided by the C clients held: the study's question asked of each server, "
                   "ours and the ones people run. Sites of the subject's own code, its framework's and the standard "
                   "library's alike; C extensions' own allocations show under memray's native frames.", "",
-                  *held_sites_markdown(held_site_tables(by_layout))]
+                  *held_sites_markdown(held_site_tables(by_layout)),
+                  "## Who keeps each connection's bytes: owners and retained sizes", "",
+                  "The heap graph at the end of `idle-empty` and of `idle-held` (every gc-tracked object and what it "
+                  "refers to), its dominator tree and each object's retained size: the bytes freed if it alone were "
+                  "no longer referred to. A per-connection type grows by a whole number of instances per held "
+                  "connection; its owner is the one no other per-connection object dominates (docs/owners.md). "
+                  "`memdiet view owners RUN` prints each owner's retained tree.", "",
+                  *owners_markdown(owner_tables(by_layout))]
         ledgers = ledger_tables(by_layout)
         if ledgers:
             render_ledger_chart(ledgers, out_dir / "ledger")

@@ -10,7 +10,8 @@ parent pid, argv, how it began: ``start`` or ``fork``). For ``tracemalloc`` it r
 sampler (``server/tracing.py``, loaded from ``MEMDIET_TRACING_PY`` under a private name so the subject's
 own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapshots every
 ``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
-``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers). For ``memray`` it
+``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers), and a heap graph
+(``server/heapgraph.py``) each time the runner writes a new name into ``graph-requests``. For ``memray`` it
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
 ``memray.bin.PID`` beside their parent's capture), stopped at exit. For ``allocators`` it traces nothing: a thread writes the allocators' figures
 (``snapshots/NNN.alloc.json``) for each dump asked for, after a full collection. A ``sitecustomize`` that this one
@@ -58,6 +59,7 @@ def _start_tracemalloc(root: str) -> None:
     # The probe's allocator reader (ctypes, tempfile) is loaded and warmed before tracing starts:
     # the probe's, not the program's heap.
     tracing.memstats_module().allocator_stats()
+    tracing.heapgraph_module()  # the heap graph's writer too (server/heapgraph.py, loaded by path)
     tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
 
     def begin(how: str) -> None:
@@ -69,7 +71,8 @@ def _start_tracemalloc(root: str) -> None:
     begin("start")
     # A forked child keeps tracemalloc's traces (its copy of the parent's heap) but not the sampler's
     # thread: it starts a sampler of its own, in its own folder.
-    os.register_at_fork(after_in_child=lambda: begin("fork"))
+    # The copy the sampler forks to write a heap graph (server/tracing.py) is not a worker: no sampler.
+    os.register_at_fork(after_in_child=lambda: None if tracing.forking_for_graph else begin("fork"))
 
 
 def _start_allocators(root: str) -> None:
