@@ -181,6 +181,7 @@ class TracemallocSampler:
         dump_request_file: str | None = None,
         first_dump_index: int = 0,
         allocator_stats: bool = True,
+        heap_graph: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         #: Written after the first detailed snapshot; the runner starts its phases after it.
@@ -202,17 +203,24 @@ class TracemallocSampler:
         #: program the tracer was injected into, which has no SIGUSR1 of ours): looked at every sample.
         self.dump_request_file = dump_request_file
         self._request_mtime_ns = 0
+        #: Heap graphs (the run's ``--heap-graph``, off by default): only then is the writer loaded and
+        #: ``graph-requests`` looked at; without it the sampler does, loads and allocates what it did
+        #: before graphs existed, so a run's figures are the same.
         #: ``graph-requests``: beside ``dump_request_file`` (an injected program's processes share
         #: it), else in ``out_dir``; a name already there when the sampler starts was not for it.
+        self.heap_graph = heap_graph
         folder = os.path.dirname(dump_request_file) if dump_request_file else str(self.out_dir)
         self.graph_request_file = os.path.join(folder, GRAPH_REQUESTS)
         self._graph_mtime_ns = 0
-        # Loaded now, before the first phase: its import is the probe's start-up, not a phase's heap;
-        # so is resource, which os.wait4 imports for the forked copy's usage (11 KB the first time).
-        self._heapgraph = heapgraph_module()
-        import resource  # noqa: F401
         self._graph_last: str | None = None
-        self._graph_done = self._graph_requested()
+        self._heapgraph: Any = None
+        self._graph_done: str | None = None
+        if heap_graph:
+            # Loaded now, before the first phase: its import is the probe's start-up, not a phase's heap;
+            # so is resource, which os.wait4 imports for the forked copy's usage (11 KB the first time).
+            self._heapgraph = heapgraph_module()
+            import resource  # noqa: F401
+            self._graph_done = self._graph_requested()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracemalloc-sampler", daemon=True)
@@ -261,7 +269,7 @@ class TracemallocSampler:
             if self.dumps_written < self._dump_requests:
                 self._dump(now)
                 self._after_probe_work()
-            elif (name := self._graph_requested()) is not None and name != self._graph_done:
+            elif self.heap_graph and (name := self._graph_requested()) is not None and name != self._graph_done:
                 self._graph(name)
                 self._after_probe_work()
             elif now >= next_detail:
@@ -324,7 +332,7 @@ class TracemallocSampler:
         if child == 0:  # the copy: walk, write, leave at once (no atexit, no buffered file of ours flushed twice)
             status = 1
             try:
-                self._heapgraph.write_graph(path + ".child", collect=False,
+                self._heapgraph.write_graph(path + ".child", collect=False, own_thread=True,
                                             exclude=(self, self._thread, self._wake, self._stop, self._heap,
                                                      self._sites, self._sites_writer))
                 status = 0

@@ -180,8 +180,5 @@ class SkipLedger:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The tracemalloc runs of the suite take no heap graphs (a walk of the heap at each idle phase's
-    # end is tens of seconds on a shared machine); tests/experiments/test_owners_runs.py turns them on.
-    os.environ.setdefault("MEMDIET_HEAP_GRAPH", "0")
     strict = os.environ.get(STRICT_SKIPS_ENV, "") == "1"
     config.pluginmanager.register(SkipLedger(strict), "memdiet-skip-ledger")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,6 +23,7 @@ from server.tracing import GRAPH_REQUESTS
 from ..dataset.results import IDLE_EMPTY, IDLE_HELD, write_atomic, write_json
 from . import inject
 from .probes.base import ProbeFailed
+from .probes.sampler import RssSampler
 from .probes.sites import site_label
 from .procfs import ProcessGone, read_proc
 
@@ -29,18 +31,10 @@ from .procfs import ProcessGone, read_proc
 GRAPH_PHASES = (IDLE_EMPTY, IDLE_HELD)
 #: Seconds a graph may take to appear. The next phase must not start while the subject still walks
 #: its heap (its figures would hold the walk), so a graph that takes longer fails the run, naming it
-#: (MEMDIET_HEAP_GRAPH=0 runs without graphs). nofd at 65,536 slots took 77 to 122 s on a loaded machine.
+#: (a run without ``--heap-graph`` takes none).
 GRAPH_TIMEOUT_S = 1800.0
 GRAPHS_DIR = "graphs"
 OWNERS_FILE = "owners.json"
-#: MEMDIET_HEAP_GRAPH=0 turns the graphs off (a run whose time matters more than its owners; the
-#: test suite's runs other than the owners' own tests).
-SWITCH = "MEMDIET_HEAP_GRAPH"
-
-
-def enabled() -> bool:
-    return os.environ.get(SWITCH, "1") != "0"
-
 
 def graph_name(index: int, phase: str) -> str:
     return f"{index:02d}-{phase}"
@@ -49,9 +43,11 @@ def graph_name(index: int, phase: str) -> str:
 class Graphs:
     """The runner's side: a graph after each of :data:`GRAPH_PHASES`' dumps, then the analysis."""
 
-    __slots__ = ("names", "costs", "notes")
+    __slots__ = ("enabled", "names", "costs", "notes")
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = False) -> None:
+        #: The run's ``heap_graph`` (``--heap-graph``): off, nothing is asked of the subject or written.
+        self.enabled = enabled
         self.names: dict[str, str] = {}
         #: Per phase: seconds from the request until every file was there, the files' bytes, and the
         #: root process's RSS growth at its highest while the walk ran (VmHWM after less VmRSS before,
@@ -60,15 +56,18 @@ class Graphs:
         self.notes: list[str] = []
 
     def phase_end(self, phase: str, index: int, probe: str, trace_dir: Path, pids: Sequence[int],
-                  check: Callable[[], None]) -> None:
-        """Called once the phase-end dump ``index`` is written and the ledger's pages read."""
-        if not enabled() or probe != "tracemalloc" or phase not in GRAPH_PHASES or not pids:
+                  check: Callable[[], None], sampler: RssSampler | None) -> None:
+        """Called once the phase-end dump ``index`` is written and the ledger's pages read. The RSS
+        ``sampler`` is paused meanwhile: the forked copies that walk are no processes of the subject's
+        tree, and the time is in no phase."""
+        if not self.enabled or probe != "tracemalloc" or phase not in GRAPH_PHASES or not pids:
             return
         name = graph_name(index, phase)
         try:
             before = memory_status(pids[0])
             _reset_peak(pids[0])
-            files, seconds = request(trace_dir, name, pids, check)
+            with sampler.paused() if sampler is not None else nullcontext():
+                files, seconds = request(trace_dir, name, pids, check)
             after = memory_status(pids[0])
         except (OSError, ProcessGone) as error:  # the subject died: _check_server says so next
             self.notes.append(f"heap graph after {phase}: {error}")
@@ -82,8 +81,9 @@ class Graphs:
                              # The forked copy that walked: its peak RSS (what the machine lent it).
                              "copy_max_rss_bytes": max((c.get("copy_max_rss_bytes") or 0 for c in copies), default=None)}
 
-    def finish(self, trace_dir: Path, run_dir: Path, document: dict[str, Any]) -> None:
-        """Move the graphs into the run folder and write owners.json; what failed becomes a note."""
+    def finish(self, trace_dir: Path, run_dir: Path, document: dict[str, Any], held: int) -> None:
+        """Move the graphs into the run folder and write owners.json (per connection: per one of the
+        ``held`` connections the subject held); what failed becomes a note."""
         if not self.names:
             return
         notes = document["probe_info"]["notes"]
@@ -92,7 +92,7 @@ class Graphs:
             graphs = collect(trace_dir, run_dir, self.names)
             document["files"]["heap_graphs"] = graphs
             summary = document.get("summary", {})
-            analyse(run_dir, graphs, int(document["parameters"]["connections"]),
+            analyse(run_dir, graphs, held,
                     summary.get("heap_bytes_per_held_connection"), self.costs)
             document["files"]["owners"] = OWNERS_FILE
         except Exception as error:  # the run's own figures stand; the owners are missing, and say why
@@ -203,7 +203,8 @@ def reanalyse(run_dir: Path) -> dict[str, Any]:
 
     document = json.loads((run_dir / "result.json").read_text())
     previous = json.loads((run_dir / OWNERS_FILE).read_text()) if (run_dir / OWNERS_FILE).exists() else {}
-    return analyse(run_dir, document["files"]["heap_graphs"], int(document["parameters"]["connections"]),
+    held = int(previous.get("connections") or document["parameters"]["connections"])
+    return analyse(run_dir, document["files"]["heap_graphs"], held,
                    document["summary"].get("heap_bytes_per_held_connection"), previous.get("costs", {}))
 
 

@@ -53,9 +53,14 @@ class MatrixPlan:
     base: RunConfig
     layouts: Sequence[str] = field(default_factory=lambda: list(LAYOUTS))
     probes: Sequence[str] = FULL_PROBES
+    #: Subjects whose tracemalloc run takes heap graphs (owners.json), besides every one when the
+    #: base asks (``--heap-graph``); other probes never take them.
+    heap_graph_subjects: Sequence[str] = ()
 
     def configs(self) -> list[RunConfig]:
-        return [replace(self.base, layout=layout, probe=probe) for layout in self.layouts for probe in self.probes]
+        return [replace(self.base, layout=layout, probe=probe,
+                        heap_graph=probe == "tracemalloc" and (self.base.heap_graph or layout in self.heap_graph_subjects))
+                for layout in self.layouts for probe in self.probes]
 
 
 @dataclass
@@ -202,10 +207,16 @@ def read_matrix(matrix_file: Path) -> MatrixRecord:
                         run_paths)
 
 
+#: The subjects whose tracemalloc run takes heap graphs in the full matrix (``make experiment``): the
+#: owners the report shows (issue 23's "Done when"). Others take them with ``--heap-graph``.
+OWNERS_SUBJECTS = ("nofd", "asyncio", "aiohttp", "uvicorn")
+
+
 def default_plan(quick: bool) -> MatrixPlan:
     """Every layout under the study's probes, with its parameters (runs go to reports/runs)."""
     return MatrixPlan(base=QUICK if quick else FULL, layouts=default_subjects(quick),
-                      probes=QUICK_PROBES if quick else FULL_PROBES)
+                      probes=QUICK_PROBES if quick else FULL_PROBES,
+                      heap_graph_subjects=() if quick else OWNERS_SUBJECTS)
 
 
 def default_subjects(quick: bool) -> list[str]:
@@ -223,5 +234,5 @@ def default_latest_dir(quick: bool) -> Path:
     return QUICK_LATEST_DIR if quick else DEFAULT_LATEST_DIR
 
 
-__all__ = ["MatrixPlan", "MatrixRecord", "run_matrix", "read_matrix", "default_plan", "default_latest_dir", "FULL",
+__all__ = ["MatrixPlan", "OWNERS_SUBJECTS", "MatrixRecord", "run_matrix", "read_matrix", "default_plan", "default_latest_dir", "FULL",
            "QUICK", "FULL_PROBES", "QUICK_PROBES", "DEFAULT_LATEST_DIR", "QUICK_LATEST_DIR", "PROBES"]

@@ -251,7 +251,8 @@ class Run:
         if dumped:
             if name in LEDGER_PHASES:
                 self._read_ledger_pages(name, len(self.dumps))
-            self.graphs.phase_end(name, len(self.dumps), self.probe.name, self.trace_dir, self._tree(), self._check_server)
+            self.graphs.phase_end(name, len(self.dumps), self.probe.name, self.trace_dir, self._tree(), self._check_server,
+                                  self.sampler)
             self.dumps.append(name)
 
     def _read_ledger_pages(self, phase: str, index: int) -> None:

@@ -187,9 +187,11 @@ def test_record_out_of_range_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_walk_leaves_no_heap_behind(tmp_path: Path) -> None:
-    """What a graph's walk made is gone once it returns (exact tracemalloc deltas): its phase's figures
-    and the next one's do not hold it. The first walk may free a few bytes the imports left (104 B
-    here: -0.1 B per held connection at C = 1,000, the first graph being taken at the end of idle-empty)."""
+    """What a graph's walk made is gone once it returns (exact tracemalloc deltas): a second and third
+    walk leave 0 B. The first leaves what is made once per process: CPython 3.11's line arrays of the
+    walk's code objects (:func:`server.heapgraph._index_lines`, which makes the traced walk 4 to 7 times
+    faster) and the first thread's state, 5,362 B here. The runs' graphs are walked by a forked copy
+    of the subject (server/tracing.py), so even those bytes never reach the process measured.)"""
     deltas = run_program("""
         import threading, tracemalloc
         class Holder:
@@ -204,4 +206,4 @@ def test_the_walk_leaves_no_heap_behind(tmp_path: Path) -> None:
             gc.collect(); deltas.append(tracemalloc.get_traced_memory()[0] - before)
         print(json.dumps(deltas))
     """, tmp_path, tracemalloc_frames=1)
-    assert -256 <= deltas[0] <= 0 and deltas[1:] == [0, 0], deltas
+    assert -256 <= deltas[0] <= 8192 and deltas[1:] == [0, 0], deltas

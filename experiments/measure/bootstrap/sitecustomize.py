@@ -10,8 +10,8 @@ parent pid, argv, how it began: ``start`` or ``fork``). For ``tracemalloc`` it r
 sampler (``server/tracing.py``, loaded from ``MEMDIET_TRACING_PY`` under a private name so the subject's
 own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapshots every
 ``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
-``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers), and a heap graph
-(``server/heapgraph.py``) each time the runner writes a new name into ``graph-requests``. For ``memray`` it
+``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers), and with
+``MEMDIET_HEAP_GRAPH=1`` a heap graph (``server/heapgraph.py``) each time the runner writes a new name into ``graph-requests``. For ``memray`` it
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
 ``memray.bin.PID`` beside their parent's capture), stopped at exit. For ``allocators`` it traces nothing: a thread writes the allocators' figures
 (``snapshots/NNN.alloc.json``) for each dump asked for, after a full collection. A ``sitecustomize`` that this one
@@ -55,11 +55,13 @@ def _start_tracemalloc(root: str) -> None:
     spec.loader.exec_module(tracing)
     requests = os.path.join(root, "dump-requests")
     options = {"hz": float(os.environ.get("MEMDIET_TRACE_HZ", "50")),
-               "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2"))}
+               "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2")),
+               "heap_graph": os.environ.get("MEMDIET_HEAP_GRAPH") == "1"}
     # The probe's allocator reader (ctypes, tempfile) is loaded and warmed before tracing starts:
     # the probe's, not the program's heap.
     tracing.memstats_module().allocator_stats()
-    tracing.heapgraph_module()  # the heap graph's writer too (server/heapgraph.py, loaded by path)
+    if options["heap_graph"]:  # the heap graph's writer too (server/heapgraph.py, loaded by path), when asked
+        tracing.heapgraph_module()
     tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
 
     def begin(how: str) -> None:

@@ -70,7 +70,8 @@ class TracemallocProbe(Probe):
     def wrap(self, argv: list[str], env: dict[str, str], trace_dir: Path, config: RunConfig,
              in_server: bool) -> tuple[list[str], dict[str, str]]:
         if in_server:  # the frames go here, not in server_args(): only this hook is given the run's config
-            return [*argv, "--trace-frames", str(config.trace_frames)], env
+            return [*argv, "--trace-frames", str(config.trace_frames),
+                    *(["--trace-heap-graph"] if config.heap_graph else [])], env
         return argv, {**env, **inject.environment("tracemalloc", trace_dir, config)}
 
     def ready(self, trace_dir: Path, pids: Sequence[int]) -> bool:
