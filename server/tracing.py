@@ -170,6 +170,8 @@ class _EncodedLines:
 class TracemallocSampler:
     """Samples tracemalloc from a daemon thread into ``out_dir`` (see the module docstring)."""
 
+    heap_graph = False
+
     def __init__(
         self,
         out_dir: Path,
@@ -204,18 +206,17 @@ class TracemallocSampler:
         self.dump_request_file = dump_request_file
         self._request_mtime_ns = 0
         #: Heap graphs (the run's ``--heap-graph``, off by default): only then is the writer loaded and
-        #: ``graph-requests`` looked at; without it the sampler does, loads and allocates what it did
-        #: before graphs existed, so a run's figures are the same.
+        #: ``graph-requests`` looked at, and only then are the attributes below set (off, the class's
+        #: ``heap_graph = False`` stands): without it the sampler does, loads and allocates what it
+        #: did before graphs existed, so a run's figures are the same.
         #: ``graph-requests``: beside ``dump_request_file`` (an injected program's processes share
         #: it), else in ``out_dir``; a name already there when the sampler starts was not for it.
-        self.heap_graph = heap_graph
-        folder = os.path.dirname(dump_request_file) if dump_request_file else str(self.out_dir)
-        self.graph_request_file = os.path.join(folder, GRAPH_REQUESTS)
-        self._graph_mtime_ns = 0
-        self._graph_last: str | None = None
-        self._heapgraph: Any = None
-        self._graph_done: str | None = None
         if heap_graph:
+            self.heap_graph = True
+            folder = os.path.dirname(dump_request_file) if dump_request_file else str(self.out_dir)
+            self.graph_request_file = os.path.join(folder, GRAPH_REQUESTS)
+            self._graph_mtime_ns = 0
+            self._graph_last: str | None = None
             # Loaded now, before the first phase: its import is the probe's start-up, not a phase's heap;
             # so is resource, which os.wait4 imports for the forked copy's usage (11 KB the first time).
             self._heapgraph = heapgraph_module()
@@ -272,6 +273,11 @@ class TracemallocSampler:
             elif self.heap_graph and (name := self._graph_requested()) is not None and name != self._graph_done:
                 self._graph(name)
                 self._after_probe_work()
+                # The graph's seconds are a pause of the sampler, not of the detail schedule: a snapshot
+                # overdue by then would land in the next phase's first moments (the ramp, at the end of
+                # idle-empty), its transient objects among the new connections' in pymalloc's pools:
+                # nofd at 65,536 slots then held 1.9 MB more empty pools at idle-held.
+                next_detail = max(next_detail, time.monotonic() + self.detail_interval_s)
             elif now >= next_detail:
                 self._detailed_snapshot(now)
                 self._after_probe_work()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ViewerInputError
+from ..units import human_bytes
 
 OWNERS_FILE = "owners.json"
 MAX_BYTES = 32 << 20
@@ -95,11 +96,7 @@ def _check(document: Any) -> None:
 
 
 def _bytes(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 10 * 1024:
-        return f"{value / 1024:,.1f} KiB"
-    return f"{value:,.0f} B"
+    return "-" if value is None else human_bytes(value)
 
 
 def tree_lines(children: list[dict[str, Any]], depth: int = 1) -> list[str]:
