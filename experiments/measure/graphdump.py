@@ -22,8 +22,8 @@ from server.tracing import GRAPH_REQUESTS
 
 from ..dataset.results import IDLE_EMPTY, IDLE_HELD, write_atomic, write_json
 from . import inject
-from .probes.base import ProbeFailed
 from .probes.sampler import RssSampler
+from .probes.tracemalloc import wait_for_files
 from .probes.sites import site_label
 from .procfs import ProcessGone, read_proc
 
@@ -108,13 +108,7 @@ def request(trace_dir: Path, name: str, pids: Sequence[int], check: Callable[[],
         targets = [trace_dir / "snapshots" / f"{name}.graph"]
     else:
         targets = [folder / "snapshots" / f"{name}.graph" for folder in inject.live_process_dirs(trace_dir, pids)]
-    deadline = started + GRAPH_TIMEOUT_S
-    while not all(target.exists() for target in targets):
-        check()
-        if time.monotonic() > deadline:
-            missing = ", ".join(str(target) for target in targets if not target.exists())
-            raise ProbeFailed(f"heap graph {name} did not appear within {GRAPH_TIMEOUT_S:g} s: {missing}")
-        time.sleep(0.05)
+    wait_for_files(targets, GRAPH_TIMEOUT_S, f"heap graph {name}", check, poll_s=0.05)
     return targets, time.monotonic() - started
 
 

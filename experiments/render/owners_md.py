@@ -36,8 +36,10 @@ class OwnerTable:
     costs: dict[str, Any]
 
 
-def owner_tables(by_subject: Mapping[str, Mapping[str, RunResult]]) -> list[OwnerTable]:
-    """Per subject with a tracemalloc run that wrote owners.json, in the study's order."""
+def owner_tables(by_subject: Mapping[str, Mapping[str, RunResult]],
+                 problems: list[str] | None = None) -> list[OwnerTable]:
+    """Per subject with a tracemalloc run that wrote owners.json, in the study's order; an owners.json
+    that fails its checks is left out, its one line appended to ``problems``."""
     tables = []
     for subject in layout_order(by_subject):
         run = by_subject[subject].get("tracemalloc")
@@ -46,7 +48,9 @@ def owner_tables(by_subject: Mapping[str, Mapping[str, RunResult]]) -> list[Owne
             continue
         try:
             document = load(run.path / name)
-        except ViewerInputError:
+        except ViewerInputError as error:
+            if problems is not None:
+                problems.append(f"{subject}: {error}")
             continue
         for key, process in document["processes"].items():
             tables.append(OwnerTable(subject if len(document["processes"]) == 1 else f"{subject} ({key})",

@@ -348,6 +348,19 @@ def _determinism_section() -> list[str]:
 
 
 # --- the report ----------------------------------------------------------------------------------
+def _owners_lines(by_layout: dict[str, dict[str, RunResult]]) -> list[str]:
+    """The owners of each subject whose tracemalloc run took heap graphs (``--heap-graph``; ``make
+    experiment`` takes them for the subjects of :data:`experiments.measure.matrix.OWNERS_SUBJECTS`),
+    and a line per owners.json that failed its checks."""
+    problems: list[str] = []
+    tables = owner_tables(by_layout, problems)
+    lines = owners_markdown(tables)
+    if not tables:
+        lines += ["No tracemalloc run of this report took heap graphs (`memdiet run --heap-graph`).", ""]
+    lines += [f"- owners not shown for {problem}" for problem in problems] + ([""] if problems else [])
+    return lines
+
+
 def refuse_incomparable(runs: Iterable[RunResult]) -> None:
     """Raise :class:`IncomparableRuns` when the runs a report's tables would use (the latest complete
     run of each layout and probe) were made with different
@@ -416,7 +429,7 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   "no longer referred to. A per-connection type grows by a whole number of instances per held "
                   "connection; its owner is the one no other per-connection object dominates (docs/owners.md). "
                   "`memdiet view owners RUN` prints each owner's retained tree.", "",
-                  *owners_markdown(owner_tables(by_layout))]
+                  *_owners_lines(by_layout)]
         ledgers = ledger_tables(by_layout)
         if ledgers:
             render_ledger_chart(ledgers, out_dir / "ledger")

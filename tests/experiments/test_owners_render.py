@@ -76,3 +76,16 @@ def test_bad_owners_files_give_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert view(["owners", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_report_names_an_owners_file_that_fails_its_checks(tmp_path: Path) -> None:
+    from experiments.render.report_md import _owners_lines
+
+    run_dir = write_fake_run(tmp_path / "runs", "nofd", "tracemalloc", connections=CONNECTIONS)
+    (run_dir / "owners.json").write_text('{"processes": {"server": {"connections": 1, "owners": [{"type": 3}]}}}')
+    document = json.loads((run_dir / "result.json").read_text())
+    document["files"]["owners"] = "owners.json"
+    (run_dir / "result.json").write_text(json.dumps(document))
+    lines = _owners_lines({"nofd": {"tracemalloc": load_run(run_dir)}})
+    assert any(line.startswith("- owners not shown for nofd: ") and "without a type" in line for line in lines), lines
+    assert "No tracemalloc run of this report took heap graphs" in "\n".join(lines)
