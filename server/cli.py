@@ -158,8 +158,12 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
     if args.trace == "tracemalloc" and trace_dir is not None:
         from .tracing import TracemallocSampler
 
-        sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval,
-                                     heap_graph=args.trace_heap_graph)
+        sampler_class: type = TracemallocSampler
+        if args.trace_heap_graph:  # only then is the graph writer loaded (server/heapgraph.py)
+            from .heapgraph import graph_sampler
+
+            sampler_class = graph_sampler(TracemallocSampler)
+        sampler = sampler_class(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
         sampler.start()
     # Counted once every descriptor the server keeps is open (the sampler's files too).
     usable_slots = server.usable_slots()

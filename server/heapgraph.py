@@ -265,6 +265,113 @@ def _index_lines() -> None:
     sys.setprofile(hook)
 
 
+#: The file through which the runner asks for a heap graph: its content names the graph
+#: (``snapshots/NAME.graph``), a new name each time; beside ``dump-requests`` for an injected program.
+GRAPH_REQUESTS = "graph-requests"
+#: True while a sampler forks the copy that writes a heap graph (read by the bootstrap's at-fork hook,
+#: which starts no sampler in that copy).
+forking = False
+
+
+def graph_name(raw: bytes) -> str | None:
+    """The graph name a request file holds, or None unless it is 1 to 40 letters, digits, ``-``, ``_``."""
+    name = raw.decode("ascii", "replace").strip()
+    if 0 < len(name) <= 40 and all(c.isalnum() or c in "-_" for c in name) and name.isascii():
+        return name
+    return None
+
+
+def graph_sampler(base: type) -> type:
+    """``server.tracing.TracemallocSampler`` (``base``, however that module was loaded) that also writes
+    heap graphs: ``snapshots/NAME.graph`` each time the runner writes a new NAME into
+    ``graph-requests``, looked at every sample. Only a run with ``--heap-graph`` makes one, so without it
+    the subject runs server/tracing.py as it is, and loads nothing of this module.
+
+    The graph is written by a forked copy (:meth:`_graph`). It appears (is renamed into place) only
+    after the sampler's next detailed snapshot: the runner starts the next phase when the graph is
+    there, so a snapshot that came due during the walk is taken between the phases, never in the
+    next phase's first moments (the ramp, after idle-empty: its transient objects among the new
+    connections' left nofd's pymalloc with 1.9 MB more empty pools at idle-held)."""
+    # server/tracing.py's own helpers, from its namespace (the bootstrap loads it by path, into no
+    # sys.modules entry).
+    tracing = base.__init__.__globals__
+    transient_fd, write_atomic = tracing["transient_fd"], tracing["_write_atomic"]
+
+    class GraphSampler(base):  # type: ignore[misc, valid-type]
+        def __init__(self, out_dir: Any, **options: Any) -> None:
+            super().__init__(out_dir, **options)
+            requests = options.get("dump_request_file")
+            # Beside dump-requests (an injected program's processes share it), else in out_dir.
+            folder = os.path.dirname(requests) if requests else str(self.out_dir)
+            self.graph_request_file = os.path.join(folder, GRAPH_REQUESTS)
+            self._graph_mtime_ns = 0
+            self._graph_last: str | None = None
+            self._graph_pending: tuple[str, str] | None = None
+            # Loaded now, before the first phase: resource is what os.wait4 imports for the copy's
+            # usage (11 KB the first time). A name already there when the sampler starts was not for it.
+            import resource  # noqa: F401
+            self._graph_done = self._graph_requested()
+
+        def _sample(self, now: float) -> None:
+            super()._sample(now)
+            if self._graph_pending is None:
+                name = self._graph_requested()
+                if name is not None and name != self._graph_done:
+                    self._graph(name)
+
+        def _detailed_snapshot(self, now: float) -> None:
+            super()._detailed_snapshot(now)
+            if self._graph_pending is not None:
+                os.replace(*self._graph_pending)
+                self._graph_pending = None
+
+        def _graph_requested(self) -> str | None:
+            """The name in ``graph-requests`` (None when there is none, or it is not a name)."""
+            try:
+                mtime_ns = os.stat(self.graph_request_file).st_mtime_ns
+                if mtime_ns != self._graph_mtime_ns:
+                    with transient_fd(self.graph_request_file, os.O_RDONLY) as fd:
+                        self._graph_last = graph_name(os.read(fd, 64))
+                    self._graph_mtime_ns = mtime_ns
+                return self._graph_last
+            except OSError:
+                return None
+
+        def _graph(self, name: str) -> None:
+            """Write the graph from a forked copy of this process, the sampler's own objects left out
+            of it. The copy walks its heap (a copy-on-write image of this one at this instant) and
+            exits; this process allocates nothing for the walk, so none of its figures (heap, RSS, the
+            allocators', tracemalloc's own) holds it. ``NAME.cost.json`` beside it: the copy's peak RSS
+            and the seconds it took."""
+            global forking
+            self._graph_done = name
+            path = os.path.join(self._snapshots_dir, name + ".graph")
+            started = time.monotonic()
+            forking = True
+            try:
+                child = os.fork()
+            finally:
+                forking = False
+            if child == 0:  # the copy: walk, write, leave at once (no atexit, no buffered file of ours flushed twice)
+                status = 1
+                try:
+                    write_graph(path + ".child", collect=False, own_thread=True,
+                                exclude=(self, self._thread, self._wake, self._stop, self._heap, self._sites,
+                                         self._sites_writer))
+                    status = 0
+                finally:
+                    os._exit(status)
+            _pid, status, usage = os.wait4(child, 0)
+            cost = {"seconds": round(time.monotonic() - started, 3), "copy_max_rss_bytes": usage.ru_maxrss * 1024,
+                    "exit_status": os.waitstatus_to_exitcode(status)}
+            write_atomic(os.path.join(self._snapshots_dir, name + ".cost.json"), json.dumps(cost).encode())
+            if cost["exit_status"] == 0:
+                self._graph_pending = (path + ".child", path)
+
+    GraphSampler.__name__ = GraphSampler.__qualname__ = "GraphSampler"
+    return GraphSampler
+
+
 # What the first trailer would make once and keep (the JSON encoder's small caches) is made at
 # import, before the first phase, not by the first graph inside a phase.
 json.dumps({"warm": [0, 1 << 40], "up": "x"})

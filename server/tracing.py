@@ -9,9 +9,6 @@
   ``top_sites`` largest plus ``(other)``, taken rarely, as massif takes its detailed snapshots: a
   snapshot of a naive table at 65,536 slots takes seconds, so the interval stretches to keep the
   sampler under ``max_overhead`` of the server's time;
-- ``snapshots/NAME.graph``: the heap graph (:mod:`server.heapgraph`) each time the runner writes a
-  new NAME into ``graph-requests`` (after it read the process's pages for the RSS ledger, so the
-  graph's walk is in no figure), looked at every sample as ``dump-requests`` is;
 - ``snapshots/NNN.tmsnap``: the full snapshot (``Snapshot.dump``) each time :meth:`request_dump` is
   called (the runner sends SIGUSR1 at the end of each phase), for the viewer and for the runner,
   which turns each into per-site rows too (a detailed snapshot of naive's table may come only once
@@ -66,15 +63,6 @@ def memstats_module() -> Any:
     return _sibling("memstats")
 
 
-def heapgraph_module() -> Any:
-    """:mod:`server.heapgraph` (the heap graph's writer), loaded as :func:`memstats_module` loads memstats."""
-    if __package__:
-        from . import heapgraph
-
-        return heapgraph
-    return _sibling("heapgraph")
-
-
 def _sibling(name: str) -> Any:
     """The module ``name``.py beside this file, loaded by path as ``_memdiet_NAME``: the tracer bootstrap
     loads this file alone, into a program that has no ``server`` package."""
@@ -96,23 +84,6 @@ if __package__:
     from .descriptors import transient_fd
 else:
     transient_fd = _sibling("descriptors").transient_fd
-
-
-#: True while the sampler forks the copy that writes a heap graph (read by the bootstrap's at-fork hook).
-forking_for_graph = False
-
-#: The file through which the runner asks for a heap graph: its content names the graph
-#: (``snapshots/NAME.graph``), a new name each time; beside ``dump-requests`` for an injected program.
-GRAPH_REQUESTS = "graph-requests"
-
-
-def graph_name(raw: bytes) -> str | None:
-    """The graph name a request file holds, or None unless it is 1 to 40 letters, digits, ``-``, ``_``."""
-    name = raw.decode("ascii", "replace").strip()
-    if 0 < len(name) <= 40 and all(c.isalnum() or c in "-_" for c in name) and name.isascii():
-        return name
-    return None
-
 
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
@@ -170,8 +141,6 @@ class _EncodedLines:
 class TracemallocSampler:
     """Samples tracemalloc from a daemon thread into ``out_dir`` (see the module docstring)."""
 
-    heap_graph = False
-
     def __init__(
         self,
         out_dir: Path,
@@ -183,7 +152,6 @@ class TracemallocSampler:
         dump_request_file: str | None = None,
         first_dump_index: int = 0,
         allocator_stats: bool = True,
-        heap_graph: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         #: Written after the first detailed snapshot; the runner starts its phases after it.
@@ -205,23 +173,6 @@ class TracemallocSampler:
         #: program the tracer was injected into, which has no SIGUSR1 of ours): looked at every sample.
         self.dump_request_file = dump_request_file
         self._request_mtime_ns = 0
-        #: Heap graphs (the run's ``--heap-graph``, off by default): only then is the writer loaded and
-        #: ``graph-requests`` looked at, and only then are the attributes below set (off, the class's
-        #: ``heap_graph = False`` stands): without it the sampler does, loads and allocates what it
-        #: did before graphs existed, so a run's figures are the same.
-        #: ``graph-requests``: beside ``dump_request_file`` (an injected program's processes share
-        #: it), else in ``out_dir``; a name already there when the sampler starts was not for it.
-        if heap_graph:
-            self.heap_graph = True
-            folder = os.path.dirname(dump_request_file) if dump_request_file else str(self.out_dir)
-            self.graph_request_file = os.path.join(folder, GRAPH_REQUESTS)
-            self._graph_mtime_ns = 0
-            self._graph_last: str | None = None
-            # Loaded now, before the first phase: its import is the probe's start-up, not a phase's heap;
-            # so is resource, which os.wait4 imports for the forked copy's usage (11 KB the first time).
-            self._heapgraph = heapgraph_module()
-            import resource  # noqa: F401
-            self._graph_done = self._graph_requested()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracemalloc-sampler", daemon=True)
@@ -270,14 +221,6 @@ class TracemallocSampler:
             if self.dumps_written < self._dump_requests:
                 self._dump(now)
                 self._after_probe_work()
-            elif self.heap_graph and (name := self._graph_requested()) is not None and name != self._graph_done:
-                self._graph(name)
-                self._after_probe_work()
-                # The graph's seconds are a pause of the sampler, not of the detail schedule: a snapshot
-                # overdue by then would land in the next phase's first moments (the ramp, at the end of
-                # idle-empty), its transient objects among the new connections' in pymalloc's pools:
-                # nofd at 65,536 slots then held 1.9 MB more empty pools at idle-held.
-                next_detail = max(next_detail, time.monotonic() + self.detail_interval_s)
             elif now >= next_detail:
                 self._detailed_snapshot(now)
                 self._after_probe_work()
@@ -307,49 +250,6 @@ class TracemallocSampler:
                 self._dump_requests = max(self._dump_requests, int(os.read(fd, 64) or b"0"))
         except (OSError, ValueError):  # not written yet, or written meanwhile: read on the next sample
             return
-
-    def _graph_requested(self) -> str | None:
-        """The name in :attr:`graph_request_file` (None when there is none, or it is not a name)."""
-        try:
-            mtime_ns = os.stat(self.graph_request_file).st_mtime_ns
-            if mtime_ns != self._graph_mtime_ns:
-                with transient_fd(self.graph_request_file, os.O_RDONLY) as fd:
-                    self._graph_last = graph_name(os.read(fd, 64))
-                self._graph_mtime_ns = mtime_ns
-            return self._graph_last
-        except OSError:
-            return None
-
-    def _graph(self, name: str) -> None:
-        """Write ``snapshots/NAME.graph`` from a forked copy of this process, the sampler's own objects
-        left out of it. The copy walks its heap (a copy-on-write image of this one at this instant)
-        and exits; this process allocates nothing for the walk, so none of its figures (heap, RSS,
-        the allocators', tracemalloc's own) holds it. ``NAME.cost.json`` beside it: the copy's peak RSS
-        and the seconds it took; the graph's name appears last, complete."""
-        global forking_for_graph
-        self._graph_done = name
-        path = os.path.join(self._snapshots_dir, name + ".graph")
-        started = time.monotonic()
-        forking_for_graph = True  # the bootstrap's at-fork hook starts no sampler in the copy
-        try:
-            child = os.fork()
-        finally:
-            forking_for_graph = False
-        if child == 0:  # the copy: walk, write, leave at once (no atexit, no buffered file of ours flushed twice)
-            status = 1
-            try:
-                self._heapgraph.write_graph(path + ".child", collect=False, own_thread=True,
-                                            exclude=(self, self._thread, self._wake, self._stop, self._heap,
-                                                     self._sites, self._sites_writer))
-                status = 0
-            finally:
-                os._exit(status)
-        _pid, status, usage = os.wait4(child, 0)
-        cost = {"seconds": round(time.monotonic() - started, 3), "copy_max_rss_bytes": usage.ru_maxrss * 1024,
-                "exit_status": os.waitstatus_to_exitcode(status)}
-        _write_atomic(os.path.join(self._snapshots_dir, name + ".cost.json"), json.dumps(cost).encode())
-        if cost["exit_status"] == 0:
-            os.replace(path + ".child", path)
 
     def _sample(self, now: float) -> None:
         """One heap.csv row. ``peak_bytes`` is the highest traced total since the previous row (the

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from server.tracing import GRAPH_REQUESTS
+from server.heapgraph import GRAPH_REQUESTS
 
 from ..dataset.results import IDLE_EMPTY, IDLE_HELD, write_atomic, write_json
 from . import inject

@@ -21,21 +21,28 @@ from experiments.paths import REPO_ROOT
 SAMPLER = """
 import sys
 from server.tracing import TracemallocSampler
-sampler = TracemallocSampler(sys.argv[1], heap_graph=sys.argv[2] == "1")
-print(int("server.heapgraph" in sys.modules), int("resource" in sys.modules))
+if sys.argv[2] == "1":
+    from server.heapgraph import graph_sampler
+    sampler = graph_sampler(TracemallocSampler)(sys.argv[1])
+else:
+    sampler = TracemallocSampler(sys.argv[1])
+print(int("server.heapgraph" in sys.modules), int("resource" in sys.modules), int(hasattr(sampler, "graph_request_file")))
 """
 
 
-def loaded(tmp_path: Path, heap_graph: bool) -> str:
+def loaded(tmp_path: Path, heap_graph: bool) -> list[str]:
     done = subprocess.run([sys.executable, "-c", SAMPLER, str(tmp_path), "1" if heap_graph else "0"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
 
-def test_the_sampler_loads_the_graph_writer_only_when_asked(tmp_path: Path) -> None:
-    assert loaded(tmp_path, False) == ["0", "0"]
-    assert loaded(tmp_path, True) == ["1", "1"]
+def test_the_tracemalloc_sampler_knows_nothing_of_graphs_unless_asked(tmp_path: Path) -> None:
+    """server/tracing.py neither imports the writer nor sets anything for it: without --heap-graph the
+    server runs the sampler it ran before graphs existed; with it, a subclass made by server/heapgraph.py."""
+    assert loaded(tmp_path, False) == ["0", "0", "0"]
+    assert loaded(tmp_path, True) == ["1", "1", "1"]
+    assert "heapgraph" not in (REPO_ROOT / "server" / "tracing.py").read_text()
 
 
 def test_the_probe_passes_the_switch_to_the_server_and_to_injected_programs(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ sampler (``server/tracing.py``, loaded from ``MEMDIET_TRACING_PY`` under a priva
 own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapshots every
 ``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
 ``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers), and with
-``MEMDIET_HEAP_GRAPH=1`` a heap graph (``server/heapgraph.py``) each time the runner writes a new name into ``graph-requests``. For ``memray`` it
+``MEMDIET_HEAP_GRAPH=1`` a heap graph (``server/heapgraph.py``) each time the runner writes a new name
+into ``graph-requests``. For ``memray`` it
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
 ``memray.bin.PID`` beside their parent's capture), stopped at exit. For ``allocators`` it traces nothing: a thread writes the allocators' figures
 (``snapshots/NNN.alloc.json``) for each dump asked for, after a full collection. A ``sitecustomize`` that this one
@@ -55,26 +56,27 @@ def _start_tracemalloc(root: str) -> None:
     spec.loader.exec_module(tracing)
     requests = os.path.join(root, "dump-requests")
     options = {"hz": float(os.environ.get("MEMDIET_TRACE_HZ", "50")),
-               "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2")),
-               "heap_graph": os.environ.get("MEMDIET_HEAP_GRAPH") == "1"}
+               "detail_interval_s": float(os.environ.get("MEMDIET_DETAIL_INTERVAL", "2"))}
     # The probe's allocator reader (ctypes, tempfile) is loaded and warmed before tracing starts:
     # the probe's, not the program's heap.
     tracing.memstats_module().allocator_stats()
-    if options["heap_graph"]:  # the heap graph's writer too (server/heapgraph.py, loaded by path), when asked
-        tracing.heapgraph_module()
+    # With MEMDIET_HEAP_GRAPH=1 (memdiet run --heap-graph) the sampler writes heap graphs too: its
+    # writer (server/heapgraph.py) loaded by path, before tracing starts; without it, nothing of it.
+    graphs = tracing._sibling("heapgraph") if os.environ.get("MEMDIET_HEAP_GRAPH") == "1" else None
+    sampler_class = graphs.graph_sampler(tracing.TracemallocSampler) if graphs is not None else tracing.TracemallocSampler
     tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
 
     def begin(how: str) -> None:
         folder = _process_dir(root, how)
-        sampler = tracing.TracemallocSampler(folder, dump_request_file=requests,
-                                             first_dump_index=_requests_so_far(requests), **options)
+        sampler = sampler_class(folder, dump_request_file=requests,
+                                first_dump_index=_requests_so_far(requests), **options)
         sampler.start()
 
     begin("start")
     # A forked child keeps tracemalloc's traces (its copy of the parent's heap) but not the sampler's
     # thread: it starts a sampler of its own, in its own folder.
-    # The copy the sampler forks to write a heap graph (server/tracing.py) is not a worker: no sampler.
-    os.register_at_fork(after_in_child=lambda: None if tracing.forking_for_graph else begin("fork"))
+    # The copy a sampler forks to write a heap graph is not a worker: no sampler in it.
+    os.register_at_fork(after_in_child=lambda: None if graphs is not None and graphs.forking else begin("fork"))
 
 
 def _start_allocators(root: str) -> None:
