@@ -20,7 +20,7 @@ from tracemalloc_viewer.outputs.owners import load
 from ..dataset.results import RunResult
 from ..dataset.selection import layout_order
 from .markdown import table
-from .units import human_bytes
+from .units import human_bytes, share
 
 #: Rows of the diet ranking shown per subject.
 SAVINGS_SHOWN = 5
@@ -73,10 +73,10 @@ def owners_markdown(tables: Iterable[OwnerTable]) -> list[str]:
     for entry in tables:
         process, r = entry.process, entry.process["reconciliation"]
         heap, owned = r.get("heap_bytes_per_connection"), r.get("owned_bytes_per_connection")
-        share = f" ({owned / heap:.0%} of it)" if heap and owned is not None else ""
+        part = f" ({share(owned, heap)} of it)" if heap and owned is not None else ""
         lines += [f"### Who keeps {entry.subject}'s bytes per held connection", "",
                   f"{entry.connections:,} held connections. The owners retain {human_bytes(owned)} each"
-                  f"{share} of the {human_bytes(heap)} of heap per held connection tracemalloc reports; the remainder, "
+                  f"{part} of the {human_bytes(heap)} of heap per held connection tracemalloc reports; the remainder, "
                   f"{human_bytes(r.get('remainder_bytes_per_connection'))}, is new objects no owner keeps "
                   f"({human_bytes(r.get('new_objects_no_owner_keeps_bytes_per_connection'))}), objects from before "
                   f"that grew or went ({human_bytes(r.get('objects_before_grown_or_freed_bytes_per_connection'))}) and "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ViewerInputError
-from ..units import human_bytes
+from ..units import tracemalloc_bytes
 
 OWNERS_FILE = "owners.json"
 MAX_BYTES = 32 << 20
@@ -96,7 +96,7 @@ def _check(document: Any) -> None:
 
 
 def _bytes(value: float | None) -> str:
-    return "-" if value is None else human_bytes(value)
+    return "-" if value is None else tracemalloc_bytes(value)
 
 
 def tree_lines(children: list[dict[str, Any]], depth: int = 1) -> list[str]:
