@@ -53,6 +53,7 @@ from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
 from .markdown import code, table
 from .massif_curve import render_massif_curve
 from .owners_md import owner_tables, owners_markdown
+from .agreement_md import agreement_markdown, agreement_rows
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
 from .units import MISSING, format_metric, percent_change, slot_bytes
 
@@ -438,6 +439,9 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
         checks = crosscheck_tables(by_layout)
         if checks:
             lines += ["## massif beside tracemalloc", "", *crosscheck_markdown(checks)]
+        agreements = agreement_rows(by_layout)
+        if agreements:
+            lines += ["## Traced heap beside untraced RSS, per held connection", "", *agreement_markdown(agreements)]
         lines += ["## Memory over time, per layout", "",
                   "Massif-style: heap by allocation site (top sites stacked, the rest as *other*), phases shaded, "
                   "the heap peak marked, and the process's RSS as a line on top.", "",
