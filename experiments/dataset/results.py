@@ -74,6 +74,11 @@ COMPARED_PARAMETERS = ("max_conns", "connections", "idle_s", "load_s", "sample_h
 RSS_COLUMNS = ("time_s", "rss_bytes", "uss_bytes", "pss_bytes")
 HEAP_COLUMNS = ("time_s", "heap_bytes", "peak_bytes", "tracer_bytes")
 SITES_COLUMNS = ("time_s", "site", "bytes", "count")
+#: Per-process memory over time (every process of the subject's tree), beside rss.csv: one row per
+#: process on every full-info sample.
+PROCESSES_FILE = "processes.csv"
+PROCESS_COLUMNS = ("time_s", "pid", "ppid", "name", "rss_bytes", "uss_bytes", "pss_bytes", "rss_anon_bytes",
+                   "rss_file_bytes", "rss_shmem_bytes")
 
 
 def _current_umask() -> int:

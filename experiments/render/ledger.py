@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..dataset.results import IDLE_AFTER, IDLE_EMPTY, IDLE_HELD, RunResult
+from ..dataset.results import IDLE_EMPTY, IDLE_HELD, RunResult
+from ..dataset.rss_ledger import LEDGER_PHASES
 from ..dataset.selection import layout_order
 from .figures import new_figure, save_figure
 from .markdown import code, table
@@ -36,8 +37,6 @@ LEDGER_KEY = "rss_ledger"
 LEDGER_PROBES = ("tracemalloc", "rss", "memray", "massif")
 #: The moment a bare interpreter's ledger is shown as.
 BARE = "bare interpreter"
-#: The phases whose ledgers are shown, in scenario order.
-LEDGER_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
 #: The part no measurement explains; a share of RSS above this marks a ledger that does not explain it.
 REMAINDER = "remainder"
 REMAINDER_BAR = 0.05
