@@ -114,7 +114,7 @@ def ensure_results(quick: bool = True, root: str | os.PathLike[str] | None = Non
     if progress:
         progress(f"{reason}: running the {'quick ' if quick else ''}matrix ({len(plan.configs())} runs) "
                  f"into {latest_dir}")
-    on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.layout}/{c.probe}")) if progress else None
+    on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.subject}/{c.probe}")) if progress else None
     outcome = run_matrix(plan, latest_dir=latest_dir, on_run_start=on_start)
     if outcome.failures:
         raise RuntimeError("the matrix had failed runs: " + "; ".join(outcome.failures))
@@ -254,9 +254,9 @@ class SweepPlan:
     def configs(self, runs_dir: Path) -> list[tuple[str, RunConfig]]:
         """(varied parameter, config) of every run, max_conns runs first."""
         base = replace(QUICK, probe=self.probe, idle_s=self.idle_s, load_s=self.load_s, runs_dir=runs_dir)
-        configs = [("max_conns", replace(base, layout=layout, max_conns=value, connections=self.fixed_connections))
+        configs = [("max_conns", replace(base, subject=layout, max_conns=value, connections=self.fixed_connections))
                    for layout in self.layouts for value in self.max_conns_values]
-        configs += [("connections", replace(base, layout=layout, max_conns=self.fixed_max_conns, connections=value))
+        configs += [("connections", replace(base, subject=layout, max_conns=self.fixed_max_conns, connections=value))
                     for layout in self.layouts for value in self.connections_values]
         return configs
 
@@ -298,9 +298,9 @@ def sweep(plan: SweepPlan, runs_dir: str | os.PathLike[str],
     points = []
     for index, (varied, config) in enumerate(configs, start=1):
         if progress:
-            progress(f"run {index}/{len(configs)}: {config.layout}, max_conns {config.max_conns:,}, C {config.connections:,}")
+            progress(f"run {index}/{len(configs)}: {config.subject}, max_conns {config.max_conns:,}, C {config.connections:,}")
         run = load_run(run_once(config))
-        points.append(SweepPoint(varied, run.layout, config.max_conns, config.connections, dict(run.summary), run.path))
+        points.append(SweepPoint(varied, run.subject, config.max_conns, config.connections, dict(run.summary), run.path))
     return points
 
 

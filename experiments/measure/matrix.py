@@ -54,7 +54,7 @@ class MatrixPlan:
     probes: Sequence[str] = FULL_PROBES
 
     def configs(self) -> list[RunConfig]:
-        return [replace(self.base, layout=layout, probe=probe) for layout in self.layouts for probe in self.probes]
+        return [replace(self.base, subject=layout, probe=probe) for layout in self.layouts for probe in self.probes]
 
 
 @dataclass
@@ -86,7 +86,7 @@ def run_matrix(
             paths.append(run_once(config, on_phase))
         except RunFailed as error:
             failures.append(str(error))
-            latest = sorted(p for p in config.runs_dir.glob(f"*-{config.layout}-{config.probe}*")
+            latest = sorted(p for p in config.runs_dir.glob(f"*-{config.subject}-{config.probe}*")
                             if p.name[:len(started_stamp)] >= started_stamp)
             if latest:
                 paths.append(latest[-1])

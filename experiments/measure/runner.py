@@ -1,4 +1,4 @@
-"""Run one layout under one probe through the scenario, and write its run folder.
+"""Run one subject under one probe through the scenario, and write its run folder.
 
 Scenario, each phase's start and end recorded on the run's clock (seconds since the server started):
 ``idle-empty`` (no clients, T s), ``ramp`` (C clients connect, one request each), ``idle-held`` (C
@@ -94,7 +94,7 @@ CLIENT_OUTCOMES = {
 
 
 class RunFailed(ExperimentError):
-    """The run could not complete; the message names the layout and the phase."""
+    """The run could not complete; the message names the subject and the phase."""
 
 
 class Interrupted(BaseException):
@@ -106,7 +106,7 @@ Progress = Callable[[str], None]
 
 def _new_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = config.runs_dir / f"{stamp}-{config.layout}-{config.probe}"
+    base = config.runs_dir / f"{stamp}-{config.subject}-{config.probe}"
     candidate, suffix = base, 1
     while True:
         try:
@@ -123,9 +123,9 @@ class Run:
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         if config.probe not in PROBES:
             raise BadInput(f"unknown probe {config.probe!r}; choose one of {', '.join(PROBES)}")
-        self.subject: Subject = resolve(config.layout or None, config.cmd)
-        if config.layout != self.subject.name:
-            config = replace(config, layout=self.subject.name)
+        self.subject: Subject = resolve(config.subject or None, config.cmd)
+        if config.subject != self.subject.name:
+            config = replace(config, subject=self.subject.name)
         self.config = config
         self.probe: Probe = PROBES[config.probe]
         if self.probe.subjects == "python" and not self.subject.python:
@@ -169,7 +169,6 @@ class Run:
             "schema": SCHEMA,
             "status": "running",
             "error": None,
-            "layout": config.layout,
             "subject": self.subject.describe(),
             "probe": config.probe,
             "parameters": config.parameters(),
@@ -215,7 +214,7 @@ class Run:
         if error is not None:
             if isinstance(error, (RunFailed, Interrupted, KeyboardInterrupt, BadInput)):
                 raise error  # BadInput: a probe found the subject unusable (exit 2), e.g. no valgrind
-            raise RunFailed(f"{self.config.layout}/{self.config.probe} failed in phase {self.phase}: {error}") from error
+            raise RunFailed(f"{self.config.subject}/{self.config.probe} failed in phase {self.phase}: {error}") from error
         return self.run_dir
 
     def _now(self) -> float:
@@ -395,7 +394,7 @@ class Run:
         self.load_results[key] = reply
         if not reply.get("ok", False):
             self._check_server()
-            raise RunFailed(f"{self.config.layout}: load generator failed in phase {self.phase}: {reply.get('error')}")
+            raise RunFailed(f"{self.config.subject}: load generator failed in phase {self.phase}: {reply.get('error')}")
 
     # --- the server --------------------------------------------------------------------------
     def _start_server(self) -> None:
@@ -485,7 +484,7 @@ class Run:
         if usable is None or usable >= config.connections:
             return
         raise RunFailed(
-            f"{config.layout}: refused in phase {self.phase}: the server can hold {usable} clients, not "
+            f"{config.subject}: refused in phase {self.phase}: the server can hold {usable} clients, not "
             f"--connections {config.connections}: {config.max_conns - usable} of its {config.max_conns} slots "
             f"are taken by its own file descriptors (a slot's index is its fd); "
             f"use --max-conns {config.max_conns + config.connections - usable} or more"
@@ -559,7 +558,7 @@ class Run:
         try:
             returncode = server.stop(STOP_TIMEOUT_S)
         except ProcessError as error:
-            raise RunFailed(f"{self.config.layout}: {error}") from None
+            raise RunFailed(f"{self.config.subject}: {error}") from None
         report = dict(server.stop_report or {}, clean=returncode in self.subject.clean_exit_codes)
         if expect_running:
             self.document["stop"] = report
@@ -663,5 +662,5 @@ def _fmt_row(row: tuple) -> tuple:
 
 
 def run_once(config: RunConfig, progress: Progress | None = None) -> Path:
-    """Run one layout under one probe and return its run folder (see :class:`Run`)."""
+    """Run one subject under one probe and return its run folder (see :class:`Run`)."""
     return Run(config, progress).execute()

@@ -48,7 +48,7 @@ def _load(held: int = C, errors: dict[str, int] | None = None) -> dict[str, Any]
 
 def _document() -> dict[str, Any]:
     """result.json as the runner keeps it during the run (what :func:`build` starts from)."""
-    return {"schema": SCHEMA, "status": "running", "error": None, "layout": "packed", "subject": {"name": "packed"},
+    return {"schema": SCHEMA, "status": "running", "error": None, "subject": {"name": "packed"},
             "probe": "rss", "parameters": {"connections": C, "max_conns": 1024}, "phases": [], "summary": {},
             "load": {}, "probe_info": {"name": "rss", "note": "", "notes": []}, "files": {"rss": "rss.csv"},
             "kernel": {IDLE_EMPTY: {"skmem_bytes": 1_000, "tcp_slab": {"object_bytes": 2_368}},
