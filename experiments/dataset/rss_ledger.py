@@ -1,20 +1,28 @@
-"""The RSS ledger's vocabulary and its sums (result.json's ``rss_ledger``): the parts a ledger lists,
-what each is and where it is read, the phases at whose end it is taken, and the arithmetic over
-ledgers already read: several processes' ledgers as one, and what one more held connection costs.
+"""The RSS ledger's vocabulary, its sums and its one reader (result.json's ``rss_ledger``): the parts a
+ledger lists, what each is and where it is read, the phases at whose end it is taken; the arithmetic
+over ledgers already read (several processes' ledgers as one, what one more held connection costs);
+and :func:`read_ledger`, the section read back as a :class:`LedgerTable`, which both reports draw.
 
 Rules: data only, no files and no processes; :mod:`experiments.measure.ledger` reads the pages and the
-allocators and makes one process's ledger with these parts, the result builder
-(:mod:`.builder`) sums them. Sizes are bytes.
+allocators and makes one process's ledger with these parts, the result builder (:mod:`.builder`)
+sums them, the reports read them through :func:`read_ledger` only. Sizes are bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping as MappingType, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Mapping as MappingType, Sequence
 
-from .results import IDLE_AFTER, IDLE_EMPTY, IDLE_HELD
+from .results import IDLE_AFTER, IDLE_EMPTY, IDLE_HELD, RunResult
 
 #: The phases at whose end the RSS ledger is taken: the server idles there.
 LEDGER_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
+#: The ledger's own key in result.json.
+LEDGER_KEY = "rss_ledger"
+#: The moment a bare interpreter's ledger is read as.
+BARE = "bare interpreter"
+#: The part no measurement explains.
+REMAINDER = "remainder"
 
 #: The parts of a ledger in the order they are listed, with what each is and where it is read.
 PARTS: dict[str, tuple[str, str]] = {
@@ -89,3 +97,112 @@ def per_held_connection(empty: MappingType[str, Any], held: MappingType[str, Any
         figures[kind] = sum(after.get(name, 0) - before.get(name, 0) for name in names) / connections
     figures["kernel"] = kernel_bytes_per_held_connection
     return figures
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One ledger: ``rss_bytes`` and ``parts`` (``{part: bytes}`` in the ledger's order, the
+    remainder last, adding up to ``rss_bytes``); bytes per connection (floats) in a per-held column."""
+
+    name: str
+    rss_bytes: float
+    parts: dict[str, float]
+
+    @property
+    def remainder_bytes(self) -> float | None:
+        return self.parts.get(REMAINDER)
+
+    @property
+    def remainder_share(self) -> float | None:
+        """The remainder over RSS (None without either)."""
+        remainder = self.remainder_bytes
+        return remainder / self.rss_bytes if remainder is not None and self.rss_bytes else None
+
+    def largest_part(self) -> tuple[str, float] | None:
+        """The largest measured part (the remainder left out), (part, bytes)."""
+        measured = [(part, size) for part, size in self.parts.items() if part != REMAINDER]
+        return max(measured, key=lambda item: item[1]) if measured else None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTable:
+    """One subject's ledgers: ``phases`` (``{phase: Moment}`` in scenario order), ``bare`` (the bare
+    interpreter's, None without one; ``bare_note`` says why, or which imports it failed),
+    ``labels`` (``{part: label}`` for every part of any moment, in the ledger's order),
+    ``per_held_connection`` as the run recorded it (bytes per held connection by kind, with the
+    kernel's socket memory outside RSS), ``connections`` C."""
+
+    subject: str
+    probe: str
+    run_name: str
+    connections: int
+    labels: dict[str, str]
+    phases: dict[str, Moment]
+    bare: Moment | None
+    bare_note: str | None
+    per_held_connection: dict[str, float | None] | None
+
+    def moments(self) -> list[Moment]:
+        """The bare interpreter's ledger (when there is one), then the phases'."""
+        return ([self.bare] if self.bare is not None else []) + list(self.phases.values())
+
+    def per_held_column(self) -> Moment | None:
+        """idle-held less idle-empty, part by part and RSS, over C (bytes, floats); None without both
+        phases or clients, or when the run left the figure out (``per_held_connection`` None: it did
+        not hold its clients, or its process tree changed between the two ends)."""
+        empty, held = self.phases.get(IDLE_EMPTY), self.phases.get(IDLE_HELD)
+        if empty is None or held is None or self.connections <= 0 or self.per_held_connection is None:
+            return None
+        parts = {part: (held.parts.get(part, 0) - empty.parts.get(part, 0)) / self.connections
+                 for part in self.labels if part in empty.parts or part in held.parts}
+        return Moment("per held connection", (held.rss_bytes - empty.rss_bytes) / self.connections, parts)
+
+
+def _moment(name: str, entry: Any) -> Moment | None:
+    """A ledger of result.json as a :class:`Moment`; None when it is not one (an error, missing)."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("parts"), list) or "rss_bytes" not in entry:
+        return None
+    parts = {str(part["part"]): int(part["bytes"]) for part in entry["parts"]
+             if isinstance(part, Mapping) and "part" in part and isinstance(part.get("bytes"), (int, float))}
+    return Moment(name, int(entry["rss_bytes"]), parts)
+
+
+def ledger_table(run: RunResult, subject: str | None = None) -> LedgerTable | None:
+    """The :class:`LedgerTable` of one run (None without a ledger of the runner's shape)."""
+    return read_ledger(run.document, subject or run.subject, run.path.name)
+
+
+def read_ledger(document: Mapping[str, Any], subject: str, run_name: str) -> LedgerTable | None:
+    """result.json's ``rss_ledger`` as a :class:`LedgerTable` (None without a ledger of the runner's
+    shape: ``phases``, a non-empty object of ledgers)."""
+    ledger = document.get(LEDGER_KEY)
+    if not (isinstance(ledger, Mapping) and isinstance(ledger.get("phases"), Mapping) and ledger["phases"]):
+        return None
+    recorded = ledger["phases"]
+    names = [phase for phase in LEDGER_PHASES if phase in recorded] + [p for p in recorded if p not in LEDGER_PHASES]
+    phases = {name: moment for name in names for moment in [_moment(name, recorded[name])] if moment is not None}
+    if not phases:
+        return None
+    bare_entry = ledger.get("bare_interpreter")
+    bare = _moment(BARE, bare_entry)
+    if bare is not None:
+        failed = bare_entry.get("failed_imports") or []
+        bare_note = (f"{len(failed)} of its {bare_entry.get('modules', '?')} imports failed: {', '.join(map(str, failed))}"
+                     if failed else None)
+    elif isinstance(bare_entry, Mapping) and bare_entry.get("error"):
+        bare_note = f"not measured: {bare_entry['error']}"
+    else:
+        bare_note = "not measured"
+    # Labels: the run's list of parts (its order), then any part a moment names that it does not.
+    labels = {str(name): str(info.get("label", name)) for name, info in (ledger.get("parts") or {}).items()
+              if isinstance(info, Mapping)}
+    for entry in [bare_entry, *(recorded[name] for name in phases)]:
+        for part in (entry or {}).get("parts", []) if isinstance(entry, Mapping) else []:
+            if isinstance(part, Mapping) and "part" in part:
+                labels.setdefault(str(part["part"]), str(part.get("label", part["part"])))
+    present = {part for moment in [bare, *phases.values()] if moment is not None for part in moment.parts}
+    labels = {part: label for part, label in labels.items() if part in present}
+    per_held = ledger.get("per_held_connection")
+    connections = int((document.get("parameters") or {}).get("connections") or 0)
+    return LedgerTable(subject, str(document.get("probe", "")), run_name, connections,
+                       labels, phases, bare, bare_note, dict(per_held) if isinstance(per_held, Mapping) else None)
