@@ -28,12 +28,12 @@ from .dataset.metrics import METRICS
 from .dataset.results import OTHER_SITE, PROBE_SITE, RunResult, load_run, write_json
 from .dataset.selection import CURVE_PROBES, merged_metrics, pick_run
 from .dataset.selection import latest_runs as runs_by_layout
+from .dataset.fit import ols
 from .dataset.sweep import SWEEP_DIR, SWEEP_FILE, Sweep, read_sweep
 from .measure.matrix import MATRIX_FILE, MatrixPlan, MatrixRecord, default_plan, read_matrix, run_matrix
 from .measure.probes import site_label
-from .measure.runner import run_once
-from .measure.scenario import DEFAULT_LATEST_DIR, QUICK, QUICK_LATEST_DIR, RunConfig
-from .measure.sweep import TINY_PLAN, Sweeper, check_plan, plan_for
+from .measure.scenario import DEFAULT_LATEST_DIR, QUICK_LATEST_DIR
+from .measure.sweep import TINY_PLAN, SweepPlan, Sweeper, check_plan, plan_for
 from .paths import REPO_ROOT, REPORTS_DIR
 from .render.markdown import table
 
@@ -236,71 +236,48 @@ def peak_snapshot(run: RunResult) -> PeakSnapshot:
 
 
 # --- the sweep of notebook 02 -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class SweepPlan:
-    """Runs of a sweep: each layout with max_conns varied (C fixed at ``fixed_connections``), and
-    with C varied (max_conns fixed at ``fixed_max_conns``). Short phases: seconds ``idle_s`` and
-    ``load_s``; probe ``rss`` (no tracer in the process measured)."""
-
-    layouts: tuple[str, ...]
-    max_conns_values: tuple[int, ...]
-    connections_values: tuple[int, ...]
-    fixed_max_conns: int
-    fixed_connections: int
-    idle_s: float = 0.25
-    load_s: float = 0.3
-    probe: str = "rss"
-
-    def configs(self, runs_dir: Path) -> list[tuple[str, RunConfig]]:
-        """(varied parameter, config) of every run, max_conns runs first."""
-        base = replace(QUICK, probe=self.probe, idle_s=self.idle_s, load_s=self.load_s, runs_dir=runs_dir)
-        configs = [("max_conns", replace(base, subject=layout, max_conns=value, connections=self.fixed_connections))
-                   for layout in self.layouts for value in self.max_conns_values]
-        configs += [("connections", replace(base, subject=layout, max_conns=self.fixed_max_conns, connections=value))
-                    for layout in self.layouts for value in self.connections_values]
-        return configs
-
-
 def sweep_plan(quick: bool | None = None) -> SweepPlan:
-    """The sweep notebook 02 runs: naive (the biggest slot) against nofd (Lwan's final struct).
-    Full: 12 runs of about 1.5 s each; quick (default: :func:`quick_mode`): 8 smaller runs.
-    C stays at or below 800 so the load generator fits a CI machine's file-descriptor limit."""
+    """The sweep notebook 02 runs: naive (the biggest slot) against nofd (Lwan's final struct), a grid
+    of table sizes × C of ``rss`` runs (a :class:`~experiments.measure.sweep.SweepPlan` without its
+    tracemalloc runs and allocator). Full: 3 × 3 runs a layout; quick (default: :func:`quick_mode`):
+    2 × 2. C stays at or below 800 so the load generator fits a CI machine's file-descriptor limit."""
     quick = quick_mode() if quick is None else quick
     if quick:
-        return SweepPlan(("naive", "nofd"), (2048, 8192), (50, 400), fixed_max_conns=2048, fixed_connections=50)
-    return SweepPlan(("naive", "nofd"), (2048, 8192, 32768), (100, 400, 800), fixed_max_conns=4096,
-                     fixed_connections=50)
+        return SweepPlan(("naive", "nofd"), (2048, 8192), (50, 400), idle_s=0.25, load_s=0.3,
+                         heap_runs=False, allocator=False)
+    return SweepPlan(("naive", "nofd"), (2048, 8192, 16384), (100, 400, 800), idle_s=0.25, load_s=0.3,
+                     heap_runs=False, allocator=False)
 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One run of a sweep: which parameter it ``varied`` (``max_conns`` or ``connections``), the
-    layout, both parameters, the run's summary metrics (bytes, req/s) and its folder."""
+    """One run of a sweep: the layout, its table size and C, the run's summary metrics (bytes, req/s)
+    and its folder."""
 
-    varied: str
     layout: str
     max_conns: int
     connections: int
     summary: dict[str, float]
     run_dir: Path
 
-    @property
-    def x(self) -> int:
-        """The value of the varied parameter."""
-        return self.max_conns if self.varied == "max_conns" else self.connections
-
 
 def sweep(plan: SweepPlan, runs_dir: str | os.PathLike[str],
           progress: Callable[[str], None] | None = print) -> list[SweepPoint]:
-    """Make every run of ``plan`` into ``runs_dir``, one after another; a failed run raises
+    """Make every run of ``plan`` into ``runs_dir`` (:class:`~experiments.measure.sweep.Sweeper`, after
+    :func:`~experiments.measure.sweep.check_plan`); a failed run raises
     :class:`experiments.measure.runner.RunFailed`."""
-    configs = plan.configs(Path(runs_dir))
-    points = []
-    for index, (varied, config) in enumerate(configs, start=1):
+    points: list[SweepPoint] = []
+
+    def keep(run: RunResult) -> None:
+        parameters = run.parameters
+        points.append(SweepPoint(run.layout, int(parameters["max_conns"]), int(parameters["connections"]),
+                                 dict(run.summary), run.path))
+
+    def step(index: int, total: int, label: str) -> None:
         if progress:
-            progress(f"run {index}/{len(configs)}: {config.subject}, max_conns {config.max_conns:,}, C {config.connections:,}")
-        run = load_run(run_once(config))
-        points.append(SweepPoint(varied, run.subject, config.max_conns, config.connections, dict(run.summary), run.path))
+            progress(f"run {index + 1}/{total}: {label}")
+
+    Sweeper(plan, Path(runs_dir), Path(runs_dir), check_plan(plan)).run(step, on_run=keep)
     return points
 
 
@@ -314,18 +291,15 @@ class LineFit:
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> LineFit:
-    """Fit a line through at least two points with distinct x (ordinary least squares)."""
-    if len(xs) != len(ys) or len(set(xs)) < 2:
-        raise ValueError("need at least two points with distinct x")
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
-    slope = sxy / sxx
-    intercept = mean_y - slope * mean_x
-    ss_total = sum((y - mean_y) ** 2 for y in ys)
-    ss_residual = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys))
-    return LineFit(slope, intercept, 1.0 - ss_residual / ss_total if ss_total else 1.0)
+    """Fit a line through at least three points, two of them with distinct x (ordinary least squares:
+    :func:`experiments.dataset.fit.ols`; a third point gives the fit its error estimate)."""
+    if len(xs) != len(ys):
+        raise ValueError(f"{len(xs)} x values but {len(ys)} y values")
+    if len(set(xs)) < 2:
+        raise ValueError("need points with at least two distinct x")
+    fit = ols([(1.0, float(x)) for x in xs], ys, ("intercept", "slope"))
+    intercept, slope = fit.coefficients
+    return LineFit(slope, intercept, fit.r2)
 
 
 # --- the baseline of notebook 04 --------------------------------------------------------------------

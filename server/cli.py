@@ -157,9 +157,8 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
 
         sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
         sampler.start()
-    # Counted once every descriptor the server keeps is open (the sampler's files too), leaving out
-    # one the sampler thread holds for a moment (it writes its side files while we count).
-    usable_slots = server.usable_slots(settle_s=0.05)
+    # Counted once every descriptor the server keeps is open (the sampler's files too).
+    usable_slots = server.usable_slots()
     if usable_slots is not None and usable_slots < min(max_conns, nofile) * 0.9:
         server.log(f"only {usable_slots} of the {max_conns} slots can hold a connection: the server's own "
                    f"{min(max_conns, nofile) - usable_slots} descriptors take the others (a slot's index is its fd)")

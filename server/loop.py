@@ -29,6 +29,7 @@ from . import procfs
 from .connection import PARK, RUNNABLE, serve_connection
 from .http import build_response
 from .deathqueue import CLOCK_MODULUS, DeathQueue
+from .descriptors import held_fds_below
 from .layouts.base import ALIVE, ConnectionTable
 
 _EPOLL_CONNECTION = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
@@ -348,24 +349,18 @@ class Server:
             result["tracemalloc_overhead_bytes"] = tracemalloc.get_tracemalloc_memory()
         return result
 
-    def usable_slots(self, settle_s: float = 0.0) -> int | None:
+    def usable_slots(self) -> int | None:
         """How many connections the table can hold at most, now: its slots below RLIMIT_NOFILE
         whose fd number is not one of the server's own descriptors (stdio, listener, epoll, wake-up
         pair, tracer files). A slot's index is the fd the kernel hands out, so every descriptor the
         process holds below ``max_conns`` is a slot no client can get: at ``--max-conns 10`` the
-        server's own 7 descriptors leave 3. None while the process is out of descriptors (EMFILE).
-
-        ``settle_s`` > 0 lists the descriptors twice that many seconds apart and counts only those
-        in both: a file another thread has open for a moment (the tracer writing a side file) is not
-        a slot lost. The start-up count uses it; /__stats does not wait."""
+        server's own 7 descriptors leave 3. A file the tracer's thread has open for a moment (a
+        dump) is no slot lost and is not counted (:mod:`server.descriptors`). None while the
+        process is out of descriptors (EMFILE)."""
         table = self.table
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         limit = table.max_conns if nofile == resource.RLIM_INFINITY else min(table.max_conns, nofile)
         held = held_fds_below(limit)
-        if held is not None and settle_s > 0:
-            time.sleep(settle_s)
-            again = held_fds_below(limit)
-            held = None if again is None else sorted(set(held) & set(again))
         if held is None:
             return None
         own = sum(1 for fd in held if not table.flags(fd) & ALIVE)
@@ -396,26 +391,6 @@ def _getpeername(fd: int) -> tuple:
         return UNKNOWN_PEER
     finally:
         sock.detach()
-
-
-def held_fds_below(limit: int) -> list[int] | None:
-    """The file descriptors below ``limit`` this process holds open, from /proc/self/fd; None
-    when it cannot be read (no descriptor left to open the directory with)."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    held = []
-    for name in names:
-        fd = int(name)
-        if fd >= limit:
-            continue
-        try:
-            os.fstat(fd)
-        except OSError:  # the listing's own directory descriptor, closed by now
-            continue
-        held.append(fd)
-    return held
 
 
 def _rss_bytes_or_none() -> int | None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import re
 import sys
-import tempfile
 import tracemalloc
 from typing import Any
 
@@ -95,45 +93,52 @@ def _libc() -> ctypes.CDLL | None:
 def _c_functions() -> tuple | None:
     """The C functions :func:`pymalloc_report` calls, their prototypes set once (setting them again
     on each call would make objects each time): ``PyMem_GetAllocator``, ``PyMem_SetAllocator``,
-    ``_PyObject_DebugMallocStats``, ``fdopen`` and ``fclose``; None when one is missing."""
+    ``_PyObject_DebugMallocStats``, ``open_memstream``, ``fclose`` and ``free``; None when one is missing."""
     libc = _libc()
     api = ctypes.pythonapi
-    if libc is None or not hasattr(libc, "fdopen") or not hasattr(api, "_PyObject_DebugMallocStats"):
+    if libc is None or not hasattr(libc, "open_memstream") or not hasattr(api, "_PyObject_DebugMallocStats"):
         return None
     get_allocator, set_allocator = api.PyMem_GetAllocator, api.PyMem_SetAllocator
     get_allocator.argtypes = set_allocator.argtypes = [ctypes.c_int, ctypes.POINTER(_Allocator)]
     get_allocator.restype = set_allocator.restype = None
     print_stats = api._PyObject_DebugMallocStats
     print_stats.argtypes, print_stats.restype = [ctypes.c_void_p], ctypes.c_int
-    fdopen, fclose = libc.fdopen, libc.fclose
-    fdopen.argtypes, fdopen.restype = [ctypes.c_int, ctypes.c_char_p], ctypes.c_void_p
+    open_memstream, fclose, free = libc.open_memstream, libc.fclose, libc.free
+    open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+    open_memstream.restype = ctypes.c_void_p
     fclose.argtypes, fclose.restype = [ctypes.c_void_p], ctypes.c_int
-    return get_allocator, set_allocator, print_stats, fdopen, fclose
+    free.argtypes, free.restype = [ctypes.c_void_p], None
+    return get_allocator, set_allocator, print_stats, open_memstream, fclose, free
 
 
 def pymalloc_report() -> str:
     """The text of ``sys._debugmallocstats()``, pymalloc's lines included while tracemalloc traces
-    (see the module's rules); empty when it cannot be had."""
+    (see the module's rules); empty when it cannot be had.
+
+    The text goes into a stream in memory (``open_memstream``), not a file: a descriptor opened
+    here would, while open, be a slot the server's ``/__stats`` counts as lost (server/descriptors.py)."""
     functions = _c_functions()
     if functions is None:
         return ""
-    get_allocator, set_allocator, print_stats, fdopen, fclose = functions
+    get_allocator, set_allocator, print_stats, open_memstream, fclose, free = functions
     current = _Allocator()
     current_pointer = ctypes.pointer(current)
     get_allocator(_DOMAIN_OBJ, current_pointer)
     # tracemalloc's hooks carry, as their context, the allocator they stand in front of.
     underlying_pointer = (ctypes.pointer(_Allocator.from_address(current.ctx))
                           if tracemalloc.is_tracing() and current.ctx else current_pointer)
-    with tempfile.TemporaryFile() as output:
-        stream = fdopen(os.dup(output.fileno()), b"w")
-        if not stream:
-            return ""
-        set_allocator(_DOMAIN_OBJ, underlying_pointer)
-        print_stats(stream)
-        set_allocator(_DOMAIN_OBJ, current_pointer)
-        fclose(stream)
-        output.seek(0)
-        return output.read().decode(errors="replace")
+    buffer, size = ctypes.c_void_p(), ctypes.c_size_t()
+    stream = open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    if not stream:
+        return ""
+    set_allocator(_DOMAIN_OBJ, underlying_pointer)
+    print_stats(stream)
+    set_allocator(_DOMAIN_OBJ, current_pointer)
+    fclose(stream)  # sets buffer and size
+    try:
+        return ctypes.string_at(buffer.value, size.value).decode(errors="replace") if buffer.value else ""
+    finally:
+        free(buffer)
 
 
 def pymalloc_stats() -> dict[str, int] | None:

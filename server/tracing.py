@@ -54,24 +54,36 @@ from typing import Any, BinaryIO
 
 
 def memstats_module() -> Any:
-    """:mod:`server.memstats`, imported when a sampler first needs it (it brings ctypes and tempfile:
-    a server that only writes table.json through this module does not pay for them)."""
+    """:mod:`server.memstats`, imported when a sampler first needs it (it brings ctypes:
+    a server that only writes table.json through this module does not pay for it)."""
     if __package__:
         from . import memstats
 
         return memstats
-    # The tracer bootstrap loads this file alone, into a program that has no ``server`` package.
+    return _sibling("memstats")
+
+
+def _sibling(name: str) -> Any:
+    """The module ``name``.py beside this file, loaded by path as ``_memdiet_NAME``: the tracer bootstrap
+    loads this file alone, into a program that has no ``server`` package."""
     import importlib.util
     import sys
 
-    module = sys.modules.get("_memdiet_memstats")
+    module = sys.modules.get(f"_memdiet_{name}")
     if module is None:
-        spec = importlib.util.spec_from_file_location("_memdiet_memstats",
-                                                      os.path.join(os.path.dirname(__file__), "memstats.py"))
+        spec = importlib.util.spec_from_file_location(f"_memdiet_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        sys.modules["_memdiet_memstats"] = module
+        sys.modules[f"_memdiet_{name}"] = module
     return module
+
+
+# Every file the sampler opens for a moment is opened through it, so /__stats does not count it as
+# a slot lost (server/descriptors.py).
+if __package__:
+    from .descriptors import transient_fd
+else:
+    transient_fd = _sibling("descriptors").transient_fd
 
 OTHER_SITE = "(other)"
 PROBE_SITE = "(probe)"
@@ -84,11 +96,8 @@ def write_json_atomic(path: Path, document: Any) -> None:
 def _write_atomic(path: str, data: bytes) -> None:
     """``data`` into ``path`` through a temporary name, so a reader never sees it half written."""
     temp = path + ".tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
+    with transient_fd(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as fd:
         os.write(fd, data)
-    finally:
-        os.close(fd)
     os.replace(temp, path)
 
 
@@ -237,8 +246,8 @@ class TracemallocSampler:
             if mtime_ns == self._request_mtime_ns:
                 return
             self._request_mtime_ns = mtime_ns
-            with open(self.dump_request_file, "rb") as handle:
-                self._dump_requests = max(self._dump_requests, int(handle.read() or b"0"))
+            with transient_fd(self.dump_request_file, os.O_RDONLY) as fd:
+                self._dump_requests = max(self._dump_requests, int(os.read(fd, 64) or b"0"))
         except (OSError, ValueError):  # not written yet, or written meanwhile: read on the next sample
             return
 
@@ -279,7 +288,10 @@ class TracemallocSampler:
         # caches of their own, counted under their lines as the server's); the time as heap.csv
         # writes it, so the dump's rows and that heap row share one time.
         _write_atomic(stem + ".json", f'{{"monotonic_s": {now:.6f}, "probe_files": {self._probe_files_json}}}'.encode())
-        snapshot.dump(stem + ".tmsnap.tmp")
+        # Snapshot.dump() as it is written, through a descriptor /__stats does not count as a lost slot.
+        with transient_fd(stem + ".tmsnap.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC) as fd, \
+                os.fdopen(fd, "wb", closefd=False) as stream:
+            pickle.dump(snapshot, stream, pickle.HIGHEST_PROTOCOL)
         if self._memstats is not None:
             # The allocators as the snapshot left them once it is gone (its objects freed): what the
             # runner's read of the process's pages, right after the .tmsnap appears, also sees.

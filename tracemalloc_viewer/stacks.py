@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from .model import Frame, Site
-from .units import frame_label
+from .units import frame_label, share
 
 #: Stacks listed under one row; the rest are summed on one line.
 STACKS_PER_ROW = 3
@@ -108,8 +108,7 @@ def stack_lines(stacks: Sequence[Stack], indent: int, size: Callable[..., str], 
             figures = f"{size(stack.size_diff, signed=True)} (now {size(stack.size)}), {_blocks(stack.count_diff, True)}"
         else:
             heading = f"stack {number} of {len(stacks)}"
-            share = f"{100 * stack.size / total:.1f}%" if total else "-"
-            figures = f"{size(stack.size)}, {share} of the {what}, {_blocks(stack.count)}"
+            figures = f"{size(stack.size)}, {share(stack.size, total)} of the {what}, {_blocks(stack.count)}"
         lines.append(f"{pad}{heading}: {figures}")
         for position, frame in enumerate(stack.frames):
             if frame == NO_CALLERS:

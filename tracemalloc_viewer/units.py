@@ -1,4 +1,4 @@
-"""Number formatting shared by the outputs."""
+"""Number formatting shared by the outputs: one function per rounding rule, each written here only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from .model import Frame
 from .names import function_name
 
 
-def human_bytes(size: float, signed: bool = False) -> str:
+def tracemalloc_bytes(size: float, signed: bool = False) -> str:
     """``size`` bytes in binary units, rounded as tracemalloc prints them: ``512 B``, ``42.5 KiB``,
-    ``1625 KiB``, ``+1.5 MiB`` (three significant digits below 100 of a unit, whole units above)."""
+    ``1625 KiB``, ``+12.5 MiB`` (three significant digits below 100 of a unit, whole units above)."""
     sign = "+" if signed and size > 0 else ""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(size) < 100 and unit != "B":
@@ -19,6 +19,16 @@ def human_bytes(size: float, signed: bool = False) -> str:
             return f"{sign}{size:.0f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def exact_bytes(size: float, signed: bool = False) -> str:
+    """``size`` in whole bytes, as ``--bytes`` asks: ``4096 B``, ``+512 B``, ``-8 B`` with ``signed``."""
+    return f"{int(size):+d} B" if signed else f"{int(size):d} B"
+
+
+def share(size: float, total: float) -> str:
+    """``size`` as a percentage of ``total`` with one decimal (``12.5%``); ``-`` when ``total`` is 0."""
+    return f"{100 * size / total:.1f}%" if total else "-"
 
 
 def commify(value: int) -> str:

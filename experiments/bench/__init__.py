@@ -9,9 +9,9 @@ a plain asyncio responder) is measured the same way, in one run:
 - :mod:`.quiet`: other processes' CPU before timing (recorded, or refused with ``--strict``);
 - :mod:`.throughput`: wrk, or experiments.loadgen without it;
 - :mod:`.measure`: the trials (and, with ``--profile``, one run each under cProfile);
-  :mod:`.metrics`: per-trial values, medians, ratios; :mod:`.profile`: a cProfile stats file grouped
-  into where the server's time goes;
-- :mod:`.document` (``bench.json``); the report is rendered by :mod:`experiments.render.bench_md`
+  :mod:`.profile`: a cProfile stats file grouped into where the server's time goes;
+- :mod:`.document` builds ``bench.json``, whose format and metrics (per-trial values, medians, ratios)
+  are :mod:`experiments.dataset.bench_format`; the report is rendered by :mod:`experiments.render.bench_md`
   (``bench.md``) and :mod:`experiments.render.bench_chart` (``bench.png``); the subcommand is
   :mod:`experiments.cli.bench`.
 

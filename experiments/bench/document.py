@@ -1,19 +1,5 @@
-"""``bench.json``: one run's plan, machine, per-trial readings, medians, ratios and targets.
-
-Schema ``memdiet.bench/1``. Sizes in bytes, times in seconds unless the key says otherwise
-(``_ms``, ``_us``). ``subjects`` are in the order measured (memdiet layouts, then peers); each has
-its raw ``trials`` (failed ones with ``ok`` false and ``error``), ``summary`` (``{metric: {median,
-min, max, n}}`` over the trials that reached it) and ``ratios`` (``{metric: {baseline: median /
-baseline median}}``).
-
-``profiles`` (null without ``--profile``; added within schema 1, readers that do not know it can skip
-it): one entry per subject, in the same order, for its extra throughput run under cProfile: ``name``,
-``label``, ``kind``, ``ok`` and ``error`` (why no profile was obtained), ``stats_file`` (relative to
-the report's folder), the run's ``throughput`` (slowed by the profiler: never a throughput figure),
-``cpu_s`` (server CPU over that run), ``process_cpu_s`` (server CPU from its start to the run's end),
-``startup_s`` (launch to listening), ``quiet_check`` (other processes, before the start) and
-``profile``: :func:`.profile.profile_dataset`'s ``profiled_s``, ``requests``, ``categories`` and
-``top_functions`` (seconds, share of ``profiled_s``, ``us_per_request``).
+"""Builds ``bench.json`` (its format: :mod:`experiments.dataset.bench_format`) from one run's plan,
+machine, per-trial readings and profiles, with the issue's targets evaluated on its medians.
 """
 
 from __future__ import annotations
@@ -22,13 +8,12 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from ..dataset.bench_format import SCHEMA, catalog, held_key, ratios, spread, trial_values
 from ..measure import environment
 from .measure import BenchPlan, cpu_split
-from .metrics import catalog, held_key, ratios, spread, trial_values
 from .quiet import BUSY_CORES
 from .subjects import BASELINES, Subject
 
-SCHEMA = "memdiet.bench/1"
 #: Held connections the issue's targets are stated for.
 TARGET_HELD = 5000
 #: Lwan's bytes per idle connection (10k connections in ~1.5 MiB).

@@ -82,7 +82,8 @@ class TrialFailed(Exception):
 
 
 class Trial:
-    """One subject measured once; :meth:`run` returns the raw readings (see :mod:`.metrics`)."""
+    """One subject measured once; :meth:`run` returns the raw readings (their metrics:
+    :mod:`experiments.dataset.bench_format`)."""
 
     def __init__(self, subject: Subject, index: int, plan: BenchPlan, tool: WrkTool | LoadgenTool,
                  log_dir: Path, progress: Progress) -> None:

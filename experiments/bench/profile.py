@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .launch import REPO_ROOT
-from .metrics import OTHER, SHARED_CATEGORIES, SYSTEM_CALLS, WAITING
+from ..dataset.bench_format import OTHER, SHARED_CATEGORIES, SYSTEM_CALLS, WAITING
 from .subjects import Peer, Subject
 
 #: Functions listed by own time in each dataset.

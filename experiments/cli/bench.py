@@ -28,7 +28,7 @@ from server.layouts import LAYOUTS
 
 from ..bench.document import build_document, describe_machine
 from ..bench.measure import PROFILED_RUN, BenchPlan, run_bench, run_profiles
-from ..bench.metrics import held_key
+from ..dataset.bench_format import held_key
 from ..bench.subjects import INSTALL_HINT, PEERS, layout_subjects
 from ..bench.throughput import ThroughputError, choose_tool
 from ..errors import EXIT_FAILED, EXIT_OK

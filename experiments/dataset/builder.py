@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from .agreement import beside_heap
 from .metrics import client_warnings, errors_text, summarize
 from .results import (HEAP_COLUMNS, HEAP_FILE, IDLE_EMPTY, IDLE_HELD, LOAD, PROCESS_COLUMNS, RAMP, RSS_COLUMNS,
                       SITES_FILE, Phase, Series)
@@ -83,6 +84,10 @@ class Observed:
     extra_warnings: list[str] = field(default_factory=list)
     #: What the probe collected, None when it could not be read.
     probe: ProbeData | None = None
+    #: Each process of the tree that ended while the phases ran, with how (the runner's kernel exit
+    #: events: ``experiments.measure.exits.deaths``), and each one's phrase for the warnings, by pid.
+    deaths: list[dict[str, Any]] = field(default_factory=list)
+    death_texts: dict[int, str] = field(default_factory=dict)
 
 
 #: How a ramp that ended early is described (the load generator's ``stopped_early``).
@@ -99,6 +104,7 @@ def build(document: dict[str, Any], observed: Observed) -> dict[str, Any]:
     document["process_tree"]["changes"] = tree_changes(observed.process_rows, phases,
                                                        observed.ready_pids or {observed.root_pid},
                                                        observed.ready_s, observed.rescan_s)
+    document["process_tree"]["deaths"] = observed.deaths
     if observed.closed_early:
         closed = sum(int(event["closed"]) for event in observed.closed_early)
         document["closed_early"] = {"closed": closed, "events": observed.closed_early}
@@ -154,16 +160,22 @@ def build(document: dict[str, Any], observed: Observed) -> dict[str, Any]:
     for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
         if key in document["summary"]:
             document["summary"][key] = None
+    if (beside := beside_heap(document)) is not None:  # what RSS holds beside the heap, from the ledger
+        document["heap_beside_rss"] = beside
     document["warnings"] = warnings(observed, document["process_tree"]["changes"], held)
     return document
 
 
 def warnings(observed: Observed, changes: list[dict[str, Any]], held: dict[str, Any] | None) -> list[str]:
     """result.json's ``warnings``: the clients' (:func:`.metrics.client_warnings`), each change of
-    the process tree after the subject was found ready, ``held``'s line in place of the clients' "ramp:
+    the process tree after the subject was found ready (a death said with how it ended), ``held``'s line in place of the clients' "ramp:
     only N of C" (it says more: counted on the subject's side, how the others ended), the runner's own."""
     said = client_warnings(observed.load, observed.connections)
+    for death in observed.deaths:
+        said.append(f"{observed.subject}: " + observed.death_texts[death["pid"]])
     for change in changes:
+        if change["event"] == "ended" and observed.deaths:
+            continue  # said above, with how it ended
         low, high = change["between_s"]
         said.append(
             f"process {change['pid']} ({change['name']}) {change['event']} during phase {change['phase']}, after "
@@ -263,8 +275,10 @@ def held_document(observed: Observed, run_document: dict[str, Any]) -> dict[str,
     gone = {pid: name for pid, name in before.items() if pid not in after} if after else {}
     if gone:  # evidence beside what the clients saw: a worker that exited may have taken its clients
         document["processes_gone"] = [{"pid": pid, "name": name} for pid, name in sorted(gone.items())]
+        died = {death["pid"] for death in (run_document.get("process_tree") or {}).get("deaths", ())}
         text += ("; between the ends of idle-empty and idle-held these processes of its tree exited: "
-                 + ", ".join(f"{name} (pid {pid})" for pid, name in sorted(gone.items())))
+                 + ", ".join(observed.death_texts[pid] if pid in died and pid in observed.death_texts
+                             else f"{name} (pid {pid})" for pid, name in sorted(gone.items())))
     overflows = run_document.get("listen_overflows")
     if overflows:
         text += (f"; the kernel counted {overflows} listen-queue overflows during the ramp (TcpExtListenOverflows, "

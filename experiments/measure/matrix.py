@@ -24,6 +24,7 @@ from ..dataset.results import (
     write_atomic,
     write_json,
 )
+from ..paths import relative_posix
 from ..render.html_report import HTML_FILE, write_html_report
 from ..render.report_md import build_report
 from .anatomy import write_anatomy_file
@@ -149,7 +150,7 @@ def write_latest(runs: Sequence[RunResult], latest_dir: Path, plan: MatrixPlan) 
         "schema": MATRIX_SCHEMA,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "parameters": parameters | {"layouts": list(plan.layouts), "probes": list(plan.probes)},
-        "runs": [Path(os.path.relpath(run.path.resolve(), latest_dir.resolve())).as_posix() for run in runs],
+        "runs": [relative_posix(run.path, latest_dir) for run in runs],
     }
     write_json(latest_dir / MATRIX_FILE, info)
     write_anatomy_file(latest_dir, plan.layouts)

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..dataset.builder import Observed, build, outcomes_text
+from ..dataset.builder import Observed, build, outcomes_text, tree_changes
 from ..dataset.results import (
     DRAIN,
     HEAP_COLUMNS,
@@ -63,7 +63,7 @@ from ..dataset.rss_ledger import LEDGER_PHASES
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, inject, kernel, ledger
+from . import environment, exits, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_processes
 from .probes.sampler import TREE_RESCAN_S
@@ -163,6 +163,8 @@ class Run:
         self.ready_pids: set[int] = set()
         self.sampler: RssSampler | None = None
         self.loadgen: LoadGeneratorProcess | None = None
+        #: Every process exit the kernel reports while the run lasts: how a worker that died ended.
+        self.exits = exits.ExitWatcher()
         self.t0 = 0.0
         self.wall_t0 = 0.0
         self.document: dict[str, Any] = {
@@ -423,6 +425,7 @@ class Run:
                                       readiness=launch.readiness, name=subject.name, own_group=not in_server)
         self.wall_t0 = time.time()
         self.t0 = time.monotonic()
+        self.exits.start()
         try:
             self.server.start()
         except OSError as error:
@@ -588,6 +591,7 @@ class Run:
             self.sampler.stop()
         if self.server is not None:
             self.server.close()
+        self.exits.stop()
 
     # --- the run folder ----------------------------------------------------------------------
     def _write(self, error: BaseException | None) -> None:
@@ -606,14 +610,19 @@ class Run:
         if probe_data is not None:
             self._write_probe_series(probe_data)
         ready = document.get("ready") or {}
+        root = self.server.pid if self.server is not None else None
+        ready_s = ready.get("settled_s", ready.get("listening_s", 0.0))
+        # How each process that ended did (the kernel's exit events, which only the runner has seen).
+        changes = tree_changes(process_rows, self.phases, self.ready_pids or {root}, ready_s, TREE_RESCAN_S)
+        deaths = exits.deaths(changes, self.exits, self.t0, self.phases, self.closed_early)
         build(document, Observed(
             subject=self.subject.name, connections=self.config.connections, phases=self.phases,
             load=self.load_results, server_cpu_s=self.server_cpu_s, closed_early=self.closed_early,
             server_held=self.server_held, rss_rows=rss_rows, process_rows=process_rows,
-            root_pid=self.server.pid if self.server is not None else None, ready_pids=self.ready_pids,
-            ready_s=ready.get("settled_s", ready.get("listening_s", 0.0)), rescan_s=TREE_RESCAN_S,
+            root_pid=root, ready_pids=self.ready_pids, ready_s=ready_s, rescan_s=TREE_RESCAN_S,
             outcome_names=CLIENT_OUTCOMES, ledgers=ledgers, ledger_trees=self.ledger_trees,
-            bare_interpreter=self.bare_interpreter, extra_warnings=self.extra_warnings, probe=probe_data))
+            bare_interpreter=self.bare_interpreter, extra_warnings=self.extra_warnings, probe=probe_data,
+            deaths=deaths, death_texts={death["pid"]: exits.death_text(death) for death in deaths}))
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"
@@ -649,7 +658,8 @@ class Run:
                 try:
                     stats = json.loads(stem.with_suffix(".alloc.json").read_text())
                     rounding = ledger.rounding_bytes(stem.with_suffix(".tmsnap"),
-                                                     pymalloc=stats.get("pymalloc") is not None)
+                                                     pymalloc=stats.get("pymalloc") is not None) \
+                        if stats.get("traced_bytes") is not None else None  # untraced: the allocators probe
                 except (OSError, ValueError) as error:
                     notes.append(f"RSS ledger of process {pid} at the end of {phase}: {error}")
                     continue

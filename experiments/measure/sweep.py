@@ -193,10 +193,18 @@ class Sweeper:
     error: str | None = None
     finished: bool = False
 
-    def run(self, on_step: StepStart | None = None, on_phase: Callable[[str], None] | None = None) -> None:
+    def run(self, on_step: StepStart | None = None, on_phase: Callable[[str], None] | None = None,
+            on_run: Callable[[RunResult], None] | None = None) -> None:
         """Make every run and measurement of the plan; the first failure (or an interrupt) is
-        recorded in :attr:`error` and raised again."""
+        recorded in :attr:`error` and raised again. ``on_run`` is handed each run as it is made
+        (the notebooks read more of a run than the fits take)."""
         total, index = self.plan.steps(), 0
+
+        def measured(config: RunConfig) -> RunResult:
+            run = load_run(run_once(config, on_phase))
+            if on_run:
+                on_run(run)
+            return run
 
         def step(label: str) -> None:
             nonlocal index
@@ -208,10 +216,10 @@ class Sweeper:
             for layout in self.plan.layouts:
                 for config in self.plan.rss_configs(layout, self.runs_dir):
                     step(f"{layout}/rss max_conns {config.max_conns:,} C {config.connections:,}")
-                    self.rss_runs.append(rss_run_of(load_run(run_once(config, on_phase)), self.out_dir))
+                    self.rss_runs.append(rss_run_of(measured(config), self.out_dir))
                 for config in self.plan.heap_configs(layout, self.runs_dir):
                     step(f"{layout}/{config.probe} max_conns {config.max_conns:,}")
-                    self.heap_runs.append(heap_run_of(load_run(run_once(config, on_phase)), self.out_dir))
+                    self.heap_runs.append(heap_run_of(measured(config), self.out_dir))
                 if self.plan.allocator:
                     for size in self.plan.heap_sizes():
                         step(f"{layout}/allocator {size:,} slots")

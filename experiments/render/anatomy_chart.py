@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..dataset.anatomy import PART_NAMES, SlotAnatomy
 from .figures import new_figure, save_figure
+from .units import exact_bytes, whole_bytes
 
 PART_COLOURS = dict(zip(PART_NAMES, ("#6baed6", "#9e9ac8", "#fd8d3c", "#e6550d", "#74c476", "#bdbdbd", "#fdd0a2")))
 C_COLOUR = "#636363"
@@ -23,10 +24,6 @@ C_COLOUR = "#636363"
 AXIS_START = 1.0
 _WIDTH_IN = 13.0
 _PLOT_SHARE = 0.72  # share of the figure's width the axes get, to decide which parts have room for a label
-
-
-def _bytes(value: float) -> str:
-    return f"{value:,.0f} B" if value == int(value) else f"{value:,.1f} B"
 
 
 def render_anatomy(anatomies: list[SlotAnatomy], out_stem: Path,
@@ -55,7 +52,7 @@ def render_anatomy(anatomies: list[SlotAnatomy], out_stem: Path,
             drawn_parts.add(name)
             room_pt = math.log10(right / left) * points_per_decade
             # The part's name and bytes where they fit, else its bytes, else nothing (the legend names it).
-            label = next((text for text in (f"{name}\n{_bytes(size)}", _bytes(size))
+            label = next((text for text in (f"{name}\n{exact_bytes(size)}", exact_bytes(size))
                           if room_pt > 6.2 * max(map(len, text.split("\n")))), None)
             if label:
                 axes.text(math.sqrt(left * right), row, label, ha="center", va="center", fontsize=7.5, zorder=4)
@@ -65,7 +62,7 @@ def render_anatomy(anatomies: list[SlotAnatomy], out_stem: Path,
                   label="C struct (ctypes.sizeof)" if row == 0 else None)
         axes.text(c_size * 1.08, row + 0.38, f"C: {c_size:,} B", va="center", fontsize=8, color=C_COLOUR)
         ratio = anatomy.total / c_size if c_size else float("nan")
-        axes.text(left * 1.12, row, f"{_bytes(round(anatomy.total, 1))} in Python  ({ratio:.1f}× C)", va="center",
+        axes.text(left * 1.12, row, f"{exact_bytes(round(anatomy.total, 1))} in Python  ({ratio:.1f}× C)", va="center",
                   fontsize=9, fontweight="bold", zorder=4)
         if anatomy.layout in measured:
             axes.plot([measured[anatomy.layout]] * 2, [row - 0.32, row + 0.32], color="black", linewidth=1.6, zorder=5,
@@ -92,4 +89,4 @@ def render_anatomy(anatomies: list[SlotAnatomy], out_stem: Path,
 def _byte_ticks():
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda value, _pos: f"{value:,.0f} B")
+    return FuncFormatter(lambda value, _pos: whole_bytes(value))

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..bench.metrics import held_key
+from ..dataset.bench_format import held_key
 from ..dataset.results import write_atomic
 from .figures import PNG_DPI, new_figure
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..bench.metrics import SHARED_CATEGORIES, SYSTEM_CALLS, held_key
+from ..dataset.bench_format import SHARED_CATEGORIES, SYSTEM_CALLS, held_key
 from ..dataset.results import write_atomic, write_json
 from .bench_chart import render_chart
 from .markdown import table
-from .units import MISSING, format_in_unit, human_bytes
+from .units import MISSING, format_in_unit, human_bytes, share
 
 JSON_FILE = "bench.json"
 MARKDOWN_FILE = "bench.md"
@@ -21,6 +21,11 @@ TITLE = "memdiet bench: the layouts beside uvicorn, aiohttp and plain asyncio"
 
 #: A bench metric's value in its unit: ``5.4 KiB``, ``36,120 req/s``, ``9.81 s``, ``27.2 us``.
 format_value = format_in_unit
+
+
+def _fraction(value: float | None) -> str:
+    """A share recorded as a fraction of 1 (a profile's ``share``), in the report's one rule for shares."""
+    return share(value, 1.0)
 
 
 def format_ratio(ratio: float | None) -> str:
@@ -136,10 +141,6 @@ def _tool_command(document: dict[str, Any]) -> str:
     return f"experiments.loadgen ({plan['load_connections']} connections, {plan['duration_s']} s)"
 
 
-def _format_share(value: float | None) -> str:
-    return MISSING if value is None else f"{value:.1%}"
-
-
 def profile_section(document: dict[str, Any]) -> list[str]:
     """Where each server's time goes under cProfile: totals per subject, own time per category
     (subjects as columns), the subjects without a profile and why, and each one's top functions."""
@@ -167,7 +168,7 @@ def profile_section(document: dict[str, Any]) -> list[str]:
                         "profiled time / request", "other processes before the run"], totals) + [""]
         categories = [row["category"] for run in profiled for row in run["profile"]["categories"]]
         order = [c for c in dict.fromkeys(categories) if c not in SHARED_CATEGORIES] + list(SHARED_CATEGORIES)
-        cells = {(run["name"], row["category"]): f"{format_value('us', row['us_per_request'])} ({_format_share(row['share'])})"
+        cells = {(run["name"], row["category"]): f"{format_value('us', row['us_per_request'])} ({_fraction(row['share'])})"
                  for run in profiled for row in run["profile"]["categories"]}
         rows = [[category] + [cells.get((run["name"], category), "") for run in profiled] for category in order]
         lines += ["Own time per request under cProfile, and its share of the profiled time (empty: not a "
@@ -179,7 +180,7 @@ def profile_section(document: dict[str, Any]) -> list[str]:
     for run in profiled:
         profile = run["profile"]
         rows = [[f"`{row['function']}`", row["category"], f"{row['calls']:,}", f"{row['seconds']:,.3f} s",
-                 _format_share(row["share"]), format_value('us', row["us_per_request"])] for row in profile["top_functions"]]
+                 _fraction(row["share"]), format_value('us', row["us_per_request"])] for row in profile["top_functions"]]
         lines += [f"### {run['label']}: top {len(rows)} functions by own time", "",
                   f"Stats: [{run['stats_file']}]({run['stats_file']}).", "",
                   *table(["function", "counted in", "calls", "own time", "share", "per request"], rows, "llrrrr"),
@@ -225,8 +226,8 @@ def limits_section(document: dict[str, Any]) -> list[str]:
         if profile:
             shares = {row["category"]: row["share"] for row in profile["categories"]}
             http_share = sum(shares.get(category, 0.0) for category in HTTP_WORK_CATEGORIES)
-            text += (f"; under cProfile, {_format_share(http_share)} of its time goes to parsing the head, "
-                     f"routing and request state, and {_format_share(shares.get(SYSTEM_CALLS, 0.0))} to system calls")
+            text += (f"; under cProfile, {_fraction(http_share)} of its time goes to parsing the head, "
+                     f"routing and request state, and {_fraction(shares.get(SYSTEM_CALLS, 0.0))} to system calls")
             if cpu is not None:
                 text += (f"; its CPU per request less that share is {format_value('us', cpu * (1 - http_share))}, "
                          f"against the responder's {format_value('us', base_cpu)}")

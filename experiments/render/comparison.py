@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from ..dataset.results import RunResult
 from ..dataset.selection import BASELINE_LAYOUT, Figure, merged_metrics, reductions
 from .figures import new_figure, save_figure
-from .units import MIB, human_bytes, percent_change, slot_bytes
+from .units import MIB, exact_bytes, human_bytes, percent_change
 
 #: (metric, bar label, colour, whether the bar shows its change versus naive) of each panel.
 RSS_BARS = (
@@ -40,7 +40,7 @@ def _bar_label(figure: Figure | None, change: float | None, layout: str, as_slot
     if figure is None:
         return ""
     if as_slot:
-        size = slot_bytes(figure.value) if figure.value != int(figure.value) else f"{int(figure.value):,} B"
+        size = exact_bytes(figure.value)
     else:
         size = human_bytes(figure.value)
     if layout == BASELINE_LAYOUT or change is None:

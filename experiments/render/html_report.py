@@ -45,7 +45,7 @@ from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
 from .figures import SITE_COLOURS, series_column
-from .units import MISSING, human_bytes, percent_change, slot_bytes
+from .units import MISSING, exact_bytes, human_bytes, percent_change, slot_bytes
 
 HTML_FILE = "index.html"
 DEFAULT_TITLE = "memdiet: memory of each connection-table layout (interactive)"
@@ -214,7 +214,7 @@ def _comparison_section(runs: list[RunResult], mixed: bool) -> html.Section | No
 
 
 def _bar_text(value: float, change: float | None, layout: str, as_slot: bool) -> str:
-    size = (slot_bytes(value) if value != int(value) else f"{int(value):,} B") if as_slot else human_bytes(value)
+    size = exact_bytes(value) if as_slot else human_bytes(value)
     if layout == BASELINE_LAYOUT or change is None:
         return size
     return f"{size}<br>{percent_change(change)}"

@@ -28,7 +28,7 @@ from ..dataset.rss_ledger import BARE, REMAINDER, LedgerTable, Moment, ledger_ta
 from ..dataset.selection import layout_order
 from .figures import new_figure, save_figure
 from .markdown import code, table
-from .units import MIB, MISSING, human_bytes
+from .units import MIB, MISSING, human_bytes, share
 
 #: Probes whose run's ledger is shown, in order of preference (others after, by name).
 LEDGER_PROBES = ("tracemalloc", "rss", "memray", "massif")
@@ -62,16 +62,10 @@ def ledger_tables(by_layout: Mapping[str, Mapping[str, RunResult]]) -> list[Ledg
 
 
 # --- markdown ------------------------------------------------------------------------------------------
-def _share(part: float | None, whole: float | None) -> str:
-    if part is None or not whole:
-        return MISSING
-    return f"{100 * part / whole:.1f}%"
-
-
 def _flag(moment: Moment | None) -> str:
     """`` (over 5%)`` when a ledger's remainder passes the bar, else nothing."""
-    share = moment.remainder_share if moment is not None else None
-    return f" (over {REMAINDER_BAR:.0%})" if share is not None and abs(share) > REMAINDER_BAR else ""
+    fraction = moment.remainder_share if moment is not None else None
+    return f" (over {REMAINDER_BAR:.0%})" if fraction is not None and abs(fraction) > REMAINDER_BAR else ""
 
 
 def subject_markdown(ledger: LedgerTable) -> list[str]:
@@ -87,7 +81,7 @@ def subject_markdown(ledger: LedgerTable) -> list[str]:
                  for _name, moment in columns]
         if part == REMAINDER:
             cells = [cell if moment is None or part not in moment.parts else
-                     f"{cell} ({_share(moment.parts[part], moment.rss_bytes)} of RSS){_flag(moment)}"
+                     f"{cell} ({share(moment.parts[part], moment.rss_bytes)} of RSS){_flag(moment)}"
                      for cell, (_name, moment) in zip(cells, columns)]
         rows.append([label if label.startswith(f"{part}:") else f"{code(part)}: {label}", *cells])
     rows.append(["**RSS**", *(MISSING if moment is None else f"**{human_bytes(moment.rss_bytes)}**"
@@ -111,7 +105,7 @@ def subject_markdown(ledger: LedgerTable) -> list[str]:
         if other:
             lines += [" ".join(f"At the end of {name}: RSS {human_bytes(ledger.phases[name].rss_bytes)}, remainder "
                                f"{human_bytes(ledger.phases[name].remainder_bytes)} "
-                               f"({_share(ledger.phases[name].remainder_bytes, ledger.phases[name].rss_bytes)})."
+                               f"({share(ledger.phases[name].remainder_bytes, ledger.phases[name].rss_bytes)})."
                                for name in other), ""]
     lines += table(["part", *(name for name, _moment in columns)], rows)
     return lines + [""]
@@ -126,7 +120,7 @@ def summary_markdown(tables: Iterable[LedgerTable]) -> list[str]:
         largest = empty.largest_part() if empty is not None else None
         held = ledger.phases.get(IDLE_HELD)
         per = ledger.per_held_connection or {}
-        remainder = " / ".join(_share(m.remainder_bytes, m.rss_bytes) + _flag(m) for m in (empty, held) if m is not None)
+        remainder = " / ".join(share(m.remainder_bytes, m.rss_bytes) + _flag(m) for m in (empty, held) if m is not None)
         rows.append([ledger.subject,
                      human_bytes(empty.rss_bytes) if empty else MISSING,
                      human_bytes(bare.rss_bytes) if bare else MISSING,
@@ -222,7 +216,7 @@ def _panel(axes: Any, ledger: LedgerTable) -> None:
     axes.set_xlim(-0.7, len(parts) + 0.7)
     empty, held = ledger.phases.get(IDLE_EMPTY), ledger.phases.get(IDLE_HELD)
     totals = " → ".join(human_bytes(m.rss_bytes) for m in (empty, held) if m is not None)
-    remainders = " / ".join(_share(m.remainder_bytes, m.rss_bytes) for m in (empty, held) if m is not None)
+    remainders = " / ".join(share(m.remainder_bytes, m.rss_bytes) for m in (empty, held) if m is not None)
     over = any(_flag(m) for m in (empty, held))
     axes.set_title(f"{ledger.subject} ({ledger.probe} run, C = {ledger.connections:,})\n"
                    f"RSS {totals}; remainder {remainders}" + (f" (over the {REMAINDER_BAR:.0%} bar)" if over else ""),

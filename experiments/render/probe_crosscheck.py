@@ -20,7 +20,7 @@ from typing import Iterable, Mapping
 from ..dataset.results import IDLE_EMPTY, IDLE_HELD, PHASES, RunResult
 from ..dataset.selection import layout_order
 from .markdown import code, table
-from .units import MISSING, human_bytes
+from .units import MISSING, human_bytes, slot_bytes
 
 #: The run parameters two runs must share for their heaps to be set side by side.
 SHARED_PARAMETERS = ("max_conns", "connections", "path", "keep_alive_timeout_s")
@@ -152,7 +152,7 @@ def _explanation(check: CrossCheck) -> str:
     if held is not None:
         traced, massif = held
         gap = f", {abs(massif - traced) / abs(traced):.1%} apart" if traced else ""
-        text.append(f"What a held connection adds agrees: {traced:,.1f} B by tracemalloc, {massif:,.1f} B by "
+        text.append(f"What a held connection adds agrees: {slot_bytes(traced)} by tracemalloc, {slot_bytes(massif)} by "
                     f"massif{gap}.")
     text.append("The baseline is what massif counts and the tracemalloc probe cannot: everything allocated before "
                 "the probe started tracing (memdiet's server calls tracemalloc.start() in main(), after the "
@@ -163,7 +163,7 @@ def _explanation(check: CrossCheck) -> str:
     extra = check.extra_per_connection()
     overhead = check.phases[0].massif_extra_bytes
     if overhead is not None:
-        per = f", {extra:,.1f} B more per held connection" if extra is not None else ""
+        per = f", {slot_bytes(extra)} more per held connection" if extra is not None else ""
         text.append(f"Neither heap counts the allocator's own bytes. massif estimates them as mem_heap_extra_B "
                     f"({human_bytes(overhead)} at the end of {check.phases[0].phase}{per}): under "
                     "PYTHONMALLOC=malloc every Python object is a malloc block, to which massif adds 8 bytes "

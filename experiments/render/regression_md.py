@@ -13,13 +13,13 @@ comparison's data types from :mod:`experiments.regress` (which never imports a r
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..dataset.results import write_atomic, write_json
+from ..paths import relative_posix
 from ..regress.baseline import Baseline
 from ..regress.compare import FAILING, IMPROVED, NEW, OK, OTHER_MACHINE, REGRESSED, Comparison, Row, worse_sign
 from ..regress.tolerances import ABSOLUTE, LEARNED, Tolerance
@@ -150,7 +150,7 @@ def _provenance(comparison: Comparison, baseline_path: Path, out_dir: Path) -> l
     for failure in comparison.run_failures:
         lines.append(f"- **Run failed**: {failure}")
     if comparison.runs:
-        links = ", ".join(f"[{code(run.path.name)}](<{_link(Path(os.path.relpath(run.path, out_dir)).as_posix())}>)"
+        links = ", ".join(f"[{code(run.path.name)}](<{_link(relative_posix(run.path, out_dir))}>)"
                           for run in sorted(comparison.runs, key=lambda r: r.path.name))
         lines.append(f"- **Run folders**: {links}.")
     return lines

@@ -53,7 +53,7 @@ from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
 from .markdown import code, table
 from .massif_curve import render_massif_curve
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
-from .units import MISSING, format_metric, percent_change
+from .units import MISSING, format_metric, percent_change, slot_bytes
 
 INDEX_FILE = "index.md"
 DEFAULT_TITLE = "memdiet: memory of each connection-table layout"
@@ -237,7 +237,7 @@ def _anatomy_section(anatomies: list[SlotAnatomy], merged: dict[str, dict[str, F
     for anatomy in anatomies:
         measured = merged.get(anatomy.layout, {}).get("bytes_per_slot")
         parts = ", ".join(f"{name} {size:,.0f}" for name, size in anatomy.nonzero_parts())
-        rows.append([anatomy.layout, f"{anatomy.total:,.1f} B", format_metric("bytes_per_slot", measured.value) if measured else MISSING,
+        rows.append([anatomy.layout, slot_bytes(anatomy.total), format_metric("bytes_per_slot", measured.value) if measured else MISSING,
                      f"{anatomy.c_bytes_per_slot:,} B", f"{anatomy.total / anatomy.c_bytes_per_slot:.1f}×", parts])
         fields = ", ".join(f"`{f.name}` @{f.offset} {f.size} B" + (f" ({f.bits} bits)" if f.bits else "") for f in anatomy.c_fields)
         padding = f"; {anatomy.c_padding} B padding" if anatomy.c_padding else ""

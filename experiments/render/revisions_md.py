@@ -26,7 +26,7 @@ from ..errors import BadInput
 from ..paths import REPO_ROOT
 from .figures import new_figure, save_figure, shade_phases
 from .markdown import table
-from .units import MISSING, human_bytes, percent_change
+from .units import MISSING, human_bytes, percent_change, slot_bytes, whole_bytes
 
 REVISIONS_FILE = "revisions.json"
 #: memdiet's own layouts' per-slot anatomy, committed by ``make experiment``.
@@ -180,7 +180,7 @@ def _mirrors(revisions: list[dict[str, Any]], structs: list[str], mirrors: dict[
         python_bytes = sum(entry.get("parts", {}).values()) if entry.get("parts") else None
         rows.append([revision["short"], f"{slot[1]['size']:,} B ({slot[1]['name']})" if slot else MISSING, f"`{layout}`",
                      _num(entry.get("c_bytes_per_slot")) + " B" if entry.get("c_bytes_per_slot") is not None else MISSING,
-                     f"{python_bytes:,.1f} B" if python_bytes is not None else MISSING])
+                     slot_bytes(python_bytes)])
     if not rows:
         return []
     return ["## Beside memdiet's layouts", "",
@@ -219,7 +219,7 @@ def _bisections(out_dir: Path) -> list[str]:
 def _figure(figure: str, value: float | None) -> str:
     if value is None:
         return MISSING
-    return f"{value:,.0f} B" if figure.startswith("struct:") else _mib(value) if "bytes" in figure else f"{value:,.1f}"
+    return whole_bytes(value) if figure.startswith("struct:") else _mib(value) if "bytes" in figure else f"{value:,.1f}"
 
 
 def _layouts(revisions: list[dict[str, Any]], structs: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Sequence, TextIO
 from ..dataset.results import IDLE_EMPTY
 from ..dataset.sweep import AGREEMENT, CHART_STEM, IDLE_TERMS, LOAD_TERMS, Sweep
 from .markdown import table
-from .units import MISSING, human_bytes, slot_bytes
+from .units import MISSING, human_bytes, slot_bytes, whole_bytes
 
 TITLE = "Scaling laws: RSS against table size and held connections"
 
@@ -89,9 +89,8 @@ def fit_rows(sweep: Sweep) -> list[list[str]]:
             layout, _term(analysis, "slots", 1), slot_bytes(two_size["rss_bytes_per_slot"]) if two_size else MISSING,
             (_percent(agreement["relative_difference"]) + mark) if agreement else MISSING,
             slot_bytes(bytes_per_slot) + (source if bytes_per_slot is not None else ""), _percent(versus), _term(analysis, "held", 0),
-            MISSING if heap.get("heap_bytes_per_held_connection") is None else f"{heap['heap_bytes_per_held_connection']:,.0f} B",
-            MISSING if analysis.get("rss_bytes_per_held_connection") is None
-            else f"{analysis['rss_bytes_per_held_connection']:,.0f} B",
+            whole_bytes(heap.get("heap_bytes_per_held_connection")),
+            whole_bytes(analysis.get("rss_bytes_per_held_connection")),
             human_bytes(a[0]) if a else MISSING, f"{fit['r2']:.4f}" if fit else MISSING,
             str(fit["n"]) if fit else MISSING,
         ])

@@ -1,4 +1,7 @@
-"""Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values."""
+"""Human-readable figures for charts and reports: sizes in B / KiB / MiB, percentages, metric values.
+
+One function per rounding rule, each written here only. (The viewer's tables, on the same HTML page,
+round sizes as tracemalloc prints them: ``tracemalloc_viewer.units.tracemalloc_bytes``, its own rule.)"""
 
 from __future__ import annotations
 
@@ -19,15 +22,34 @@ def human_bytes(value: float | None) -> str:
         return MISSING
     magnitude = abs(value)
     if magnitude < KIB:
-        return f"{value:,.0f} B"
+        return whole_bytes(value)
     if magnitude < MIB:
         return f"{value / KIB:,.1f} KiB"
     return f"{value / MIB:,.1f} MiB"
 
 
+def whole_bytes(value: float | None) -> str:
+    """Bytes rounded to whole bytes: ``6,105 B``, ``-12 B``."""
+    return MISSING if value is None else f"{value:,.0f} B"
+
+
 def slot_bytes(value: float | None) -> str:
     """Bytes per slot with one decimal: ``6,105.3 B``, ``16.0 B``."""
     return MISSING if value is None else f"{value:,.1f} B"
+
+
+def exact_bytes(value: float) -> str:
+    """Whole bytes when ``value`` is whole (``6,105 B``), else one decimal (``16.5 B``): a C size beside
+    a Python one, a slot's parts."""
+    return f"{int(value):,} B" if value == int(value) else slot_bytes(value)
+
+
+def share(part: float | None, whole: float | None) -> str:
+    """``part`` as a percentage of ``whole`` with one decimal (``12.5%``); ``–`` when either is
+    missing or ``whole`` is 0."""
+    if part is None or not whole:
+        return MISSING
+    return f"{100 * part / whole:.1f}%"
 
 
 def percent_change(fraction_saved: float | None, decimals: int = 0) -> str:
@@ -69,7 +91,7 @@ def format_metric(name: str, value: float | int | None) -> str:
     if value is None:
         return MISSING
     if name == "c_bytes_per_slot":
-        return f"{value:,.0f} B"  # a C size is whole bytes
+        return whole_bytes(value)  # a C size is whole bytes
     if name in PER_SLOT_METRICS:
         return slot_bytes(value)
     return format_in_unit(METRICS[name].unit if name in METRICS else "", value)

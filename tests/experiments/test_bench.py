@@ -27,7 +27,7 @@ import pytest
 from experiments.bench.document import evaluate_targets
 from experiments.bench.launch import BenchServer
 from experiments.bench.measure import BenchPlan, ProfiledRun
-from experiments.bench.metrics import catalog, ratios, spread, trial_values
+from experiments.dataset.bench_format import catalog, ratios, spread, trial_values
 from experiments.bench.profile import (
     ASYNCIO,
     MEMDIET_FILES,

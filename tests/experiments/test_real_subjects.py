@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.dataset.agreement import compare, free_space
 from experiments.dataset.results import load_run
 
 from ..fixtures import REPO
@@ -264,7 +265,48 @@ def test_a_real_subject_completes_and_its_figure_per_held_connection_agrees_from
             # The heap the held clients cost lies inside the RSS they cost (less thread stacks, the
             # allocator's rounding and what was resident already), never a multiple of it.
             assert heap is not None and 0 < heap <= 2 * outside + TOLERANCE_BYTES, figures
+            RUNS[subject.name] = (traced.document, run.document)
     print("FIGURES " + json.dumps(figures))
+
+
+# --- traced against untraced ------------------------------------------------------------------------
+#: Each Python subject's (tracemalloc run, rss run) documents, kept by the test above for the one below.
+RUNS: dict[str, tuple[dict, dict]] = {}
+#: Subjects whose traced heap and untraced RSS per held connection differ by more than AGREE with the
+#: difference accounted for by neither ledger, as measured (C = 200, --frames 1); the check is expected to
+#: fail for them (strict: it fails the suite once it passes, so this is kept true).
+UNEXPLAINED: dict[str, str] = {}
+TRACED = [subject for subject in SUBJECTS if subject.python and subject.holds is None]
+
+
+@pytest.mark.parametrize("subject", [
+    pytest.param(subject, marks=pytest.mark.xfail(strict=True, reason=UNEXPLAINED[subject.name]))
+    if subject.name in UNEXPLAINED else subject for subject in TRACED], ids=[subject.name for subject in TRACED])
+def test_traced_and_untraced_figures_per_held_connection_agree_or_a_ledger_explains_why(tmp_path, subject) -> None:
+    """The tracemalloc run's heap per held connection against the rss run's RSS per held connection of
+    the test above (run again here when it did not keep them): within 15%; or else an ``allocators`` run
+    (no tracer, the allocators' figures at the phase ends) whose memory in use agrees with the heap and
+    whose ledger splits the rest of its RSS (compared there with that run's own RSS per held connection:
+    daphne's moves from 7 to 13 KB between identical untraced runs, with the free space its ramp leaves); or the traced run's result.json
+    says what RSS holds beside the heap (``heap_beside_rss``) and with it they agree."""
+    if subject.name not in RUNS:
+        result, run = memdiet_run(tmp_path, subject.command, "rss")
+        assert result.returncode == 0, result.stderr
+        result, traced = memdiet_run(tmp_path, subject.command, "tracemalloc", "--frames", "1")
+        assert result.returncode == 0, result.stderr
+        RUNS[subject.name] = (traced.document, run.document)
+    traced_document, untraced_document = RUNS[subject.name]
+    verdict = compare(traced_document, untraced_document)
+    if not verdict["agrees"]:
+        assert traced_document.get("heap_beside_rss"), "the traced run does not say what RSS holds beside the heap"
+    if not verdict["agrees"] and not verdict["explained"]:
+        result, allocators = memdiet_run(tmp_path, subject.command, "allocators")
+        assert result.returncode == 0, result.stderr
+        print("AGREEMENT " + json.dumps({"subject": subject.name, "against": "rss", **verdict}))
+        verdict = compare(traced_document, allocators.document)
+        verdict["allocators"] = free_space(allocators.document)
+    print("AGREEMENT " + json.dumps({"subject": subject.name, **verdict}))
+    assert verdict["agrees"] or verdict["explained"], verdict["text"]
 
 
 # --- lighttpd (Debian's), in the foreground and as the daemon it is by default -----------------------

@@ -20,7 +20,8 @@ from experiments.render.report_md import (
     build_report,
     reduction_table,
 )
-from experiments.render.units import format_metric, human_bytes, percent_change
+from experiments.render.units import (MISSING, exact_bytes, format_metric, human_bytes, percent_change, share,
+                                     whole_bytes)
 from server.layouts import LAYOUTS
 from tests.fixtures.fake_runs import write_fake_matrix, write_fake_run
 
@@ -73,6 +74,10 @@ def test_human_units():
     assert format_metric("c_bytes_per_slot", 4392) == "4,392 B"
     assert percent_change(0.94) == "-94%"
     assert percent_change(-0.10) == "+10%"
+    assert exact_bytes(4392.0) == "4,392 B" and exact_bytes(6105.27) == "6,105.3 B"
+    assert whole_bytes(6105.5) == "6,106 B" and whole_bytes(-12.2) == "-12 B" and whole_bytes(None) == MISSING
+    assert share(1, 8) == "12.5%" and share(-3, 200) == "-1.5%"
+    assert share(None, 8) == share(1, 0) == share(1, None) == MISSING
     assert percent_change(0.9974) == "-99.7%"  # never rounded to a -100% it is not
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,6 +52,13 @@ def test_usable_slots_are_the_connections_really_held(start_server, layout: str,
     options = ("--trace", "tracemalloc", "--trace-dir", str(tmp_path)) if trace else ()
     max_conns = 16
     server = start_server(layout, *options, max_conns=max_conns)
+    if trace:
+        # As the runner does: the sampler writes ready.json (a file it holds open for a moment, a
+        # slot taken meanwhile) once, after its first snapshot; counting starts after it.
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "ready.json").exists():
+            assert time.monotonic() < deadline, "the tracer never said it was ready"
+            time.sleep(0.02)
     # The reader stays open through the count (a connection closed meanwhile would free its slot
     # only when the server notices, which would make the count racy).
     with server.client() as reader:

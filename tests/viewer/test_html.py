@@ -265,3 +265,26 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_output_must_be_html(tracemalloc_series, tmp_path):
     result = viewer("html", tracemalloc_series.dumps[0], "-o", tmp_path / "page.png")
     assert result.returncode == 2 and ".html" in result.stderr
+
+
+def test_the_style_and_script_are_package_data_inlined_as_written() -> None:
+    """The page's CSS and JavaScript are files beside the module that reads them: each is declared
+    package data in pyproject.toml (an installed wheel has it), and a page inlines it unchanged."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    from tests.fixtures import REPO
+    from tracemalloc_viewer.outputs.html import assets
+
+    static = Path(assets.__file__).with_name("static")
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = declared["tracemalloc_viewer.outputs.html"]
+    shipped = sorted(path.name for path in static.iterdir())
+    assert shipped == ["page.css", "page.js"]
+    for name in shipped:
+        assert any(fnmatch(f"static/{name}", pattern) for pattern in patterns), f"{name} is not package data"
+    stream = io.StringIO()
+    html.render(html.build([], "empty"), stream)
+    page = stream.getvalue()
+    assert f"<style>\n{(static / 'page.css').read_text()}</style>" in page
+    assert f"<script>\n{(static / 'page.js').read_text()}</script>" in page

@@ -206,3 +206,13 @@ def _line_of(text):
     with open(__file__) as source:
         return next(number for number, line in enumerate(source, 1) if text in line)
 
+
+
+def test_the_viewers_size_and_share_rules() -> None:
+    """One function a rule: tracemalloc's rounding, whole bytes (``--bytes``), a share of a total."""
+    from tracemalloc_viewer.units import exact_bytes, share, tracemalloc_bytes
+
+    assert [tracemalloc_bytes(size) for size in (512, 43520, 1625 * 1024)] == ["512 B", "42.5 KiB", "1625 KiB"]
+    assert tracemalloc_bytes(12.5 * 1024 * 1024, signed=True) == "+12.5 MiB"
+    assert [exact_bytes(4096), exact_bytes(512, signed=True), exact_bytes(-8, True)] == ["4096 B", "+512 B", "-8 B"]
+    assert share(1, 8) == "12.5%" and share(5, 0) == "-"

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..model import Site
 from ..stacks import caller_lines, have_callers, row_key, stack_changes, stack_lines
 from ..stats import common_basis, compare
-from ..units import frame_label, human_bytes
+from ..units import exact_bytes, frame_label, tracemalloc_bytes
 from .top import NO_STACKS, TRACEBACK_FRAMES
 
 #: Where the site column starts: stacks are indented one more.
@@ -65,6 +65,4 @@ def render(old: Sequence[Site], new: Sequence[Site], title: str, by: str = "line
 
 
 def _size(size: int, exact: bool, signed: bool = False) -> str:
-    if exact:
-        return f"{size:+d} B" if signed else f"{size:d} B"
-    return human_bytes(size, signed=signed)
+    return exact_bytes(size, signed) if exact else tracemalloc_bytes(size, signed=signed)

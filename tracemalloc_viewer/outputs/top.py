@@ -15,7 +15,7 @@ from typing import Sequence
 from ..model import Site
 from ..stacks import caller_lines, have_callers, row_key, row_stacks, stack_lines
 from ..stats import statistics
-from ..units import frame_label, human_bytes
+from ..units import exact_bytes, frame_label, share, tracemalloc_bytes
 
 #: Callers shown under a ``--by traceback`` row when ``frames`` is not given.
 TRACEBACK_FRAMES = 6
@@ -48,7 +48,7 @@ def render(sites: Sequence[Site], title: str, by: str = "lineno", limit: int = 1
     callers_recorded = False
     for rank, stat in enumerate(shown, 1):
         lines.append(f"{rank:>4} {_size(stat.size, exact):>12} {stat.count:>10,} "
-                     f"{_size(stat.average, exact, average=True):>10} {_share(stat.size, total):>8}  "
+                     f"{_size(stat.average, exact, average=True):>10} {share(stat.size, total):>8}  "
                      f"{frame_label(stat.frames[0])}")
         if by == "traceback":
             lines.extend(caller_lines(stat.frames, TRACEBACK_FRAMES if frames is None else frames, _SITE_COLUMN + 1))
@@ -60,7 +60,7 @@ def render(sites: Sequence[Site], title: str, by: str = "lineno", limit: int = 1
     if rest:
         rest_size = sum(stat.size for stat in rest)
         lines.append(f"{'':>4} {_size(rest_size, exact):>12} {sum(s.count for s in rest):>10,} "
-                     f"{'':>10} {_share(rest_size, total):>8}  ({len(rest):,} more sites)")
+                     f"{'':>10} {share(rest_size, total):>8}  ({len(rest):,} more sites)")
     if stacks is not None and shown and not callers_recorded:
         lines.append(NO_STACKS)
     return "\n".join(lines) + "\n"
@@ -68,9 +68,5 @@ def render(sites: Sequence[Site], title: str, by: str = "lineno", limit: int = 1
 
 def _size(size: float, exact: bool, average: bool = False) -> str:
     if exact:
-        return f"{size:.1f}" if average else f"{int(size)} B"
-    return human_bytes(size)
-
-
-def _share(size: int, total: int) -> str:
-    return f"{100 * size / total:.1f}%" if total else "-"
+        return f"{size:.1f}" if average else exact_bytes(size)
+    return tracemalloc_bytes(size)

@@ -1,4 +1,4 @@
-"""memdiet's bootstrap: the tracemalloc or memray probe started in a Python program that was not
+"""memdiet's bootstrap: the tracemalloc, memray or allocators probe started in a Python program that was not
 edited for it. This folder is put first on the subject's PYTHONPATH; the interpreter imports
 ``sitecustomize`` at start-up (:mod:`site`), in every Python process of the subject's tree: the one
 the runner starts, the workers it spawns, and, through :func:`os.register_at_fork`, the workers it
@@ -12,7 +12,8 @@ own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapsh
 ``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
 ``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers). For ``memray`` it
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
-``memray.bin.PID`` beside their parent's capture), stopped at exit. A ``sitecustomize`` that this one
+``memray.bin.PID`` beside their parent's capture), stopped at exit. For ``allocators`` it traces nothing: a thread writes the allocators' figures
+(``snapshots/NNN.alloc.json``) for each dump asked for, after a full collection. A ``sitecustomize`` that this one
 shadows (Debian's, a virtualenv's) is run after it.
 
 With ``MEMDIET_TRACE_CHECK`` set to a file, it traces nothing: it imports and starts the probe's tracer
@@ -71,6 +72,49 @@ def _start_tracemalloc(root: str) -> None:
     os.register_at_fork(after_in_child=lambda: begin("fork"))
 
 
+def _start_allocators(root: str) -> None:
+    """No tracer: a thread that, for each phase-end dump asked for in ``dump-requests``, runs a full
+    collection and writes the allocators' figures (pymalloc's, glibc malloc's) to
+    ``snapshots/NNN.alloc.json``, the file the RSS ledger reads beside a tracemalloc dump."""
+    import importlib.util
+    import json
+    import threading
+
+    spec = importlib.util.spec_from_file_location("_memdiet_tracing", os.environ["MEMDIET_TRACING_PY"])
+    tracing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tracing)
+    memstats = tracing.memstats_module()
+    memstats.allocator_stats()  # ctypes and its functions loaded now, not at the first phase end
+    requests = os.path.join(root, "dump-requests")
+
+    def serve(folder: str, done: int) -> None:
+        import gc
+        import time
+
+        while True:
+            time.sleep(0.02)
+            asked = _requests_so_far(requests)
+            while done < asked:
+                gc.collect()
+                stats = memstats.allocator_stats()
+                path = os.path.join(folder, "snapshots", f"{done:03d}.alloc.json")
+                with open(path + ".tmp", "w") as handle:
+                    json.dump(stats, handle)
+                os.replace(path + ".tmp", path)
+                done += 1
+
+    def begin(how: str) -> None:
+        folder = _process_dir(root, how)
+        os.makedirs(os.path.join(folder, "snapshots"), exist_ok=True)
+        threading.Thread(target=serve, args=(folder, _requests_so_far(requests)), name="memdiet-allocators",
+                         daemon=True).start()
+        with open(os.path.join(folder, "ready.json"), "w") as handle:
+            handle.write("{}")
+
+    begin("start")
+    os.register_at_fork(after_in_child=lambda: begin("fork"))
+
+
 def _start_memray(root: str) -> None:
     import atexit
 
@@ -90,7 +134,14 @@ def _check(probe: str, report: str) -> None:
     outcome = {"ok": False, "executable": sys.executable, "version": sys.version.split()[0], "missing": None,
                "error": None}
     try:
-        if probe == "tracemalloc":
+        if probe == "allocators":
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("_memdiet_tracing", os.environ["MEMDIET_TRACING_PY"])
+            tracing = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(tracing)
+            tracing.memstats_module().allocator_stats()
+        elif probe == "tracemalloc":
             import importlib.util
             import tracemalloc
 
@@ -146,6 +197,8 @@ def _main() -> None:
                 _start_tracemalloc(root)
             elif probe == "memray":
                 _start_memray(root)
+            elif probe == "allocators":
+                _start_allocators(root)
         except Exception as error:  # the program runs on; the runner reports the missing series
             print(f"memdiet bootstrap: {probe} not started in pid {os.getpid()}: {error!r}", file=sys.stderr)
     _chain_shadowed_sitecustomize()

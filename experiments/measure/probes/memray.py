@@ -73,23 +73,33 @@ class MemrayProbe(Probe):
                               "process of it started the tracker)")
             return data
         each: dict[str, ProbeData] = {}
+        unreadable: list[str] = []
         for capture in captures:
             key = "memray" if in_server else capture.parent.name if capture.name == "memray.bin" else f"pid-{capture.suffix[1:]}"
             target = run_dir / (capture.name if in_server else f"memray-{key}.bin")
             os.replace(capture, target)
             one = ProbeData()
             one.files["memray"] = target.name
-            reader = memray_records.open_capture(target)  # imports memray: only this probe's runs need it
             try:
-                snapshots = memray_records.memory_records(reader)
-                times = [snapshot.time / 1000.0 - wall_t0 for snapshot in snapshots]  # ms since epoch
-                one.heap_rows = [(t, s.heap, None, None) for t, s in zip(times, snapshots)]
-                one.site_rows, table_heap = _memray_sites(reader, times, native=not in_server)
-            finally:
-                reader.close()
+                reader = memray_records.open_capture(target)  # imports memray: only this probe's runs need it
+                try:
+                    snapshots = memray_records.memory_records(reader)
+                    times = [snapshot.time / 1000.0 - wall_t0 for snapshot in snapshots]  # ms since epoch
+                    one.heap_rows = [(t, s.heap, None, None) for t, s in zip(times, snapshots)]
+                    one.site_rows, table_heap = _memray_sites(reader, times, native=not in_server)
+                finally:
+                    reader.close()
+            except Exception as error:  # one process's capture (a worker killed before it closed it): said, not fatal
+                if in_server:
+                    raise
+                unreadable.append(f"{key}: its capture {target.name} could not be read ({error})")
+                continue
             if table_heap is not None:
                 data.table["table_heap_bytes"] = table_heap
             each[key] = one
+        if not each:
+            data.notes.extend(f"memray: {what}" for what in unreadable)
+            return data
         if in_server:
             only = each["memray"]
             data.heap_rows, data.site_rows = only.heap_rows, only.site_rows
@@ -100,6 +110,10 @@ class MemrayProbe(Probe):
             info += [{"key": key, "pid": int(key[4:]), "began": "fork"} for key in each if key not in known]
             data.processes, data.process_info = each, [entry for entry in info if entry["key"] in each]
             data.heap_rows = summed_steps([one.heap_rows for one in each.values()])
+            if unreadable:  # a sum without a process of the tree is no figure of the tree: none is given
+                data.heap_rows = []
+                data.notes.extend(f"memray: {what}; the heap summed over the processes is not given"
+                                  for what in unreadable)
             # Sites of the first process (the root) are the run's; every process keeps its own.
             data.site_rows = next(iter(each.values())).site_rows
             data.files["memray"] = [one.files["memray"] for one in each.values()]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ...units import human_bytes
+from ...units import tracemalloc_bytes
 from .build import build_page, byte_ticks, downsample
 from .document import fixed_bytes, plotly_js, render
 from .inputs import DETAIL, capture_of
@@ -56,5 +56,5 @@ def summary(page: Page, path: Path) -> str:
     """One line for the command to print: where the page went, its size, what it holds."""
     runs = page.data["runs"]
     size = Path(path).stat().st_size
-    return (f"wrote {path}: {human_bytes(size)}, {len(runs)} capture{'s' if len(runs) != 1 else ''}, "
+    return (f"wrote {path}: {tracemalloc_bytes(size)}, {len(runs)} capture{'s' if len(runs) != 1 else ''}, "
             f"{len(page.data['pairs']):,} comparisons; open it in a browser (no network needed)\n")

@@ -7,7 +7,7 @@ Rules:
   :func:`~..timeline.site_matrix`'s (the ``timeline`` image's choice of sites), the tables
   :func:`~...stats.statistics` (``top``'s), every comparison :func:`~...stats.compare` with the notes
   of :func:`~...stats.common_basis` (``diff``'s, so a row reads as ``memdiet view diff`` prints it),
-  labels :func:`~...units.frame_label`, sizes :func:`~...units.human_bytes`. The page's script only
+  labels :func:`~...units.frame_label`, sizes :func:`~...units.tracemalloc_bytes`. The page's script only
   shows, sorts and picks among them; it computes no figure.
 - The page keeps what :class:`~.page.Budget` allows and says, per capture and for the page, what was
   left out. When the data would make the page heavier than its limit, the budget is tightened and the
@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from ...model import Frame, Sample, Series, Site, merge_sites
 from ...names import FileKeys, function_name, is_pseudo_site
 from ...stats import OTHER, common_basis, compare, statistics
-from ...units import frame_label, human_bytes
+from ...units import frame_label, share, tracemalloc_bytes
 from ..timeline import _label as legend_label
 from ..timeline import site_matrix
 from .page import PAGE_LIMIT_BYTES, Budget, Capture, Line, Page, Phase, Section
@@ -85,7 +85,7 @@ def build_page(captures: Sequence[Capture], title: str, intro: Sequence[str] = (
         if run_budget != budget:
             tightened.append(capture.name)
             run["dropped"].append(f"budget tightened {attempt} time{'s' if attempt != 1 else ''} to keep the page under "
-                                  f"{human_bytes(limit)}")
+                                  f"{tracemalloc_bytes(limit)}")
         runs.append(run)
         moments.append(kept)
     pair_room = data_room - sum(_weight(run) for run in runs) - labels.weight(0)
@@ -97,7 +97,7 @@ def build_page(captures: Sequence[Capture], title: str, intro: Sequence[str] = (
         f"Sites tables are kept at up to {budget.table_samples} samples per capture (its moments among them), "
         f"{budget.table_rows} rows each; the rest of a sample's sites is summed in one row.",
         *pair_notes,
-        f"Page limit: {human_bytes(limit)}, plotly.js included." + (
+        f"Page limit: {tracemalloc_bytes(limit)}, plotly.js included." + (
             f" To stay under it, these captures kept less than the budget above: {', '.join(tightened)}."
             if tightened else ""),
     ]
@@ -258,18 +258,14 @@ def _table(sample: Sample, position: int, labels: _Labels, budget: Budget) -> di
     total = sample.total_bytes
     blocks = sum(site.count for site in sample.sites or ())
     shown, rest = stats[:budget.table_rows], stats[budget.table_rows:]
-    rows = [[labels.of(stat.frames[0]), stat.size, stat.count, human_bytes(stat.size), _share(stat.size, total)]
+    rows = [[labels.of(stat.frames[0]), stat.size, stat.count, tracemalloc_bytes(stat.size), share(stat.size, total)]
             for stat in shown]
     rest_row = None
     if rest:
         size = sum(stat.size for stat in rest)
-        rest_row = [len(rest), size, sum(stat.count for stat in rest), human_bytes(size), _share(size, total)]
-    return {"t": _time(sample.time_s), "i": position, "total": total, "total_text": human_bytes(total),
+        rest_row = [len(rest), size, sum(stat.count for stat in rest), tracemalloc_bytes(size), share(size, total)]
+    return {"t": _time(sample.time_s), "i": position, "total": total, "total_text": tracemalloc_bytes(total),
             "blocks": blocks, "sites": len(stats), "rows": rows, "rest": rest_row}
-
-
-def _share(size: int, total: int) -> str:
-    return f"{100 * size / total:.1f}%" if total else "-"
 
 
 # --- the curve ---------------------------------------------------------------------------------------
@@ -344,7 +340,7 @@ def _curve(capture: Capture, banded: list[int], budget: Budget, dropped: list[st
         legend={"font": {"size": 10}, "groupclick": "toggleitem", "itemdoubleclick": "toggleothers"},
         shapes=_phase_shapes(capture.phases),
         annotations=_phase_names(capture.phases) + [{
-            "x": _time(peak.time_s), "y": peak.total_bytes, "text": f"peak {human_bytes(peak.total_bytes)}",
+            "x": _time(peak.time_s), "y": peak.total_bytes, "text": f"peak {tracemalloc_bytes(peak.total_bytes)}",
             "showarrow": True, "arrowhead": 2, "ax": 0, "ay": -28, "font": {"color": "#b00020", "size": 11},
             "bgcolor": "rgba(255,255,255,0.8)"}],
     )
@@ -408,10 +404,10 @@ def _phase_names(phases: Sequence[Phase]) -> list[dict[str, Any]]:
             for number, phase in enumerate(phases)]
 
 
-def byte_ticks(top: float, label: Callable[[float], str] = human_bytes) -> dict[str, Any]:
+def byte_ticks(top: float, label: Callable[[float], str] = tracemalloc_bytes) -> dict[str, Any]:
     """plotly ``tickvals`` and ``ticktext`` for a byte axis from 0 to ``top``: round steps (1, 2, 2.5
     or 5 times a power of ten) of the binary unit the axis reaches (B, KiB, MiB, GiB), each labelled
-    by ``label`` (the viewer's :func:`~...units.human_bytes` unless a caller has its own)."""
+    by ``label`` (the viewer's :func:`~...units.tracemalloc_bytes` unless a caller has its own)."""
     if top <= 0:
         return {}
     unit = 1
@@ -522,15 +518,15 @@ def _comparison(old: tuple[Site, ...], new: tuple[Site, ...], labels: _Labels, r
     rest_row = None
     if rest:
         change = sum(diff.size_diff for diff in rest)
-        rest_row = [len(rest), change, sum(diff.count_diff for diff in rest), human_bytes(change, signed=True)]
+        rest_row = [len(rest), change, sum(diff.count_diff for diff in rest), tracemalloc_bytes(change, signed=True)]
     return {
         "notes": list(common_basis(old, new).notes),
         "old": old_total, "new": new_total,
-        "totals_text": f"{human_bytes(old_total)} -> {human_bytes(new_total)} "
-                       f"({human_bytes(new_total - old_total, signed=True)})",
+        "totals_text": f"{tracemalloc_bytes(old_total)} -> {tracemalloc_bytes(new_total)} "
+                       f"({tracemalloc_bytes(new_total - old_total, signed=True)})",
         "sites": len(diffs),
         "rows": [[labels.of(diff.frames[0]), diff.size_diff, diff.size, diff.count_diff, diff.count,
-                  human_bytes(diff.size_diff, signed=True), human_bytes(diff.size)] for diff in shown],
+                  tracemalloc_bytes(diff.size_diff, signed=True), tracemalloc_bytes(diff.size)] for diff in shown],
         "rest": rest_row,
     }
 

@@ -2,7 +2,7 @@
 
 Rules: the file needs no network: plotly.js (``plotly.offline.get_plotlyjs()``, shipped by the plotly
 package) is inlined once, the page's data is one JSON block, its script and style are inlined
-(:mod:`.assets`). Text from the inputs (site names, commands, notes) is escaped here; the data block
+(:mod:`.assets`, ``static/``). Text from the inputs (site names, commands, notes) is escaped here; the data block
 cannot close its ``<script>`` element (every ``<`` in it is written ``\\u003c``). What the file is
 called and where it goes is the caller's business: this module only writes into the stream it is
 handed.
@@ -15,7 +15,7 @@ import html
 import json
 from typing import Any, TextIO
 
-from . import assets
+from .assets import COMPARE_PANEL, CURVE_HELP, SCRIPT, SITES_PANEL, STYLE
 from .page import Page
 
 
@@ -29,7 +29,7 @@ def plotly_js() -> str:
 
 def fixed_bytes() -> int:
     """Bytes every page carries whatever its data: plotly.js, the page's script and style."""
-    return len(plotly_js().encode()) + len(assets.SCRIPT.encode()) + len(assets.STYLE.encode())
+    return len(plotly_js().encode()) + len(f"\n{SCRIPT}".encode()) + len(f"\n{STYLE}".encode())
 
 
 def script_json(data: Any) -> str:
@@ -49,7 +49,7 @@ def render(page: Page, stream: TextIO) -> None:
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
           "<meta name=\"generator\" content=\"tracemalloc_viewer html\">\n"
           "<link rel=\"icon\" href=\"data:,\">\n"
-          f"<title>{escape(page.title)}</title>\n<style>{assets.STYLE}</style>\n")
+          f"<title>{escape(page.title)}</title>\n<style>\n{STYLE}</style>\n")
     write("<script>")
     write(plotly_js())
     write("</script>\n</head>\n<body>\n")
@@ -63,8 +63,8 @@ def render(page: Page, stream: TextIO) -> None:
     write("<nav>" + " ".join(f"<a href=\"#{escape(anchor)}\">{escape(title)}</a>" for anchor, title in links)
           + "</nav>\n</header>\n<main>\n")
     _curves(data, write)
-    write(assets.SITES_PANEL)
-    write(assets.COMPARE_PANEL)
+    write(SITES_PANEL)
+    write(COMPARE_PANEL)
     for section in sections:
         _section(section, write)
     write("<section id=\"page-notes\">\n<h2>What this page keeps</h2>\n<ul>\n")
@@ -73,14 +73,14 @@ def render(page: Page, stream: TextIO) -> None:
     write("</ul>\n</section>\n</main>\n")
     write("<script type=\"application/json\" id=\"memdiet-data\">")
     write(script_json(data))
-    write("</script>\n<script>")
-    write(assets.SCRIPT)
+    write("</script>\n<script>\n")
+    write(SCRIPT)
     write("</script>\n</body>\n</html>\n")
 
 
 def _curves(data: dict[str, Any], write) -> None:
     write("<section id=\"curves\">\n<h2>Memory over time</h2>\n"
-          f"<p class=\"help\">{assets.CURVE_HELP}</p>\n")
+          f"<p class=\"help\">{CURVE_HELP}</p>\n")
     for number, run in enumerate(data.get("runs", ())):
         write(f"<article class=\"run\" id=\"run-{number}\">\n")
         write(f"<div class=\"curve\" id=\"{html.escape(run['div'])}\"></div>\n")

@@ -1,8 +1,27 @@
-"""The bench's metrics: what each means and its unit, each trial's value, medians and ratios.
+"""The bench's file, ``bench.json``, and its metrics: the format every reader of a bench run holds to
+(``bench/document.py`` writes it, ``render/bench_md.py`` and ``render/bench_chart.py`` draw it).
 
-Per trial, every metric is computed from that trial's raw readings (:func:`trial_values`); across
-trials a metric is its median with the min and max (:func:`spread`); ratios divide a subject's
-median by a baseline's median from the same run (:func:`ratios`).
+A file holds one run's plan, machine, per-trial readings, medians, ratios and targets.
+
+Schema ``memdiet.bench/1``. Sizes in bytes, times in seconds unless the key says otherwise
+(``_ms``, ``_us``). ``subjects`` are in the order measured (memdiet layouts, then peers); each has
+its raw ``trials`` (failed ones with ``ok`` false and ``error``), ``summary`` (``{metric: {median,
+min, max, n}}`` over the trials that reached it) and ``ratios`` (``{metric: {baseline: median /
+baseline median}}``).
+
+``profiles`` (null without ``--profile``; added within schema 1, readers that do not know it can skip
+it): one entry per subject, in the same order, for its extra throughput run under cProfile: ``name``,
+``label``, ``kind``, ``ok`` and ``error`` (why no profile was obtained), ``stats_file`` (relative to
+the report's folder), the run's ``throughput`` (slowed by the profiler: never a throughput figure),
+``cpu_s`` (server CPU over that run), ``process_cpu_s`` (server CPU from its start to the run's end),
+``startup_s`` (launch to listening), ``quiet_check`` (other processes, before the start) and
+``profile`` (what ``bench/profile.py``'s ``profile_dataset`` returns): ``profiled_s``, ``requests``,
+``categories`` and ``top_functions`` (seconds, share of ``profiled_s``, ``us_per_request``).
+
+The metrics: per trial, every metric is computed from that trial's raw readings (:func:`trial_values`);
+across trials a metric is its median with the min and max (:func:`spread`); ratios divide a subject's
+median by a baseline's median from the same run (:func:`ratios`). Rules: recorded values in, figures
+out; nothing here runs a process, reads a clock or touches the bench's live code.
 """
 
 from __future__ import annotations
@@ -10,6 +29,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
+
+SCHEMA = "memdiet.bench/1"
 
 #: CPU categories every subject's profile has (bench/profile.py groups into them, render/bench_md.py
 #: shows them last); here, with the other recorded-data names, so renderers need not import the profiler.
