@@ -180,3 +180,15 @@ def test_the_kernel_figure_needs_both_reads() -> None:
         "kernel_buffer_bytes_per_held_connection": None, "kernel_bytes_per_held_connection": None}
     assert kernel_per_held_connection({IDLE_EMPTY: {"skmem_bytes": 0}, IDLE_HELD: {"skmem_bytes": 200}}, C) == {
         "kernel_buffer_bytes_per_held_connection": 2.0, "kernel_bytes_per_held_connection": None}
+
+
+def test_a_process_that_died_is_said_once_with_how_it_ended() -> None:
+    pids = {name: [10, 11] for name in PHASES}
+    pids.update({LOAD: [10], "drain": [10], IDLE_AFTER: [10]})  # 11 ended during the load phase
+    death = {"pid": 11, "name": "p11", "phase": LOAD, "time_s": 4.5, "signal": "SIGKILL"}
+    document = build(_document(), _observed(process_rows=_process_rows(pids), ready_pids={10, 11}, deaths=[death],
+                                            death_texts={11: "process 11 (p11) died in load, killed by SIGKILL"}))
+    change, = document["process_tree"]["changes"]
+    assert (change["pid"], change["event"]) == (11, "ended")
+    assert document["process_tree"]["deaths"] == [death]
+    assert document["warnings"] == ["packed: process 11 (p11) died in load, killed by SIGKILL"]  # not twice
