@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trace-frames", type=_trace_frames, default=DEFAULT_TRACE_FRAMES, metavar="N",
                         help="frames tracemalloc keeps per traceback, the allocating line first: the dumps' call "
                              f"stacks (default: {DEFAULT_TRACE_FRAMES}; sites.csv stays keyed by the allocating line)")
+    parser.add_argument("--trace-heap-graph", action="store_true",
+                        help="with --trace tracemalloc: write a heap graph (snapshots/NAME.graph) each time the runner "
+                             "names one in TRACE_DIR/graph-requests (memdiet run --heap-graph)")
     return parser
 
 
@@ -155,7 +158,12 @@ def _run(args: argparse.Namespace, trace_dir: Path | None) -> int:
     if args.trace == "tracemalloc" and trace_dir is not None:
         from .tracing import TracemallocSampler
 
-        sampler = TracemallocSampler(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
+        sampler_class: type = TracemallocSampler
+        if args.trace_heap_graph:  # only then is the graph writer loaded (server/heapgraph.py)
+            from .heapgraph import graph_sampler
+
+            sampler_class = graph_sampler(TracemallocSampler)
+        sampler = sampler_class(trace_dir, hz=args.trace_hz, detail_interval_s=args.detail_interval)
         sampler.start()
     # Counted once every descriptor the server keeps is open (the sampler's files too).
     usable_slots = server.usable_slots()

@@ -59,6 +59,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     massif.add_argument("-o", "--output", type=Path, required=True, help="massif.out.NAME")
     _massif_options(massif)
 
+    owners = commands.add_parser("owners", help="who keeps each held connection's bytes: owner types, retained "
+                                                "trees, what a diet would save (a run folder's owners.json)")
+    owners.add_argument("run", type=Path, help="a memdiet run folder (tracemalloc probe), or its owners.json")
+    owners.add_argument("-n", "--limit", type=_positive, default=15, help="rows of the diet ranking (default 15)")
+
     page = commands.add_parser("html", help="one self-contained interactive page: curves, sites, comparisons")
     _series_input(page)
     page.add_argument("--also", action="append", type=Path, default=[], metavar="CAPTURE",
@@ -109,6 +114,9 @@ def _run(args: argparse.Namespace) -> str:
         _check_output(args.output, timeline.FORMATS)
         _write(lambda: timeline.render(series, args.output, args.top, args.by, args.title), args.output)
         return f"wrote {args.output}\n"
+    if args.command == "owners":
+        from .outputs import owners
+        return owners.render(owners.load(args.run), args.limit)
     if args.command == "html":
         from .outputs import html
         _check_output(args.output, html.FORMATS)

@@ -73,6 +73,9 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: RunConfig) -> Non
                         help="seconds the subject may take to listen and its probe to settle (default: the probe's, "
                              "60 s untraced, longer under the tracers and valgrind)")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="where run folders go (default: reports/runs)")
+    parser.add_argument("--heap-graph", action="store_true", default=None,
+                        help="tracemalloc runs: a heap graph at the ends of idle-empty and idle-held, analysed into "
+                             "owners.json (memdiet view owners RUN; docs/owners.md); off by default")
 
 
 def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
@@ -82,6 +85,7 @@ def config_from(args: argparse.Namespace, base: RunConfig) -> RunConfig:
         "max_conns": args.max_conns, "connections": args.connections, "idle_s": args.idle,
         "load_s": args.load, "sample_hz": args.sample_hz, "detail_interval_s": args.detail_interval,
         "start_timeout_s": args.start_timeout, "trace_frames": args.frames,
+        "heap_graph": getattr(args, "heap_graph", None),
     }
     config = replace(base, runs_dir=args.runs_dir, **{k: v for k, v in overrides.items() if v is not None})
     if config.connections > config.max_conns:

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                  f"(use --probes rss or massif for it, in a matrix of its own)")
     except BadInput as error:
         parser.error(str(error))
-    plan = matrix.MatrixPlan(base=config, layouts=subjects, probes=probes)
+    plan = matrix.MatrixPlan(base=config, layouts=subjects, probes=probes,
+                             heap_graph_subjects=() if args.quick else matrix.OWNERS_SUBJECTS)
     refuse_if_too_big([c for c in plan.configs() if c.subject in LAYOUTS], parser)
     latest_dir = args.latest_dir or matrix.default_latest_dir(args.quick)
     console = stderr_console()

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = config_from(args, replace(RUN, subject=name, probe=args.probe, cmd=args.cmd))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
+    if config.heap_graph and config.probe != "tracemalloc":
+        parser.error(f"--heap-graph goes with --probe tracemalloc (the graph's allocation lines are tracemalloc's), not {config.probe}")
     if config.subject in LAYOUTS:
         refuse_if_too_big([config], parser)
     console = stderr_console()

@@ -54,6 +54,7 @@ def environment(probe: str, trace_dir: Path, config: RunConfig) -> dict[str, str
         "MEMDIET_TRACE_HZ": f"{config.sample_hz:g}",
         "MEMDIET_DETAIL_INTERVAL": f"{config.detail_interval_s:g}",
         "MEMDIET_TRACE_FRAMES": str(config.trace_frames),
+        "MEMDIET_HEAP_GRAPH": "1" if config.heap_graph else "0",
     }
 
 

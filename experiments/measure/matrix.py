@@ -53,9 +53,14 @@ class MatrixPlan:
     base: RunConfig
     layouts: Sequence[str] = field(default_factory=lambda: list(LAYOUTS))
     probes: Sequence[str] = FULL_PROBES
+    #: Subjects whose tracemalloc run takes heap graphs (owners.json), besides every one when the
+    #: base asks (``--heap-graph``); other probes never take them.
+    heap_graph_subjects: Sequence[str] = ()
 
     def configs(self) -> list[RunConfig]:
-        return [replace(self.base, subject=layout, probe=probe) for layout in self.layouts for probe in self.probes]
+        return [replace(self.base, subject=layout, probe=probe,
+                        heap_graph=probe == "tracemalloc" and (self.base.heap_graph or layout in self.heap_graph_subjects))
+                for layout in self.layouts for probe in self.probes]
 
 
 @dataclass
@@ -202,6 +207,13 @@ def read_matrix(matrix_file: Path) -> MatrixRecord:
                         run_paths)
 
 
+#: The subjects whose tracemalloc run takes heap graphs in the full matrix (``make experiment``): the
+#: owners the report shows (the baseline, the regression check and the notebooks take none). Every layout but naive, whose two graphs took 20 s each and a forked copy
+#: of 0.55 GiB at 65,536 slots (the others 0.7 to 7 s and 20 to 100 MiB; docs/owners.md): naive
+#: takes them with ``memdiet matrix --subjects naive --probes tracemalloc --heap-graph``.
+OWNERS_SUBJECTS = ("split", "bitfields", "nofd", "packed", "asyncio", "aiohttp", "uvicorn")
+
+
 def default_plan(quick: bool) -> MatrixPlan:
     """Every layout under the study's probes, with its parameters (runs go to reports/runs)."""
     return MatrixPlan(base=QUICK if quick else FULL, layouts=default_subjects(quick),
@@ -223,5 +235,5 @@ def default_latest_dir(quick: bool) -> Path:
     return QUICK_LATEST_DIR if quick else DEFAULT_LATEST_DIR
 
 
-__all__ = ["MatrixPlan", "MatrixRecord", "run_matrix", "read_matrix", "default_plan", "default_latest_dir", "FULL",
+__all__ = ["MatrixPlan", "OWNERS_SUBJECTS", "MatrixRecord", "run_matrix", "read_matrix", "default_plan", "default_latest_dir", "FULL",
            "QUICK", "FULL_PROBES", "QUICK_PROBES", "DEFAULT_LATEST_DIR", "QUICK_LATEST_DIR", "PROBES"]

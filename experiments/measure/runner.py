@@ -63,7 +63,7 @@ from ..dataset.rss_ledger import LEDGER_PHASES
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
-from . import environment, exits, inject, kernel, ledger
+from . import environment, exits, graphdump, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_processes
 from .probes.sampler import TREE_RESCAN_S
@@ -149,6 +149,8 @@ class Run:
         #: Server CPU seconds by phase (only ``load``), as :meth:`_server_cpu_s` splits them.
         self.server_cpu_s: dict[str, dict[str, float]] = {}
         self.dumps: list[str] = []
+        #: The heap graphs after the idle phases' dumps (``--heap-graph``), and the owners analysed from them.
+        self.graphs = graphdump.Graphs(config.heap_graph)
         #: Each traced process's pages read right after its dump at the end of each of LEDGER_PHASES:
         #: ``{phase: {pid: (the dump's path less its suffix, pages)}}`` (the root first); with the
         #: allocators' figures written beside each dump, the RSS ledger of each process.
@@ -248,6 +250,8 @@ class Run:
         if dumped:
             if name in LEDGER_PHASES:
                 self._read_ledger_pages(name, len(self.dumps))
+            self.graphs.phase_end(name, len(self.dumps), self.probe.name, self.trace_dir, self._tree(), self._check_server,
+                                  self.sampler)
             self.dumps.append(name)
 
     def _read_ledger_pages(self, phase: str, index: int) -> None:
@@ -623,6 +627,11 @@ class Run:
             outcome_names=CLIENT_OUTCOMES, ledgers=ledgers, ledger_trees=self.ledger_trees,
             bare_interpreter=self.bare_interpreter, extra_warnings=self.extra_warnings, probe=probe_data,
             deaths=deaths, death_texts={death["pid"]: exits.death_text(death) for death in deaths}))
+        held = document.get("held")
+        if document["not_measured"].get("heap_bytes_per_held_connection") is None:
+            # owners per held connection divide by the held count: only when measured
+            self.graphs.finish(self.trace_dir, self.run_dir, document,
+                               held["held"] if held is not None else self.config.connections)
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"

@@ -45,6 +45,10 @@ class RunConfig:
     keep_alive_timeout_s: float = 600.0
     #: Seconds the subject may take to listen (and the probe to settle); None: the probe's own default.
     start_timeout_s: float | None = None
+    #: Heap graphs at the ends of idle-empty and idle-held, analysed into owners.json (docs/owners.md):
+    #: tracemalloc runs only, off by default (a graph at 65,536 slots takes seconds and the forked
+    #: copy's memory; off, nothing of it is loaded in the subject).
+    heap_graph: bool = False
     runs_dir: Path = field(default=DEFAULT_RUNS_DIR)
     python: str = field(default=sys.executable)
 

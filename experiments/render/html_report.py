@@ -45,6 +45,7 @@ from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
 from .figures import SITE_COLOURS, series_column
+from .owners_md import owners_page_section
 from .units import MISSING, exact_bytes, human_bytes, percent_change, slot_bytes
 
 HTML_FILE = "index.html"
@@ -91,6 +92,7 @@ def build_html_report(runs: Sequence[RunResult], anatomy_file: Path, *, title: s
         _comparison_section(main, mixed),
         _anatomy_section(anatomy_file, main),
         _ledger_section(used),
+        owners_page_section(used),
         _runs_section(runs, used, out_dir),
     ) if section is not None]
     intro = _intro(complete, others, used, mixed) + failed

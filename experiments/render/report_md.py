@@ -52,6 +52,8 @@ from .held_sites import held_site_tables, held_sites_markdown
 from .ledger import ledger_markdown, ledger_tables, render_ledger_chart
 from .markdown import code, table
 from .massif_curve import render_massif_curve
+from .owners_md import owner_tables, owners_markdown
+from .agreement_md import agreement_markdown, agreement_rows
 from .probe_crosscheck import crosscheck_markdown, crosscheck_tables
 from .units import MISSING, format_metric, percent_change, slot_bytes
 
@@ -347,6 +349,19 @@ def _determinism_section() -> list[str]:
 
 
 # --- the report ----------------------------------------------------------------------------------
+def _owners_lines(by_layout: dict[str, dict[str, RunResult]]) -> list[str]:
+    """The owners of each subject whose tracemalloc run took heap graphs (``--heap-graph``; ``make
+    experiment`` takes them for the subjects of :data:`experiments.measure.matrix.OWNERS_SUBJECTS`),
+    and a line per owners.json that failed its checks."""
+    problems: list[str] = []
+    tables = owner_tables(by_layout, problems)
+    lines = owners_markdown(tables)
+    if not tables:
+        lines += ["No tracemalloc run of this report took heap graphs (`memdiet run --heap-graph`).", ""]
+    lines += [f"- owners not shown for {problem}" for problem in problems] + ([""] if problems else [])
+    return lines
+
+
 def refuse_incomparable(runs: Iterable[RunResult]) -> None:
     """Raise :class:`IncomparableRuns` when the runs a report's tables would use (the latest complete
     run of each layout and probe) were made with different
@@ -408,7 +423,14 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
                   "that allocated it, divided by the C clients held: the study's question asked of each server, "
                   "ours and the ones people run. Sites of the subject's own code, its framework's and the standard "
                   "library's alike; C extensions' own allocations show under memray's native frames.", "",
-                  *held_sites_markdown(held_site_tables(by_layout))]
+                  *held_sites_markdown(held_site_tables(by_layout)),
+                  "## Who keeps each connection's bytes: owners and retained sizes", "",
+                  "The heap graph at the end of `idle-empty` and of `idle-held` (every gc-tracked object and what it "
+                  "refers to), its dominator tree and each object's retained size: the bytes freed if it alone were "
+                  "no longer referred to. A per-connection type grows by a whole number of instances per held "
+                  "connection; its owner is the one no other per-connection object dominates (docs/owners.md). "
+                  "`memdiet view owners RUN` prints each owner's retained tree.", "",
+                  *_owners_lines(by_layout)]
         ledgers = ledger_tables(by_layout)
         if ledgers:
             render_ledger_chart(ledgers, out_dir / "ledger")
@@ -417,6 +439,9 @@ def build_report(runs: list[RunResult], out_dir: Path, *, title: str = DEFAULT_T
         checks = crosscheck_tables(by_layout)
         if checks:
             lines += ["## massif beside tracemalloc", "", *crosscheck_markdown(checks)]
+        agreements = agreement_rows(by_layout)
+        if agreements:
+            lines += ["## Traced heap beside untraced RSS, per held connection", "", *agreement_markdown(agreements)]
         lines += ["## Memory over time, per layout", "",
                   "Massif-style: heap by allocation site (top sites stacked, the rest as *other*), phases shaded, "
                   "the heap peak marked, and the process's RSS as a line on top.", "",

@@ -10,7 +10,9 @@ parent pid, argv, how it began: ``start`` or ``fork``). For ``tracemalloc`` it r
 sampler (``server/tracing.py``, loaded from ``MEMDIET_TRACING_PY`` under a private name so the subject's
 own modules are never shadowed): totals at ``MEMDIET_TRACE_HZ``, detailed snapshots every
 ``MEMDIET_DETAIL_INTERVAL`` seconds, and a full dump each time the runner raises the count in
-``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers). For ``memray`` it
+``$MEMDIET_TRACE_DIR/dump-requests`` (the subject keeps its own signal handlers), and with
+``MEMDIET_HEAP_GRAPH=1`` a heap graph (``server/heapgraph.py``) each time the runner writes a new name
+into ``graph-requests``. For ``memray`` it
 starts ``memray.Tracker`` with native frames and ``follow_fork`` (forked children write
 ``memray.bin.PID`` beside their parent's capture), stopped at exit. For ``allocators`` it traces nothing: a thread writes the allocators' figures
 (``snapshots/NNN.alloc.json``) for each dump asked for, after a full collection. A ``sitecustomize`` that this one
@@ -58,18 +60,23 @@ def _start_tracemalloc(root: str) -> None:
     # The probe's allocator reader (ctypes, tempfile) is loaded and warmed before tracing starts:
     # the probe's, not the program's heap.
     tracing.memstats_module().allocator_stats()
+    # With MEMDIET_HEAP_GRAPH=1 (memdiet run --heap-graph) the sampler writes heap graphs too: its
+    # writer (server/heapgraph.py) loaded by path, before tracing starts; without it, nothing of it.
+    graphs = tracing._sibling("heapgraph") if os.environ.get("MEMDIET_HEAP_GRAPH") == "1" else None
+    sampler_class = graphs.graph_sampler(tracing.TracemallocSampler) if graphs is not None else tracing.TracemallocSampler
     tracemalloc.start(int(os.environ.get("MEMDIET_TRACE_FRAMES", "1")))
 
     def begin(how: str) -> None:
         folder = _process_dir(root, how)
-        sampler = tracing.TracemallocSampler(folder, dump_request_file=requests,
-                                             first_dump_index=_requests_so_far(requests), **options)
+        sampler = sampler_class(folder, dump_request_file=requests,
+                                first_dump_index=_requests_so_far(requests), **options)
         sampler.start()
 
     begin("start")
     # A forked child keeps tracemalloc's traces (its copy of the parent's heap) but not the sampler's
     # thread: it starts a sampler of its own, in its own folder.
-    os.register_at_fork(after_in_child=lambda: begin("fork"))
+    # The copy a sampler forks to write a heap graph is not a worker: no sampler in it.
+    os.register_at_fork(after_in_child=lambda: None if graphs is not None and graphs.forking else begin("fork"))
 
 
 def _start_allocators(root: str) -> None:

@@ -42,6 +42,19 @@ READY_FILE = "ready.json"
 DUMP_TIMEOUT_S = 120.0
 
 
+def wait_for_files(targets: Sequence[Path], timeout_s: float, what: str, check: Callable[[], None],
+                   poll_s: float = 0.02) -> None:
+    """Wait until every file of ``targets`` exists, calling ``check`` between looks (it raises when
+    the subject died); ProbeFailed naming ``what`` and the missing files after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not all(target.exists() for target in targets):
+        check()
+        if time.monotonic() > deadline:
+            missing = ", ".join(str(target) for target in targets if not target.exists())
+            raise ProbeFailed(f"{what} did not appear within {timeout_s:g} s: {missing}")
+        time.sleep(poll_s)
+
+
 class TracemallocProbe(Probe):
     name = "tracemalloc"
     note = ("tracemalloc traces every Python allocation with its call stack, trace_frames deep (the run's "
@@ -70,7 +83,8 @@ class TracemallocProbe(Probe):
     def wrap(self, argv: list[str], env: dict[str, str], trace_dir: Path, config: RunConfig,
              in_server: bool) -> tuple[list[str], dict[str, str]]:
         if in_server:  # the frames go here, not in server_args(): only this hook is given the run's config
-            return [*argv, "--trace-frames", str(config.trace_frames)], env
+            return [*argv, "--trace-frames", str(config.trace_frames),
+                    *(["--trace-heap-graph"] if config.heap_graph else [])], env
         return argv, {**env, **inject.environment("tracemalloc", trace_dir, config)}
 
     def ready(self, trace_dir: Path, pids: Sequence[int]) -> bool:
@@ -92,13 +106,7 @@ class TracemallocProbe(Probe):
         else:
             inject.request_dumps(trace_dir, index + 1)
             targets = [folder / "snapshots" / name for folder in inject.live_process_dirs(trace_dir, pids)]
-        deadline = time.monotonic() + DUMP_TIMEOUT_S
-        while not all(target.exists() for target in targets):
-            check()
-            if time.monotonic() > deadline:
-                missing = ", ".join(str(target) for target in targets if not target.exists())
-                raise ProbeFailed(f"snapshot dump after {phase} did not appear within {DUMP_TIMEOUT_S:g} s: {missing}")
-            time.sleep(0.02)
+        wait_for_files(targets, DUMP_TIMEOUT_S, f"snapshot dump after {phase}", check)
         return True
 
     def collect(self, trace_dir: Path, run_dir: Path, t0: float, wall_t0: float, dumps: Sequence[str]) -> ProbeData:

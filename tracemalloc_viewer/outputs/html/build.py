@@ -30,6 +30,7 @@ from ...units import frame_label, share, tracemalloc_bytes
 from ..timeline import _label as legend_label
 from ..timeline import site_matrix
 from .page import PAGE_LIMIT_BYTES, Budget, Capture, Line, Page, Phase, Section
+from .tree import tree_data
 
 #: The template every figure of the page gets (applied once, by the page's script).
 TEMPLATE = "plotly_white"
@@ -562,4 +563,5 @@ def _section(section: Section, index: int) -> dict[str, Any]:
         "figure": _figure_dict(section.figure) if section.figure is not None else None,
         "table": [list(section.table[0]), [list(row) for row in section.table[1]]] if section.table else None,
         "div": f"figure-{index}",
+        "tree": tree_data(section.tree),
     }

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from .assets import COMPARE_PANEL, CURVE_HELP, SCRIPT, SITES_PANEL, STYLE
 from .page import Page
+from .tree import write_tree
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,6 +111,8 @@ def _section(section: dict[str, Any], write) -> None:
         for row in rows:
             write("<tr>" + "".join(f"<td>{_inline(str(cell))}</td>" for cell in row) + "</tr>\n")
         write("</tbody></table>\n")
+    if section.get("tree"):
+        write_tree(section["tree"], write)
     write("</section>\n")
 
 

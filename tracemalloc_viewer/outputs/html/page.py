@@ -69,13 +69,15 @@ class Capture:
 class Section:
     """An extra part of the page after the curves, the sites and the comparison: a title, lines of
     text, and a plotly figure (``plotly.graph_objects.Figure``, or its dict) and/or a table
-    (column titles, rows of cell texts)."""
+    (column titles, rows of cell texts), and/or an expandable tree."""
 
     title: str
     text: Sequence[str] = ()
     figure: Any = None
     table: tuple[Sequence[str], Sequence[Sequence[str]]] | None = None
     anchor: str | None = None
+    #: An expandable tree after the table (:mod:`.tree`): dicts with ``label``, ``hover``, ``children``.
+    tree: Sequence[Any] = ()
 
 
 @dataclass(frozen=True)
