@@ -114,7 +114,7 @@ def ensure_results(quick: bool = True, root: str | os.PathLike[str] | None = Non
     if progress:
         progress(f"{reason}: running the {'quick ' if quick else ''}matrix ({len(plan.configs())} runs) "
                  f"into {latest_dir}")
-    on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.layout}/{c.probe}")) if progress else None
+    on_start = (lambda i, n, c: progress(f"  run {i + 1}/{n}: {c.subject}/{c.probe}")) if progress else None
     outcome = run_matrix(plan, latest_dir=latest_dir, on_run_start=on_start)
     if outcome.failures:
         raise RuntimeError("the matrix had failed runs: " + "; ".join(outcome.failures))

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(error))
     plan = matrix.MatrixPlan(base=config, layouts=subjects, probes=probes,
                              heap_graph_subjects=() if args.quick else matrix.OWNERS_SUBJECTS)
-    refuse_if_too_big([c for c in plan.configs() if c.layout in LAYOUTS], parser)
+    refuse_if_too_big([c for c in plan.configs() if c.subject in LAYOUTS], parser)
     latest_dir = args.latest_dir or matrix.default_latest_dir(args.quick)
     console = stderr_console()
     install_interrupt_handlers()
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         def on_run_start(index: int, total: int, run_config: RunConfig) -> None:
             progress.update(task, completed=index)
-            current["label"] = f"{run_config.layout}/{run_config.probe}"
+            current["label"] = f"{run_config.subject}/{run_config.probe}"
             progress.update(task, description=f"{current['label']}: starting")
 
         def on_phase(phase: str) -> None:

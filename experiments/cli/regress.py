@@ -117,7 +117,7 @@ def run_plan(plan: MatrixPlan, latest_dir: Path) -> tuple[list[RunResult], list[
         label = {"text": ""}
 
         def on_run_start(index: int, _total: int, config: Any) -> None:
-            label["text"] = f"matrix run {index + 1}/{total}: {config.layout}/{config.probe}"
+            label["text"] = f"matrix run {index + 1}/{total}: {config.subject}/{config.probe}"
             status.update(label["text"])
 
         def on_phase(phase: str) -> None:

@@ -81,7 +81,7 @@ def plan_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tupl
     if args.struct and not args.binary:
         parser.error("--struct reads the built binary's DWARF: give --binary too")
     try:
-        config = config_from(args, replace(RUN, layout="", probe="rss"))
+        config = config_from(args, replace(RUN, subject="", probe="rss"))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     templates = [Template(spec) for spec in args.config_template or []]

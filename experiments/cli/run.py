@@ -58,17 +58,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--name goes with --cmd")
     name = args.subject or args.layout or args.name or ""
     try:
-        config = config_from(args, replace(RUN, layout=name, probe=args.probe, cmd=args.cmd))
+        config = config_from(args, replace(RUN, subject=name, probe=args.probe, cmd=args.cmd))
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     if config.heap_graph and config.probe != "tracemalloc":
         parser.error(f"--heap-graph goes with --probe tracemalloc (the graph's allocation lines are tracemalloc's), not {config.probe}")
-    if config.layout in LAYOUTS:
+    if config.subject in LAYOUTS:
         refuse_if_too_big([config], parser)
     console = stderr_console()
     install_interrupt_handlers()
-    with console.status(f"{config.layout}/{config.probe}: starting") as status:
-        run_dir = run_once(config, lambda phase: status.update(f"{config.layout}/{config.probe}: {phase}"))
+    with console.status(f"{config.subject}/{config.probe}: starting") as status:
+        run_dir = run_once(config, lambda phase: status.update(f"{config.subject}/{config.probe}: {phase}"))
     result = load_run(run_dir)
     console.print(f"run written to {run_dir}")
     print_summary(console, [result])
@@ -99,7 +99,7 @@ def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
             return "not measured" if key in missing else text
 
         table.add_row(
-            result.layout, result.probe, result.status,
+            result.subject, result.probe, result.status,
             _mib(s.get("idle_rss_bytes")), _mib(s.get("held_rss_bytes")), _mib(s.get("idle_pss_bytes")),
             _num(s.get("bytes_per_slot"), 1),
             cell("rss_bytes_per_held_connection", _num(s.get("rss_bytes_per_held_connection"), 0)),
@@ -112,12 +112,12 @@ def print_summary(console: Console, runs: Sequence[RunResult]) -> None:
     # and why a figure was not measured.
     for result in runs:
         for warning in result.document.get("warnings", []):
-            console.print(f"[yellow]warning:[/yellow] {result.layout}/{result.probe}: {warning}")
+            console.print(f"[yellow]warning:[/yellow] {result.subject}/{result.probe}: {warning}")
         reasons: dict[str, list[str]] = {}
         for key, reason in (result.document.get("not_measured") or {}).items():
             reasons.setdefault(reason, []).append(key)
         for reason, keys in reasons.items():
-            console.print(f"not measured: {result.layout}/{result.probe}: {', '.join(keys)}: {reason}")
+            console.print(f"not measured: {result.subject}/{result.probe}: {', '.join(keys)}: {reason}")
 
 
 def print_ledger(console: Console, result: RunResult) -> None:
@@ -131,7 +131,7 @@ def print_ledger(console: Console, result: RunResult) -> None:
     document = result.document.get("rss_ledger") or {}
     processes = document.get("processes") or {}
     summed = f", summed over its {len(processes)} traced processes" if len(processes) > 1 else ""
-    table = Table(title=f"RSS ledger: {result.layout} (every part measured; the remainder is what none explains"
+    table = Table(title=f"RSS ledger: {result.subject} (every part measured; the remainder is what none explains"
                         f"{summed})")
     table.add_column("part")
     for name, _moment in columns:
@@ -153,7 +153,7 @@ def print_ledger_by_process(console: Console, result: RunResult, processes: dict
     """What one more held connection costs in each traced process (the master and each worker):
     RSS, Python heap and allocator from its own ledger, the traced heap from its own dumps."""
     heap = {entry.get("pid"): entry for entry in result.document.get("traced_processes", [])}
-    table = Table(title=f"per held connection, by process: {result.layout}")
+    table = Table(title=f"per held connection, by process: {result.subject}")
     for column in ("pid", "process", "RSS", "Python heap", "allocator", "traced heap"):
         table.add_column(column, justify="left" if column == "process" else "right")
     for key, entry in processes.items():

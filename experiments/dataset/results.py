@@ -1,7 +1,7 @@
 """The result dataset: one folder per run, written atomically, read back with validation.
 
 This is the middle of the experiments package: runners write it, renderers and notebooks read it, and
-nothing reads a live run. A run folder (``reports/runs/<UTC time>-<layout>-<probe>/``) holds:
+nothing reads a live run. A run folder (``reports/runs/<UTC time>-<subject>-<probe>/``) holds:
 
 ``result.json``
     parameters, phase marks, summary metrics, load-generator figures, probe notes, environment,
@@ -39,7 +39,11 @@ from tracemalloc_viewer.untrusted import (CSV_MAX_BYTES, JSON_MAX_BYTES, SIZE_LI
 
 from ..errors import BadInput
 
-SCHEMA = "memdiet.run/1"
+#: result.json's format. ``memdiet.run/2`` names what was run in ``subject.name`` only; ``memdiet.run/1``
+#: named it in ``layout`` too (whatever it was: a layout, a peer, a --cmd), and is still read.
+SCHEMA = "memdiet.run/2"
+SCHEMA_WITH_LAYOUT = "memdiet.run/1"
+READABLE_SCHEMAS = (SCHEMA_WITH_LAYOUT, SCHEMA)
 RESULT_FILE = "result.json"
 RSS_FILE = "rss.csv"
 HEAP_FILE = "heap.csv"
@@ -74,6 +78,11 @@ COMPARED_PARAMETERS = ("max_conns", "connections", "idle_s", "load_s", "sample_h
 RSS_COLUMNS = ("time_s", "rss_bytes", "uss_bytes", "pss_bytes")
 HEAP_COLUMNS = ("time_s", "heap_bytes", "peak_bytes", "tracer_bytes")
 SITES_COLUMNS = ("time_s", "site", "bytes", "count")
+#: Per-process memory over time (every process of the subject's tree), beside rss.csv: one row per
+#: process on every full-info sample.
+PROCESSES_FILE = "processes.csv"
+PROCESS_COLUMNS = ("time_s", "pid", "ppid", "name", "rss_bytes", "uss_bytes", "pss_bytes", "rss_anon_bytes",
+                   "rss_file_bytes", "rss_shmem_bytes")
 
 
 def _current_umask() -> int:
@@ -192,8 +201,12 @@ class RunResult:
 
     # Shortcuts for what every reader wants.
     @property
-    def layout(self) -> str:
-        return self.document["layout"]
+    def subject(self) -> str:
+        """What was run: one of memdiet's layouts, a peer, or a --cmd's name (:func:`subject_name`)."""
+        return subject_name(self.document)
+
+    #: The name the readers written before ``subject`` use: the same.
+    layout = subject
 
     @property
     def probe(self) -> str:
@@ -234,13 +247,22 @@ class RunResult:
         return member(self.path, name, f"{self.path / RESULT_FILE}: files.{key}", error=ResultError)
 
 
-_REQUIRED = {"schema": str, "status": str, "layout": str, "probe": str, "parameters": dict, "phases": list}
+_REQUIRED = {"schema": str, "status": str, "probe": str, "parameters": dict, "phases": list}
+
+
+def subject_name(document: dict[str, Any]) -> str:
+    """The name of what a validated result.json's run ran: ``subject.name``, or, in a
+    ``memdiet.run/1`` document, its ``layout``."""
+    if document["schema"] == SCHEMA_WITH_LAYOUT:
+        return document["layout"]
+    return document["subject"]["name"]
 
 
 def validate_document(document: Any, source: str) -> dict[str, Any]:
     """Check a result.json document's shape and bounds; raise :class:`ResultError` naming ``source``
-    and the field if wrong: the required fields and their types, the layout and probe (and the
-    subject's name) by the rule of ``--name`` (they name files and folders), phase times finite,
+    and the field if wrong: the required fields and their types (``subject.name``, or ``layout`` in a
+    ``memdiet.run/1`` document), the subject's name and the probe by the rule of ``--name`` (they name
+    files and folders), phase times finite,
     summary metrics finite numbers (or null), ``files`` an object of plain relative names."""
     if not isinstance(document, dict):
         raise ResultError(f"{source}: not a JSON object")
@@ -249,12 +271,18 @@ def validate_document(document: Any, source: str) -> dict[str, Any]:
             raise ResultError(f"{source}: missing field {key!r}")
         if not isinstance(document[key], kind):
             raise ResultError(f"{source}: field {key!r} should be {kind.__name__}")
-    if document["schema"] != SCHEMA:
+    if document["schema"] not in READABLE_SCHEMAS:
         raise ResultError(f"{source}: schema {shown(document['schema'])} is not {SCHEMA!r}")
     if document["status"] not in STATUSES:
         raise ResultError(f"{source}: unknown status {shown(document['status'])}")
-    for key in ("layout", "probe"):
-        check_name(document[key], f"{source}: {key}", error=ResultError)
+    if document["schema"] == SCHEMA_WITH_LAYOUT:  # what was run, named by the older field
+        if not isinstance(document.get("layout"), str):
+            raise ResultError(f"{source}: missing field 'layout'" if "layout" not in document
+                              else f"{source}: field 'layout' should be str")
+        check_name(document["layout"], f"{source}: layout", error=ResultError)
+    elif not (isinstance(document.get("subject"), dict) and isinstance(document["subject"].get("name"), str)):
+        raise ResultError(f"{source}: field 'subject' should be an object with a name")
+    check_name(document["probe"], f"{source}: probe", error=ResultError)
     subject = document.get("subject")
     if isinstance(subject, dict) and "name" in subject:
         check_name(subject["name"], f"{source}: subject.name", error=ResultError)

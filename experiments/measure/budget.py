@@ -34,7 +34,7 @@ BYTES_PER_CONNECTION = 4 * 2**10
 def estimated_peak_bytes(config: RunConfig) -> int:
     """The highest RSS ``config``'s run is expected to reach, in bytes (an estimate, see the
     constants above)."""
-    table_bytes = slot_anatomy(config.layout).total * config.max_conns
+    table_bytes = slot_anatomy(config.subject).total * config.max_conns
     factor = PEAK_RSS_PER_TABLE_BYTE.get(config.probe, max(PEAK_RSS_PER_TABLE_BYTE.values()))
     return int(BASE_BYTES + table_bytes * factor + config.connections * BYTES_PER_CONNECTION)
 
@@ -56,7 +56,7 @@ def memory_problem(configs: Iterable[RunConfig], available_bytes: int | None = N
     needed = estimated_peak_bytes(largest)
     if needed <= available:
         return None
-    return (f"{largest.layout}/{largest.probe} with --max-conns {largest.max_conns:,} would need about "
+    return (f"{largest.subject}/{largest.probe} with --max-conns {largest.max_conns:,} would need about "
             f"{needed / 2**30:,.1f} GiB, more than the {available / 2**30:,.1f} GiB this machine has available; "
             "give a smaller --max-conns")
 

@@ -58,7 +58,7 @@ class MatrixPlan:
     heap_graph_subjects: Sequence[str] = ()
 
     def configs(self) -> list[RunConfig]:
-        return [replace(self.base, layout=layout, probe=probe,
+        return [replace(self.base, subject=layout, probe=probe,
                         heap_graph=probe == "tracemalloc" and (self.base.heap_graph or layout in self.heap_graph_subjects))
                 for layout in self.layouts for probe in self.probes]
 
@@ -92,7 +92,7 @@ def run_matrix(
             paths.append(run_once(config, on_phase))
         except RunFailed as error:
             failures.append(str(error))
-            latest = sorted(p for p in config.runs_dir.glob(f"*-{config.layout}-{config.probe}*")
+            latest = sorted(p for p in config.runs_dir.glob(f"*-{config.subject}-{config.probe}*")
                             if p.name[:len(started_stamp)] >= started_stamp)
             if latest:
                 paths.append(latest[-1])

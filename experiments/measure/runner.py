@@ -1,4 +1,4 @@
-"""Run one layout under one probe through the scenario, and write its run folder.
+"""Run one subject under one probe through the scenario, and write its run folder.
 
 Scenario, each phase's start and end recorded on the run's clock (seconds since the server started):
 ``idle-empty`` (no clients, T s), ``ramp`` (C clients connect, one request each), ``idle-held`` (C
@@ -20,6 +20,10 @@ is a warning, not a failure, once every phase was measured.
 The load generator runs in its own process (experiments.loadgen). The run folder's result.json is
 written with status ``running`` first and rewritten at the end; an interrupted or failed run is marked
 ``incomplete`` with the reason, and keeps the series recorded so far. Earlier runs are never touched.
+
+Rules: the runner sequences and records; what result.json says of what it recorded (the summary, the
+figures per held connection, ``held``, ``not_measured``, the RSS ledger's sums, the warnings) is
+:func:`experiments.dataset.builder.build`'s, from an :class:`~experiments.dataset.builder.Observed`.
 """
 
 from __future__ import annotations
@@ -27,13 +31,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..dataset.agreement import beside_heap
-from ..dataset.metrics import client_warnings, errors_text, summarize
+from ..dataset.builder import Observed, build, outcomes_text, tree_changes
 from ..dataset.results import (
     DRAIN,
     HEAP_COLUMNS,
@@ -43,6 +46,8 @@ from ..dataset.results import (
     IDLE_HELD,
     LOAD,
     PHASES,
+    PROCESS_COLUMNS,
+    PROCESSES_FILE,
     RAMP,
     RESULT_FILE,
     RSS_COLUMNS,
@@ -51,17 +56,17 @@ from ..dataset.results import (
     SITES_COLUMNS,
     SITES_FILE,
     Phase,
-    Series,
     write_csv,
     write_json,
 )
+from ..dataset.rss_ledger import LEDGER_PHASES
 from ..errors import BadInput, ExperimentError
 from ..loadgen import END_KINDS, LoadGeneratorProcess
 from ..paths import REPO_ROOT
 from . import environment, exits, graphdump, inject, kernel, ledger
 from .probes import PROBES, Probe, ProbeData, ProbeFailed, RssSampler, read_table
 from .probes.processes import held_sites_from_processes
-from .probes.sampler import PROCESS_COLUMNS, TREE_RESCAN_S
+from .probes.sampler import TREE_RESCAN_S
 from .process import SETTLE_QUIET_S, LaunchedProcess, NotReady, ProcessError, wait_settled
 from .procfs import ProcessGone, cpu_seconds, established_on_port, listening_sockets, process_tree
 from .subjects import MemdietLayout, Subject, resolve
@@ -71,15 +76,10 @@ from .scenario import DEFAULT_RUNS_DIR, RunConfig  # noqa: F401  (DEFAULT_RUNS_D
 STOP_TIMEOUT_S = 60.0
 #: Seconds between two looks at how many clients are still connected while they are held.
 HELD_POLL_S = 0.25
-#: Per-process memory over time (every process of the subject's tree), beside rss.csv.
-PROCESSES_FILE = "processes.csv"
 #: Seconds after which a ramp starts no more connects: this plus one per 50 clients (then stretched).
 RAMP_BASE_S = 30.0
 #: Seconds without a connect or a response after which the ramp has stalled (then stretched).
 RAMP_STALL_S = 3.0
-#: How a ramp that ended early is described (the load generator's ``stopped_early``).
-RAMP_STOPS = {"deadline": "reached its time bound", "no_progress": "stopped after a run of clients not held",
-              "stalled": "stalled (no connect and no response for its stall time) and aborted what was outstanding"}
 #: Clients that send one request per connection in the load phase of a server that holds none.
 FRESH_LOAD_WORKERS = 16
 #: What each way a client ended (or failed to connect) is called in the summary: the observation, and
@@ -94,7 +94,7 @@ CLIENT_OUTCOMES = {
 
 
 class RunFailed(ExperimentError):
-    """The run could not complete; the message names the layout and the phase."""
+    """The run could not complete; the message names the subject and the phase."""
 
 
 class Interrupted(BaseException):
@@ -106,7 +106,7 @@ Progress = Callable[[str], None]
 
 def _new_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = config.runs_dir / f"{stamp}-{config.layout}-{config.probe}"
+    base = config.runs_dir / f"{stamp}-{config.subject}-{config.probe}"
     candidate, suffix = base, 1
     while True:
         try:
@@ -123,9 +123,9 @@ class Run:
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         if config.probe not in PROBES:
             raise BadInput(f"unknown probe {config.probe!r}; choose one of {', '.join(PROBES)}")
-        self.subject: Subject = resolve(config.layout or None, config.cmd)
-        if config.layout != self.subject.name:
-            config = replace(config, layout=self.subject.name)
+        self.subject: Subject = resolve(config.subject or None, config.cmd)
+        if config.subject != self.subject.name:
+            config = replace(config, subject=self.subject.name)
         self.config = config
         self.probe: Probe = PROBES[config.probe]
         if self.probe.subjects == "python" and not self.subject.python:
@@ -173,7 +173,6 @@ class Run:
             "schema": SCHEMA,
             "status": "running",
             "error": None,
-            "layout": config.layout,
             "subject": self.subject.describe(),
             "probe": config.probe,
             "parameters": config.parameters(),
@@ -219,7 +218,7 @@ class Run:
         if error is not None:
             if isinstance(error, (RunFailed, Interrupted, KeyboardInterrupt, BadInput)):
                 raise error  # BadInput: a probe found the subject unusable (exit 2), e.g. no valgrind
-            raise RunFailed(f"{self.config.layout}/{self.config.probe} failed in phase {self.phase}: {error}") from error
+            raise RunFailed(f"{self.config.subject}/{self.config.probe} failed in phase {self.phase}: {error}") from error
         return self.run_dir
 
     def _now(self) -> float:
@@ -401,7 +400,7 @@ class Run:
         self.load_results[key] = reply
         if not reply.get("ok", False):
             self._check_server()
-            raise RunFailed(f"{self.config.layout}: load generator failed in phase {self.phase}: {reply.get('error')}")
+            raise RunFailed(f"{self.config.subject}: load generator failed in phase {self.phase}: {reply.get('error')}")
 
     # --- the server --------------------------------------------------------------------------
     def _start_server(self) -> None:
@@ -492,7 +491,7 @@ class Run:
         if usable is None or usable >= config.connections:
             return
         raise RunFailed(
-            f"{config.layout}: refused in phase {self.phase}: the server can hold {usable} clients, not "
+            f"{config.subject}: refused in phase {self.phase}: the server can hold {usable} clients, not "
             f"--connections {config.connections}: {config.max_conns - usable} of its {config.max_conns} slots "
             f"are taken by its own file descriptors (a slot's index is its fd); "
             f"use --max-conns {config.max_conns + config.connections - usable} or more"
@@ -566,7 +565,7 @@ class Run:
         try:
             returncode = server.stop(STOP_TIMEOUT_S)
         except ProcessError as error:
-            raise RunFailed(f"{self.config.layout}: {error}") from None
+            raise RunFailed(f"{self.config.subject}: {error}") from None
         report = dict(server.stop_report or {}, clean=returncode in self.subject.clean_exit_codes)
         if expect_running:
             self.document["stop"] = report
@@ -605,20 +604,6 @@ class Run:
         write_csv(self.run_dir / RSS_FILE, RSS_COLUMNS, (_fmt_row(row) for row in rss_rows))
         process_rows = [(row[0] - self.t0, *row[1:]) for row in (self.sampler.process_rows if self.sampler else [])]
         write_csv(self.run_dir / PROCESSES_FILE, PROCESS_COLUMNS, (_fmt_row(row) for row in process_rows))
-        document["process_tree"] = _tree_summary(process_rows, self.phases)
-        root = self.server.pid if self.server is not None else None
-        ready = document.get("ready") or {}
-        document["process_tree"]["changes"] = tree_changes(process_rows, self.phases, self.ready_pids or {root},
-                                                           ready.get("settled_s", ready.get("listening_s", 0.0)))
-        deaths = exits.deaths(document["process_tree"]["changes"], self.exits, self.t0, self.phases, self.closed_early)
-        document["process_tree"]["deaths"] = deaths
-        if self.closed_early:
-            closed = sum(int(event["closed"]) for event in self.closed_early)
-            document["closed_early"] = {"closed": closed, "events": self.closed_early}
-        held = self._held_document()
-        if held is not None:
-            document["held"] = held
-        held_count = held["held"] if held is not None else self.config.connections
         notes = document["probe_info"]["notes"]
         ledgers = self._ledgers(notes)  # before collect(), which moves the dumps into the run folder
         probe_data = None
@@ -626,77 +611,27 @@ class Run:
             probe_data = self.probe.collect(self.trace_dir, self.run_dir, self.t0, self.wall_t0, self.dumps)
         except Exception as collect_error:  # keep what we have; say what failed
             notes.append(f"probe data could not be read: {collect_error!r}")
-        heap_series = None
         if probe_data is not None:
-            notes.extend(probe_data.notes)
-            document["files"].update(probe_data.files)
-            document["table"] = probe_data.table
-            if probe_data.heap_rows:
-                write_csv(self.run_dir / HEAP_FILE, HEAP_COLUMNS, (_fmt_row(r) for r in probe_data.heap_rows))
-                document["files"]["heap"] = HEAP_FILE
-                heap_series = Series({c: [r[i] for r in probe_data.heap_rows] for i, c in enumerate(HEAP_COLUMNS)})
-            if probe_data.site_rows:
-                write_csv(self.run_dir / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in probe_data.site_rows))
-                document["files"]["sites"] = SITES_FILE
-            if probe_data.phase_end_heap:
-                document["phase_end_heap_bytes"] = probe_data.phase_end_heap
-            held_sites = probe_data.held_sites
-            if held_sites is None and probe_data.site_rows:  # summed over every process that has sites
-                each = [one.site_rows for one in probe_data.processes.values() if one.site_rows] or \
-                    [probe_data.site_rows]
-                held_sites = held_sites_from_processes(each, {p.name: p.end_s for p in self.phases})
-            if held_sites is not None:
-                document["held_connection_sites"] = held_sites
-            if probe_data.processes:
-                document["traced_processes"] = self._write_processes(probe_data)
-        rss_series = Series({c: [r[i] for r in rss_rows] for i, c in enumerate(RSS_COLUMNS)})
-        document["phases"] = [asdict(p) for p in self.phases]
-        document["load"] = self.load_results
-        document["server_cpu_s"] = self.server_cpu_s
-        document["summary"] = summarize(
-            self.phases, rss_series, heap_series, self.load_results, document["parameters"],
-            probe_data.table if probe_data else None, server_cpu_s=self.server_cpu_s,
-            phase_end_heap=probe_data.phase_end_heap if probe_data else None, held_connections=held_count,
-        )
-        document["summary"].update(kernel_per_held_connection(document.get("kernel", {}), held_count))
-        daemon_phase = (self.document.get("daemon") or {}).get("phase")
-        document["not_measured"] = not_measured(
-            self.load_results, held, held_count, document["process_tree"]["changes"],
-            daemon_phase if daemon_phase not in (None, "start", IDLE_EMPTY) else None)
-        held_reason = document["not_measured"].get("heap_bytes_per_held_connection")
-        for entry in document.get("traced_processes", []):  # each process's own heap per held connection
-            heap_at = entry.get("phase_end_heap_bytes") or {}
-            if held_reason is None and heap_at.get(IDLE_EMPTY) is not None and heap_at.get(IDLE_HELD) is not None:
-                entry["heap_bytes_per_held_connection"] = (heap_at[IDLE_HELD] - heap_at[IDLE_EMPTY]) / held_count
-            elif held_reason is None and entry.get("heap_bytes_per_held_connection") is not None:
-                pass  # from its heap samples (memray), as the run's own figure is
-            else:
-                entry["heap_bytes_per_held_connection"] = None
-                entry["heap_bytes_per_held_connection_not_measured"] = held_reason or \
-                    f"no heap of this process at the ends of {IDLE_EMPTY} and {IDLE_HELD}"
-        if ledgers:
-            document["rss_ledger"] = self._ledger_document(ledgers, document["summary"], document["not_measured"])
-        for key in document["not_measured"]:  # an empty figure, never a 0 that reads as one
-            if key in document["summary"]:
-                document["summary"][key] = None
-        if (beside := beside_heap(document)) is not None:  # what RSS holds beside the heap, from the ledger
-            document["heap_beside_rss"] = beside
-        if held_reason is None:  # owners per held connection divide by the held count: only when measured
-            self.graphs.finish(self.trace_dir, self.run_dir, document, held_count)
-        document["warnings"] = client_warnings(self.load_results, self.config.connections)
-        for death in deaths:
-            document["warnings"].append(f"{self.subject.name}: " + exits.death_text(death))
-        for change in document["process_tree"]["changes"]:
-            if change["event"] == "ended" and deaths:
-                continue  # said above, with how it ended
-            low, high = change["between_s"]
-            document["warnings"].append(
-                f"process {change['pid']} ({change['name']}) {change['event']} during phase {change['phase']}, after "
-                f"the subject was found ready (between the looks at {low:.2f} s and {high:.2f} s)")
-        if held is not None:
-            document["warnings"] = [w for w in document["warnings"] if not w.startswith("ramp: only")]
-            document["warnings"].append(held["text"])
-        document["warnings"].extend(self.extra_warnings)
+            self._write_probe_series(probe_data)
+        ready = document.get("ready") or {}
+        root = self.server.pid if self.server is not None else None
+        ready_s = ready.get("settled_s", ready.get("listening_s", 0.0))
+        # How each process that ended did (the kernel's exit events, which only the runner has seen).
+        changes = tree_changes(process_rows, self.phases, self.ready_pids or {root}, ready_s, TREE_RESCAN_S)
+        deaths = exits.deaths(changes, self.exits, self.t0, self.phases, self.closed_early)
+        build(document, Observed(
+            subject=self.subject.name, connections=self.config.connections, phases=self.phases,
+            load=self.load_results, server_cpu_s=self.server_cpu_s, closed_early=self.closed_early,
+            server_held=self.server_held, rss_rows=rss_rows, process_rows=process_rows,
+            root_pid=root, ready_pids=self.ready_pids, ready_s=ready_s, rescan_s=TREE_RESCAN_S,
+            outcome_names=CLIENT_OUTCOMES, ledgers=ledgers, ledger_trees=self.ledger_trees,
+            bare_interpreter=self.bare_interpreter, extra_warnings=self.extra_warnings, probe=probe_data,
+            deaths=deaths, death_texts={death["pid"]: exits.death_text(death) for death in deaths}))
+        held = document.get("held")
+        if document["not_measured"].get("heap_bytes_per_held_connection") is None:
+            # owners per held connection divide by the held count: only when measured
+            self.graphs.finish(self.trace_dir, self.run_dir, document,
+                               held["held"] if held is not None else self.config.connections)
         document["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         completed = error is None and [p.name for p in self.phases] == list(PHASES)
         document["status"] = "complete" if completed else "incomplete"
@@ -704,85 +639,24 @@ class Run:
             document["error"] = str(error) or type(error).__name__
         write_json(self.run_dir / RESULT_FILE, document)
 
-
-    def _held_document(self) -> dict[str, Any] | None:
-        """result.json's ``held`` when the subject did not hold all C clients to the end of idle-held
-        (None when it did): how many it held, counted on its side; how the others ended, as the
-        clients saw it; where it stopped keeping connections; one line of text for the warnings."""
-        asked = self.config.connections
-        ramp = self.load_results.get(RAMP)
-        if ramp is None:
-            return None
-        on_server = self.server_held.get(IDLE_HELD)
-        by_clients = ramp.get("connections_open", 0) - sum(
-            int(event["closed"]) for event in self.closed_early if event["phase"] == IDLE_HELD)
-        if IDLE_HELD not in self.server_held:  # the run ended before idle-held did
-            by_clients = ramp.get("connections_open", 0)
-        held = on_server if on_server is not None else by_clients
-        if held >= asked and not self.closed_early:
-            return None
-        outcomes: dict[str, dict[str, Any]] = {}
-        for kind, count in (ramp.get("errors") or {}).items():
-            if kind.startswith("connect_"):
-                outcomes[kind] = {"count": count, "phase": RAMP}
-        for phase, ended in [(RAMP, ramp.get("ended") or {})] + [
-                (event["phase"], event.get("how") or {}) for event in self.closed_early if event["phase"] == IDLE_HELD]:
-            for kind, entry in ended.items():
-                if kind == "client":
-                    continue
-                into = outcomes.setdefault(kind, {"count": 0, "phase": phase})
-                into["count"] += entry["count"]
-                for key in ("requests_min", "idle_s_min"):
-                    into[key] = min(into.get(key, entry[key]), entry[key])
-                for key in ("requests_max", "idle_s_max"):
-                    into[key] = max(into.get(key, entry[key]), entry[key])
-        for kind, entry in outcomes.items():
-            entry["seen"] = CLIENT_OUTCOMES.get(kind, kind)
-        ramp_held = ramp.get("connections_open", 0)
-        stopped_at = ramp_held if ramp_held < asked else None
-        document = {
-            "asked": asked, "held": held, "held_by_server_count": on_server, "held_by_clients": by_clients,
-            "counted": "the subject's established sockets on its port, from /proc, at the end of idle-held"
-                       if on_server is not None else "the load generator's open connections (the server's side "
-                                                         "could not be read)",
-            "ramp": {"tried": ramp.get("tried"), "stopped_early": ramp.get("stopped_early"),
-                     "elapsed_s": ramp.get("elapsed_s"), "peak_open": ramp.get("peak_open")},
-            "stopped_keeping_at": stopped_at,
-            "outcomes": outcomes,
-            "events": self.closed_early,
-        }
-        parts = "; ".join(f"{entry['count']} {entry['seen']}" + _ended_detail(entry)
-                          for _kind, entry in sorted(outcomes.items(), key=lambda item: -item[1]["count"]))
-        if held == 0:
-            document["not_held"] = (f"it held none of the {asked} clients at the end of idle-held: "
-                                    + (parts or "every connection ended"))
-            text = (f"{self.subject.name} held none of the {asked} clients (the held phase is not held): {parts}; "
-                    "no figure per held connection; its load phase sent each request on a new connection")
-        else:
-            text = (f"{self.subject.name} held {held} of the {asked} clients at the end of idle-held (counted on its "
-                    f"side)" + (f"; it stopped keeping connections at {stopped_at}" if stopped_at is not None else "")
-                    + (f"; the others: {parts}" if parts else "")
-                    + f"; figures per held connection divide by {held}")
-            if ramp.get("stopped_early"):
-                text += f"; the ramp {RAMP_STOPS.get(ramp['stopped_early'], ramp['stopped_early'])}"
-                if (ramp.get("tried") or asked) < asked:
-                    text += f" ({ramp.get('tried')} of the {asked} clients tried)"
-        phase_end = (self.document.get("process_tree") or {}).get("phase_end") or {}
-        before = {one["pid"]: one["name"] for one in (phase_end.get(IDLE_EMPTY) or {}).get("processes", [])}
-        after = {one["pid"] for one in (phase_end.get(IDLE_HELD) or {}).get("processes", [])}
-        gone = {pid: name for pid, name in before.items() if pid not in after} if after else {}
-        if gone:  # evidence beside what the clients saw: a worker that exited may have taken its clients
-            document["processes_gone"] = [{"pid": pid, "name": name} for pid, name in sorted(gone.items())]
-            died = {death["pid"]: death for death in (self.document.get("process_tree") or {}).get("deaths", ())}
-            text += ("; between the ends of idle-empty and idle-held these processes of its tree exited: "
-                     + ", ".join(exits.death_text(died[pid]) if pid in died else f"{name} (pid {pid})"
-                                 for pid, name in sorted(gone.items())))
-        overflows = self.document.get("listen_overflows")
-        if overflows:
-            text += (f"; the kernel counted {overflows} listen-queue overflows during the ramp (TcpExtListenOverflows, "
-                     "the machine's: a full listen backlog drops the handshake)")
-        document["text"] = text
-        return document
+    def _write_probe_series(self, data: ProbeData) -> None:
+        """The probe's series into the run folder (heap.csv, sites.csv; each traced process's own into
+        ``processes/pid-PID/``), and where the held connections' bytes go when the probe did not say
+        (summed over every process that has sites)."""
+        if data.heap_rows:
+            write_csv(self.run_dir / HEAP_FILE, HEAP_COLUMNS, (_fmt_row(r) for r in data.heap_rows))
+        if data.site_rows:
+            write_csv(self.run_dir / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in data.site_rows))
+            if data.held_sites is None:
+                each = [one.site_rows for one in data.processes.values() if one.site_rows] or [data.site_rows]
+                data.held_sites = held_sites_from_processes(each, {p.name: p.end_s for p in self.phases})
+        for info in data.process_info:
+            one = data.processes.get(info["key"])
+            if one is not None:
+                folder = self.run_dir / "processes" / info["key"]
+                folder.mkdir(parents=True, exist_ok=True)
+                write_csv(folder / HEAP_FILE, HEAP_COLUMNS, (_fmt_row(r) for r in one.heap_rows))
+                write_csv(folder / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in one.site_rows))
 
     def _ledgers(self, notes: list[str]) -> dict[str, dict[int, dict[str, Any]]]:
         """The RSS ledger of each traced process at the end of each phase whose pages were read
@@ -801,222 +675,11 @@ class Run:
                 ledgers.setdefault(phase, {})[pid] = ledger.ledger(pages, stats, rounding)
         return ledgers
 
-    def _ledger_document(self, ledgers: dict[str, dict[int, dict[str, Any]]], summary: dict[str, Any],
-                         not_measured: dict[str, str]) -> dict[str, Any]:
-        """result.json's ``rss_ledger``: each phase's ledger summed over the traced processes (``phases``;
-        with one process, its own), each process's own (``processes``: the master and each worker, with
-        its argv), the bare interpreter's, and what one more held connection costs by kind, per process
-        and summed. A figure that cannot be attributed is None with its reason in
-        ``per_held_connection_not_measured``: the subject did not hold its clients, the tree changed
-        between the two phase ends, or a process of the tree was not traced (its allocators unread)."""
-        connections, kernel = self.config.connections, summary.get("kernel_bytes_per_held_connection")
-        pids = list(dict.fromkeys(pid for each in ledgers.values() for pid in each))
-        argv = {entry["pid"]: entry.get("argv") for entry in self.document.get("traced_processes", [])}
-        processes: dict[str, dict[str, Any]] = {}
-        for pid in pids:
-            own = {phase: each[pid] for phase, each in ledgers.items() if pid in each}
-            per_held = None
-            held_here = (self.document.get("held") or {}).get("held", connections)
-            if IDLE_EMPTY in own and IDLE_HELD in own and held_here and not not_measured.get("rss_bytes_per_held_connection"):
-                per_held = ledger.per_held_connection(own[IDLE_EMPTY], own[IDLE_HELD], held_here, None)
-            processes[str(pid)] = {"pid": pid, "root": pid == (self.server.pid if self.server else None),
-                                   "argv": argv.get(pid), "phases": own, "per_held_connection": per_held}
-        summed = {phase: ledger.summed_ledger(list(each.values())) for phase, each in ledgers.items()}
-        reason = not_measured.get("rss_bytes_per_held_connection")
-        per_held = None
-        held = (self.document.get("held") or {}).get("held", connections)
-        if reason is None and (IDLE_EMPTY not in ledgers or IDLE_HELD not in ledgers):
-            reason = f"no ledger at the end of {IDLE_EMPTY} or {IDLE_HELD}"
-        if reason is None:
-            traced = {phase: set(ledgers[phase]) for phase in (IDLE_EMPTY, IDLE_HELD)}
-            trees = {phase: set(self.ledger_trees.get(phase, ())) for phase in (IDLE_EMPTY, IDLE_HELD)}
-            if traced[IDLE_EMPTY] != traced[IDLE_HELD] or trees[IDLE_EMPTY] != trees[IDLE_HELD]:
-                reason = (f"the processes differ between the ends of {IDLE_EMPTY} and {IDLE_HELD} "
-                          f"({sorted(trees[IDLE_EMPTY])} and {sorted(trees[IDLE_HELD])})")
-            elif trees[IDLE_HELD] - traced[IDLE_HELD]:
-                reason = (f"processes {sorted(trees[IDLE_HELD] - traced[IDLE_HELD])} of the tree have no ledger "
-                          "(not traced: their allocators could not be read)")
-        if reason is None:
-            per_held = ledger.per_held_connection(summed[IDLE_EMPTY], summed[IDLE_HELD], held, kernel)
-        return {"phases": summed, "processes": processes, "summed_over": len(pids),
-                "bare_interpreter": self.bare_interpreter, "per_held_connection": per_held,
-                "per_held_connection_not_measured": reason,
-                "parts": {name: {"label": label, "source": source} for name, (label, source) in ledger.PARTS.items()}}
-
-    def _write_processes(self, data: ProbeData) -> list[dict[str, Any]]:
-        """Each traced process's own series into ``processes/pid-PID/``; what the run says of each."""
-        described = []
-        for info in data.process_info:
-            key = info["key"]
-            one = data.processes.get(key)
-            entry = {k: v for k, v in info.items() if k != "key"}
-            if one is not None:
-                folder = self.run_dir / "processes" / key
-                folder.mkdir(parents=True, exist_ok=True)
-                write_csv(folder / HEAP_FILE, HEAP_COLUMNS, (_fmt_row(r) for r in one.heap_rows))
-                write_csv(folder / SITES_FILE, SITES_COLUMNS, (_fmt_row(r) for r in one.site_rows))
-                entry["files"] = {"heap": f"processes/{key}/{HEAP_FILE}", "sites": f"processes/{key}/{SITES_FILE}",
-                                  "snapshots": one.files.get("snapshots", [])}
-                entry["phase_end_heap_bytes"] = one.phase_end_heap
-                if not one.phase_end_heap and one.heap_rows:  # memray: no dumps, the samples' idle medians
-                    series = Series({c: [r[i] for r in one.heap_rows] for i, c in enumerate(HEAP_COLUMNS)})
-                    own = summarize(self.phases, None, series, None, self.document["parameters"], None)
-                    entry["heap_bytes_per_held_connection"] = own.get("heap_bytes_per_held_connection")
-            described.append(entry)
-        return described
-
-
-#: The phases at whose end the RSS ledger is taken: the server idles there.
-LEDGER_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
-
-
-def kernel_per_held_connection(kernel_at: dict[str, Any], connections: int) -> dict[str, float | None]:
-    """The kernel's memory per held connection, from :mod:`.kernel`'s reads at the ends of idle-empty
-    and idle-held: ``kernel_buffer_bytes_per_held_connection`` (the subject's sockets' skmem
-    charge, over C) and ``kernel_bytes_per_held_connection`` (that plus one ``struct tcp_sock``, the
-    TCP slab's object size). None where a read is missing."""
-    held, empty = kernel_at.get(IDLE_HELD) or {}, kernel_at.get(IDLE_EMPTY) or {}
-    if held.get("skmem_bytes") is None or empty.get("skmem_bytes") is None or connections <= 0:
-        return {"kernel_buffer_bytes_per_held_connection": None, "kernel_bytes_per_held_connection": None}
-    buffers = (held["skmem_bytes"] - empty["skmem_bytes"]) / connections
-    slab = (held.get("tcp_slab") or {}).get("object_bytes")
-    return {"kernel_buffer_bytes_per_held_connection": buffers,
-            "kernel_bytes_per_held_connection": buffers + slab if slab is not None else None}
-
-
-#: The figures a load phase that answered no request cannot give.
-LOAD_FIGURES = ("req_per_s", "requests", "latency_p50_ms", "latency_p99_ms", "cpu_us_per_request",
-                "main_thread_cpu_us_per_request", "rss_bytes_per_active_connection", "heap_bytes_per_active_connection")
-#: The figures that divide by the C clients held in idle-held.
-HELD_FIGURES = ("rss_bytes_per_held_connection", "pss_bytes_per_held_connection", "heap_bytes_per_held_connection",
-                "kernel_bytes_per_held_connection", "kernel_buffer_bytes_per_held_connection")
-
-
-def tree_changes(process_rows: list[tuple], phases: list[Phase], ready_pids: set[int | None],
-                 ready_s: float) -> list[dict[str, Any]]:
-    """Each process of the subject's tree that started after it was found ready (at ``ready_s``, with
-    ``ready_pids``), or ended after the first phase began and before the last one ended, from
-    ``processes.csv``'s rows (run clock): ``{pid, name, event: started | ended, time_s, between_s,
-    phase}``. The sampler looks at the tree every few tenths of a second, so the change happened
-    between two looks: ``between_s`` (the last look without it, the first with it; for an end, the
-    last with it and the first without), and ``phase`` names every phase those two looks span
-    (``"ramp or idle-held"``; ``start`` before the first phase, ``stop`` after the last)."""
-    if not process_rows or not phases:
-        return []
-    looks = sorted({row[0] for row in process_rows})
-    first: dict[int, float] = {}
-    last: dict[int, float] = {}
-    names: dict[int, str] = {}
-    for row in process_rows:
-        time_s, pid, name = row[0], row[1], row[3]
-        first.setdefault(pid, time_s)
-        last[pid] = time_s
-        names[pid] = name
-    end_s = phases[-1].end_s
-
-    def phases_between(low_s: float, high_s: float) -> str:
-        names_ = [phase.name for phase in phases if phase.start_s <= high_s and phase.end_s >= low_s]
-        if low_s < phases[0].start_s:
-            names_.insert(0, "start")
-        if high_s > end_s:
-            names_.append("stop")
-        return " or ".join(dict.fromkeys(names_))
-
-    changes = []
-    for pid in first:
-        index = looks.index(first[pid])
-        if pid not in ready_pids and first[pid] >= ready_s and index > 0:
-            # A look reads the tree found by the last scan, up to TREE_RESCAN_S before it.
-            between = (looks[index - 1] - TREE_RESCAN_S, first[pid])
-            changes.append({"pid": pid, "name": names[pid], "event": "started", "time_s": round(first[pid], 3),
-                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
-        index = looks.index(last[pid])
-        if last[pid] >= phases[0].start_s and index + 1 < len(looks) and looks[index + 1] <= end_s:
-            between = (last[pid], looks[index + 1])
-            changes.append({"pid": pid, "name": names[pid], "event": "ended", "time_s": round(last[pid], 3),
-                            "between_s": [round(t, 3) for t in between], "phase": phases_between(*between)})
-    return sorted(changes, key=lambda change: change["time_s"])
-
-
-def not_measured(load: dict[str, Any], held: dict[str, Any] | None, held_count: int,
-                 changes: list[dict[str, Any]] | None = None, daemon_phase: str | None = None) -> dict[str, str]:
-    """The figures a phase did not drive, each with what was seen instead (result.json's
-    ``not_measured``; the tables print "not measured" there): the held figures when the subject held
-    none of its clients at the end of idle-held (``held``, the runner's account of it), when its process
-    tree changed between the ends of idle-empty and idle-held (a difference of two trees is no
-    connection's cost), or when the process measured changed then (a daemon followed after its starter
-    exited in ``daemon_phase``); the load figures when the load phase answered no request. A subject
-    that held some but not all of its clients has held figures: they divide by ``held_count``."""
-    reasons: dict[str, str] = {}
-    # Within these three phases the held figures' two ends (idle-empty's, idle-held's) are taken.
-    spanning = [change for change in changes or ()
-                if set(change["phase"].split(" or ")) & {IDLE_EMPTY, RAMP, IDLE_HELD}]
-    if spanning:
-        said = ", ".join(f"process {change['pid']} ({change['name']}) {change['event']} during {change['phase']}"
-                         for change in spanning[:3])
-        why = f"the process tree changed between the ends of {IDLE_EMPTY} and {IDLE_HELD}: {said}"
-        reasons.update({key: why for key in HELD_FIGURES})
-    if daemon_phase is not None:
-        why = (f"the process measured changed in phase {daemon_phase} (its starter exited and left a daemon), "
-               f"between the ends of {IDLE_EMPTY} and {IDLE_HELD}")
-        reasons.update({key: why for key in HELD_FIGURES})
-    if held is not None and not held_count:
-        why = held.get("not_held") or f"it held none of its {held.get('asked')} clients at the end of {IDLE_HELD}"
-        reasons.update({key: why for key in HELD_FIGURES})
-    loaded = load.get(LOAD) or {}
-    if loaded and not loaded.get("requests"):
-        why = (f"the load phase answered no request: {loaded.get('connections_open', 0)} clients were open "
-               f"during it ({loaded.get('connections_opened', 0)} opened, {loaded.get('connections_closed', 0)} "
-               f"closed, {errors_text(loaded)})")
-        reasons.update({key: why for key in LOAD_FIGURES})
-    return reasons
-
-
-def _tree_summary(process_rows: list[tuple], phases: list[Phase]) -> dict[str, Any]:
-    """Per process, its memory at the last full sample of each phase (RSS, USS, PSS, RssAnon,
-    RssFile, RssShmem; the last before the phase's end when none fell inside it), and the tree's
-    totals: what ``processes.csv`` holds, at the phase ends."""
-    by_phase: dict[str, dict[str, Any]] = {}
-    for phase in phases:
-        inside = [row for row in process_rows if phase.start_s <= row[0] <= phase.end_s]
-        if not inside:  # a phase shorter than the full samples' period: the last sample before its end
-            before = [row for row in process_rows if row[0] <= phase.end_s]
-            inside = [row for row in before if row[0] == before[-1][0]] if before else []
-        if not inside:
-            continue
-        last_time = {}
-        for row in inside:
-            last_time[row[1]] = row
-        processes = [dict(zip(PROCESS_COLUMNS[1:], row[1:])) for row in last_time.values()]
-        totals = {column: sum(p[column] for p in processes) for column in PROCESS_COLUMNS[4:]}
-        by_phase[phase.name] = {"processes": processes, "total": totals}
-    pids = sorted({row[1] for row in process_rows})
-    return {"processes_seen": len(pids), "phase_end": by_phase}
-
-
-def outcomes_text(reply: dict[str, Any]) -> str:
-    """What a ramp's clients saw, as text: its connect errors and how its connections ended."""
-    parts = [f"{kind} {count}" for kind, count in sorted((reply.get("errors") or {}).items())]
-    parts += [f"{kind} {entry['count']}" for kind, entry in sorted((reply.get("ended") or {}).items())]
-    return ", ".join(parts) or "no client saw anything"
-
-
-def _ended_detail(entry: dict[str, Any]) -> str:
-    """`` (after 1 request, 0.0-0.1 s after it)`` for an outcome with requests and idle times."""
-    if "requests_min" not in entry:
-        return ""
-    low, high = entry["requests_min"], entry["requests_max"]
-    requests = f"{low}" if low == high else f"{low}-{high}"
-    idle = f"{entry['idle_s_min']:.1f}" if round(entry["idle_s_min"], 1) == round(entry["idle_s_max"], 1) \
-        else f"{entry['idle_s_min']:.1f}-{entry['idle_s_max']:.1f}"
-    since = "after it" if high else "after its connect"
-    return f" (after {requests} response{'' if high == 1 else 's'}, {idle} s {since})"
-
 
 def _fmt_row(row: tuple) -> tuple:
     return tuple("" if v is None else (f"{v:.6f}" if isinstance(v, float) else v) for v in row)
 
 
 def run_once(config: RunConfig, progress: Progress | None = None) -> Path:
-    """Run one layout under one probe and return its run folder (see :class:`Run`)."""
+    """Run one subject under one probe and return its run folder (see :class:`Run`)."""
     return Run(config, progress).execute()

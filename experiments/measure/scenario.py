@@ -24,12 +24,12 @@ class RunConfig:
     """Parameters of one run. Times in seconds; ``sample_hz`` in samples per second. The defaults
     are the full study's (Lwan's scale: 65,536 slots, 1,000 clients).
 
-    ``layout`` names the subject (:mod:`.subjects`): one of memdiet's layouts, a named peer
+    ``subject`` names what is run (:mod:`.subjects`): one of memdiet's layouts, a named peer
     (``uvicorn``, ``aiohttp``, ``asyncio``, ``nginx``), or, with ``cmd`` (a command line run without
     a shell), the name that command's runs are filed under. ``max_conns`` and
     ``keep_alive_timeout_s`` apply to memdiet's server only."""
 
-    layout: str
+    subject: str
     probe: str
     cmd: str | None = None
     max_conns: int = 65536
@@ -65,9 +65,9 @@ class RunConfig:
 #: each; tracemalloc looks up each kept frame's line in its function's whole line table, and the loop
 #: and the coroutine are long functions), which would turn the study's probe-cost figures into a
 #: measure of traceback depth. The memray runs carry whole stacks, at no such cost.
-FULL = RunConfig(layout="", probe="", trace_frames=1)
+FULL = RunConfig(subject="", probe="", trace_frames=1)
 #: ``memdiet run``: one run at RunConfig's own defaults (the full study's scale, 8 frames per traceback).
-RUN = RunConfig(layout="", probe="")
+RUN = RunConfig(subject="", probe="")
 #: ``make experiment QUICK=1``: the same scenario, smaller and shorter, well under a minute.
 QUICK = replace(FULL, max_conns=8192, connections=100, idle_s=0.5, load_s=1.0, detail_interval_s=0.25)
 #: The probes each study runs every layout under (memray is left out of the quick one: it is slow).

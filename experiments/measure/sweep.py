@@ -72,7 +72,7 @@ class SweepPlan:
 
     def rss_configs(self, layout: str, runs_dir: Path) -> list[RunConfig]:
         """The rss runs of ``layout``, C outer and max_conns inner."""
-        base = replace(self._base(runs_dir), layout=layout, probe="rss")
+        base = replace(self._base(runs_dir), subject=layout, probe="rss")
         return [replace(base, max_conns=size, connections=c)
                 for c in self.connections_values for size in self.max_conns_values]
 
@@ -84,7 +84,7 @@ class SweepPlan:
         """The tracemalloc runs of ``layout`` (C the grid's largest: heap per held connection)."""
         if not self.heap_runs:
             return []
-        base = replace(self._base(runs_dir), layout=layout, probe=HEAP_PROBE, connections=max(self.connections_values))
+        base = replace(self._base(runs_dir), subject=layout, probe=HEAP_PROBE, connections=max(self.connections_values))
         return [replace(base, max_conns=size) for size in self.heap_sizes()]
 
     def configs(self, runs_dir: Path) -> list[RunConfig]:

@@ -27,6 +27,7 @@ from tracemalloc_viewer.outputs import html
 
 from ..dataset.anatomy import ANATOMY_FILE, PART_NAMES, read_anatomies
 from ..dataset.results import IDLE_HELD, RSS_FILE, RunResult, write_atomic
+from ..dataset.rss_ledger import REMAINDER, ledger_table, read_ledger
 from ..dataset.selection import (
     BASELINE_LAYOUT,
     CURVE_PROBES,
@@ -44,7 +45,6 @@ from ..paths import REPO_ROOT, relative_posix
 from .anatomy_chart import PART_COLOURS
 from .comparison import RSS_BARS, SLOT_BARS
 from .figures import SITE_COLOURS, series_column
-from .ledger import BARE, LEDGER_PHASES, REMAINDER
 from .owners_md import owners_page_section
 from .units import MISSING, exact_bytes, human_bytes, percent_change, slot_bytes
 
@@ -53,9 +53,6 @@ DEFAULT_TITLE = "memdiet: memory of each connection-table layout (interactive)"
 RSS_COLOUR = "#000000"
 USS_COLOUR = "#2ca02c"
 TRACER_COLOUR = "#6a51a3"
-#: Keys under which a run's result.json may hold its RSS ledger (what the process's resident memory
-#: is made of), in the order they are looked for.
-LEDGER_KEYS = ("rss_ledger", "ledger")
 
 
 def write_html_report(runs: Sequence[RunResult], path: Path, *, anatomy_file: Path | None = None,
@@ -303,7 +300,7 @@ def _ledger_section(runs: list[RunResult]) -> html.Section | None:
     for layout in layout_order(by_layout):
         by_probe = by_layout[layout]
         probes = [probe for probe in RSS_PROBES if probe in by_probe] + sorted(set(by_probe) - set(RSS_PROBES))
-        run = next((by_probe[probe] for probe in probes if _recorded_ledger(by_probe[probe].document) is not None),
+        run = next((by_probe[probe] for probe in probes if ledger_table(by_probe[probe]) is not None),
                    None) or pick_run(by_probe, RSS_PROBES)
         for moment, parts in _ledger(run.document):
             entries.append((f"{run.layout} · {run.probe}" + (f" · {moment}" if moment else ""), parts))
@@ -362,71 +359,20 @@ TREE_PARTS = (("rss_anon_bytes", "anonymous (heap, stacks)"), ("rss_file_bytes",
 LEDGER_REMAINDER_COLOUR = "#000000"
 
 
-def _recorded_ledger(document: dict[str, Any]) -> Any:
-    """The ledger a result.json records under :data:`LEDGER_KEYS`, or None."""
-    return next((document[key] for key in LEDGER_KEYS if document.get(key)), None)
-
-
 def _ledger(document: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """A result.json's RSS ledger as [(moment, {part: bytes})].
-
-    The runner's ``rss_ledger`` (``{"phases": {phase: LEDGER}, "bare_interpreter": LEDGER, ...}``,
-    each LEDGER ``{"rss_bytes", "parts": [{"part", "label", "bytes"}]}``) gives the moments "bare
-    interpreter" (when it was measured), then "idle-empty", "idle-held", "idle-after", each
-    ``{label: bytes}`` with the remainder, adding up to its RSS (a part may be negative). Other
-    shapes: ``{part: bytes}``, ``{moment: {part: bytes}}``, or a list of entries naming a part
-    (``part``/``name``/``label``), its bytes (``bytes``/``rss_bytes``/``size``) and optionally a
-    moment (``phase``/``moment``). Without one, the process tree's RSS at each phase end split as
-    the kernel splits it."""
-    ledger = _recorded_ledger(document)
-    if isinstance(ledger, dict) and isinstance(ledger.get("phases"), dict):
-        return _phase_ledgers(ledger)
-    if isinstance(ledger, dict) and isinstance(ledger.get("parts"), list) and "rss_bytes" in ledger:
-        one = _ledger_parts(ledger)
-        return [("", one)] if one else []
-    if ledger is None:
-        phase_end = (document.get("process_tree") or {}).get("phase_end") or {}
-        ledger = {phase: {label: totals[key] for key, label in TREE_PARTS if _is_size(totals.get(key))}
-                  for phase, entry in phase_end.items() if isinstance(entry, dict)
-                  for totals in [entry.get("total") or {}]}
-        ledger = {phase: parts for phase, parts in ledger.items() if parts} or None
-    if isinstance(ledger, dict) and all(_is_size(value) for value in ledger.values()):
-        return [("", {str(part): float(value) for part, value in ledger.items()})]
-    if isinstance(ledger, dict):
-        found = []
-        for moment, parts in ledger.items():
-            found += [(f"{moment}{' · ' + inner if inner else ''}", by_part) for inner, by_part in _ledger({"ledger": parts})]
-        return found
-    if isinstance(ledger, list):
-        by_moment: dict[str, dict[str, float]] = {}
-        for entry in ledger:
-            if not isinstance(entry, dict):
-                continue
-            part = next((entry[key] for key in ("part", "name", "label") if key in entry), None)
-            size = next((entry[key] for key in ("bytes", "rss_bytes", "size") if _is_size(entry.get(key))), None)
-            if part is not None and size is not None:
-                moment = str(next((entry[key] for key in ("phase", "moment") if key in entry), ""))
-                by_moment.setdefault(moment, {})[str(part)] = float(size)
-        return list(by_moment.items())
-    return []
-
-
-def _phase_ledgers(ledger: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
-    """The runner's ``rss_ledger`` as moments: the bare interpreter's, then each phase's in scenario order."""
-    phases = ledger["phases"]
-    names = [name for name in LEDGER_PHASES if name in phases] + [name for name in phases if name not in LEDGER_PHASES]
-    moments = [(BARE, ledger.get("bare_interpreter"))] + [(name, phases[name]) for name in names]
-    return [(moment, parts) for moment, entry in moments if isinstance(entry, dict)
-            for parts in [_ledger_parts(entry)] if parts]
-
-
-def _ledger_parts(entry: dict[str, Any]) -> dict[str, float]:
-    """One LEDGER's parts as ``{label: bytes}`` (the part's name where it has no label)."""
-    parts = entry.get("parts")
-    if not isinstance(parts, list):
-        return {}
-    return {str(part.get("label") or part["part"]): float(part["bytes"]) for part in parts
-            if isinstance(part, dict) and "part" in part and _is_number(part.get("bytes"))}
+    """A result.json's RSS ledger as [(moment, {label: bytes})], read by
+    :func:`~experiments.dataset.rss_ledger.read_ledger`: the bare interpreter's (when it was measured),
+    then idle-empty's, idle-held's and idle-after's, each with the remainder, adding up to its RSS (a part
+    may be negative). Without one, the process tree's RSS at each phase end split as the kernel splits it."""
+    table = read_ledger(document, "", "")
+    if table is not None:
+        return [(moment.name, {table.labels.get(part, part): float(size) for part, size in moment.parts.items()})
+                for moment in table.moments()]
+    phase_end = (document.get("process_tree") or {}).get("phase_end") or {}
+    split = {phase: {label: totals[key] for key, label in TREE_PARTS if _is_size(totals.get(key))}
+             for phase, entry in phase_end.items() if isinstance(entry, dict)
+             for totals in [entry.get("total") or {}]}
+    return [(phase, parts) for phase, parts in split.items() if parts]
 
 
 def _is_number(value: Any) -> bool:

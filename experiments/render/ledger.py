@@ -20,26 +20,20 @@ files only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..dataset.results import IDLE_AFTER, IDLE_EMPTY, IDLE_HELD, RunResult
+from ..dataset.results import IDLE_EMPTY, IDLE_HELD, RunResult
+from ..dataset.rss_ledger import BARE, REMAINDER, LedgerTable, Moment, ledger_table
 from ..dataset.selection import layout_order
 from .figures import new_figure, save_figure
 from .markdown import code, table
 from .units import MIB, MISSING, human_bytes, share
 
-#: The ledger's own key in result.json.
-LEDGER_KEY = "rss_ledger"
 #: Probes whose run's ledger is shown, in order of preference (others after, by name).
 LEDGER_PROBES = ("tracemalloc", "rss", "memray", "massif")
-#: The moment a bare interpreter's ledger is shown as.
-BARE = "bare interpreter"
-#: The phases whose ledgers are shown, in scenario order.
-LEDGER_PHASES = (IDLE_EMPTY, IDLE_HELD, IDLE_AFTER)
-#: The part no measurement explains; a share of RSS above this marks a ledger that does not explain it.
-REMAINDER = "remainder"
+#: A ledger whose remainder (:data:`~experiments.dataset.rss_ledger.REMAINDER`) is a larger share of its
+#: RSS than this does not explain that RSS.
 REMAINDER_BAR = 0.05
 
 #: Chart colours: each waterfall's parts, its remainder and its total (idle-empty light, idle-held dark).
@@ -49,113 +43,6 @@ BARE_COLOUR = "#6a51a3"
 NEGATIVE_HATCH = "////"
 PANEL_WIDTH_IN, PANEL_HEIGHT_IN = 4.4, 3.6
 PANELS_PER_ROW = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Moment:
-    """One ledger: ``rss_bytes`` and ``parts`` (``{part: bytes}`` in the ledger's order, the
-    remainder last, adding up to ``rss_bytes``); bytes per connection (floats) in a per-held column."""
-
-    name: str
-    rss_bytes: float
-    parts: dict[str, float]
-
-    @property
-    def remainder_bytes(self) -> float | None:
-        return self.parts.get(REMAINDER)
-
-    @property
-    def remainder_share(self) -> float | None:
-        """The remainder over RSS (None without either)."""
-        remainder = self.remainder_bytes
-        return remainder / self.rss_bytes if remainder is not None and self.rss_bytes else None
-
-    def largest_part(self) -> tuple[str, float] | None:
-        """The largest measured part (the remainder left out), (part, bytes)."""
-        measured = [(part, size) for part, size in self.parts.items() if part != REMAINDER]
-        return max(measured, key=lambda item: item[1]) if measured else None
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerTable:
-    """One subject's ledgers: ``phases`` (``{phase: Moment}`` in scenario order), ``bare`` (the bare
-    interpreter's, None without one; ``bare_note`` says why, or which imports it failed),
-    ``labels`` (``{part: label}`` for every part of any moment, in the ledger's order),
-    ``per_held_connection`` as the run recorded it (bytes per held connection by kind, with the
-    kernel's socket memory outside RSS), ``connections`` C."""
-
-    subject: str
-    probe: str
-    run_name: str
-    connections: int
-    labels: dict[str, str]
-    phases: dict[str, Moment]
-    bare: Moment | None
-    bare_note: str | None
-    per_held_connection: dict[str, float | None] | None
-
-    def moments(self) -> list[Moment]:
-        """The bare interpreter's ledger (when there is one), then the phases'."""
-        return ([self.bare] if self.bare is not None else []) + list(self.phases.values())
-
-    def per_held_column(self) -> Moment | None:
-        """idle-held less idle-empty, part by part and RSS, over C (bytes, floats); None without both
-        phases or clients, or when the run left the figure out (``per_held_connection`` None: it did
-        not hold its clients, or its process tree changed between the two ends)."""
-        empty, held = self.phases.get(IDLE_EMPTY), self.phases.get(IDLE_HELD)
-        if empty is None or held is None or self.connections <= 0 or self.per_held_connection is None:
-            return None
-        parts = {part: (held.parts.get(part, 0) - empty.parts.get(part, 0)) / self.connections
-                 for part in self.labels if part in empty.parts or part in held.parts}
-        return Moment("per held connection", (held.rss_bytes - empty.rss_bytes) / self.connections, parts)
-
-
-def _moment(name: str, entry: Any) -> Moment | None:
-    """A ledger of result.json as a :class:`Moment`; None when it is not one (an error, missing)."""
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("parts"), list) or "rss_bytes" not in entry:
-        return None
-    parts = {str(part["part"]): int(part["bytes"]) for part in entry["parts"]
-             if isinstance(part, Mapping) and "part" in part and isinstance(part.get("bytes"), (int, float))}
-    return Moment(name, int(entry["rss_bytes"]), parts)
-
-
-def _has_ledger(run: RunResult) -> bool:
-    ledger = run.document.get(LEDGER_KEY)
-    return isinstance(ledger, Mapping) and isinstance(ledger.get("phases"), Mapping) and bool(ledger["phases"])
-
-
-def ledger_table(run: RunResult, subject: str | None = None) -> LedgerTable | None:
-    """The :class:`LedgerTable` of one run (None without a ledger of the runner's shape)."""
-    if not _has_ledger(run):
-        return None
-    ledger = run.document[LEDGER_KEY]
-    recorded = ledger["phases"]
-    names = [phase for phase in LEDGER_PHASES if phase in recorded] + [p for p in recorded if p not in LEDGER_PHASES]
-    phases = {name: moment for name in names for moment in [_moment(name, recorded[name])] if moment is not None}
-    if not phases:
-        return None
-    bare_entry = ledger.get("bare_interpreter")
-    bare = _moment(BARE, bare_entry)
-    if bare is not None:
-        failed = bare_entry.get("failed_imports") or []
-        bare_note = (f"{len(failed)} of its {bare_entry.get('modules', '?')} imports failed: {', '.join(map(str, failed))}"
-                     if failed else None)
-    elif isinstance(bare_entry, Mapping) and bare_entry.get("error"):
-        bare_note = f"not measured: {bare_entry['error']}"
-    else:
-        bare_note = "not measured"
-    # Labels: the run's list of parts (its order), then any part a moment names that it does not.
-    labels = {str(name): str(info.get("label", name)) for name, info in (ledger.get("parts") or {}).items()
-              if isinstance(info, Mapping)}
-    for entry in [bare_entry, *(recorded[name] for name in phases)]:
-        for part in (entry or {}).get("parts", []) if isinstance(entry, Mapping) else []:
-            if isinstance(part, Mapping) and "part" in part:
-                labels.setdefault(str(part["part"]), str(part.get("label", part["part"])))
-    present = {part for moment in [bare, *phases.values()] if moment is not None for part in moment.parts}
-    labels = {part: label for part, label in labels.items() if part in present}
-    per_held = ledger.get("per_held_connection")
-    return LedgerTable(subject or run.layout, run.probe, run.path.name, int(run.parameters.get("connections") or 0),
-                       labels, phases, bare, bare_note, dict(per_held) if isinstance(per_held, Mapping) else None)
 
 
 def ledger_tables(by_layout: Mapping[str, Mapping[str, RunResult]]) -> list[LedgerTable]:

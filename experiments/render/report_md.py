@@ -124,7 +124,7 @@ def _common(values: Iterable[Any]) -> Any:
 
 
 #: Run parameters the intro does not list under "other parameters": shown already, or where files went.
-_SHOWN_OR_BOOKKEEPING = {"layout", "probe", "max_conns", "connections", "runs_dir"}
+_SHOWN_OR_BOOKKEEPING = {"subject", "layout", "probe", "max_conns", "connections", "runs_dir"}
 
 
 def _intro(complete: list[RunResult], others: list[RunResult], matrix_info: dict[str, Any]) -> list[str]:
@@ -178,7 +178,7 @@ def _intro(complete: list[RunResult], others: list[RunResult], matrix_info: dict
     return lines
 
 
-_MATRIX_SKIP = {"schema", "runs", "layout", "probe"}
+_MATRIX_SKIP = {"schema", "runs", "subject", "layout", "probe"}
 
 
 def _matrix_items(info: dict[str, Any], shown: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

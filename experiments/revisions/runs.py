@@ -79,7 +79,7 @@ def run_revision(build: Build, command: str, templates: list[Template], config: 
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(substitute(text, values))
     command_line = f"env -C {shlex.quote(str(workdir))} {substitute(command, values)}"
-    run_config = replace(config, layout=name, cmd=command_line)
+    run_config = replace(config, subject=name, cmd=command_line)
     try:
         run_dir = run_once(run_config, progress)
     except BadInput:

@@ -308,9 +308,13 @@ def test_committed_report_page_in_a_real_browser(browser, tmp_path):
 def test_report_page_data_groups_runs_by_probe_and_draws_a_ledger(tmp_path):
     """Runs are compared within one probe only; a result.json's RSS ledger is drawn, from the rss run."""
     paths = write_fake_matrix(tmp_path / "runs", ("naive", "packed"), probes=("rss", "tracemalloc", "memray"))
-    ledger = {"idle-empty": {"interpreter": 12_000_000, "table": 4_000_000}, "idle-held": {"interpreter": 12_000_000,
-                                                                                         "table": 4_000_000,
-                                                                                         "connections": 300_000}}
+
+    def moment(parts: dict[str, int]) -> dict:  # one ledger as the runner writes it
+        return {"rss_bytes": sum(parts.values()),
+                "parts": [{"part": name, "label": name, "bytes": size, "source": "made up"} for name, size in parts.items()]}
+
+    ledger = {"phases": {"idle-empty": moment({"interpreter": 12_000_000, "table": 4_000_000}),
+                         "idle-held": moment({"interpreter": 12_000_000, "table": 4_000_000, "connections": 300_000})}}
     for path in paths:
         document = json.loads((path / RESULT_FILE).read_text())
         document["rss_ledger"] = ledger

@@ -75,9 +75,9 @@ def test_matrix_help_names_where_the_report_goes(capsys):
 # --- runs too big for the machine ------------------------------------------------------------------
 def test_naive_at_the_largest_max_conns_is_estimated_at_about_100_gb():
     """The issue's figure: naive's ~6,105 B slot times 16,777,216 slots is ~102 GB of table alone."""
-    config = replace(FULL, layout="naive", probe="rss", max_conns=1 << 24, connections=1000)
+    config = replace(FULL, subject="naive", probe="rss", max_conns=1 << 24, connections=1000)
     assert 100e9 < memory_budget.estimated_peak_bytes(config) < 130e9
-    small = replace(config, layout="packed", max_conns=4096, connections=100)
+    small = replace(config, subject="packed", max_conns=4096, connections=100)
     assert memory_budget.estimated_peak_bytes(small) < 64 * 2**20
 
 
@@ -111,7 +111,7 @@ def test_matrix_is_refused_on_its_largest_run(tmp_path, monkeypatch, capsys):
 
 def test_runs_that_fit_are_not_refused():
     available = 2 * 2**30
-    fits = [replace(FULL, layout=layout, probe=probe, max_conns=65536)
+    fits = [replace(FULL, subject=layout, probe=probe, max_conns=65536)
             for layout in ("naive", "nofd", "packed") for probe in ("rss", "tracemalloc", "memray")]
     assert memory_budget.memory_problem(fits, available) is None
     assert "naive/tracemalloc" in memory_budget.memory_problem(fits, 256 * 2**20)

@@ -26,7 +26,7 @@ from experiments.render.massif_curve import draw_massif_curve
 def short_tracemalloc_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """One real nofd run under tracemalloc, phases shorter than the detail interval."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    config = RunConfig(layout="nofd", probe="tracemalloc", max_conns=2048, connections=20, idle_s=0.2,
+    config = RunConfig(subject="nofd", probe="tracemalloc", max_conns=2048, connections=20, idle_s=0.2,
                        load_s=0.3, runs_dir=runs_dir)
     run = load_run(run_once(config))
     assert run.status == "complete", run.document.get("error")

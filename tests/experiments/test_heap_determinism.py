@@ -58,7 +58,7 @@ MAX_IDLE_RANGE_BYTES = 512
 def identical_runs(tmp_path_factory: pytest.TempPathFactory) -> list[RunResult]:
     """Four identical nofd runs under tracemalloc, about 4 s each."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    config = RunConfig(layout="nofd", probe="tracemalloc", max_conns=2048, connections=CONNECTIONS, idle_s=0.3,
+    config = RunConfig(subject="nofd", probe="tracemalloc", max_conns=2048, connections=CONNECTIONS, idle_s=0.3,
                        load_s=0.3, detail_interval_s=0.1, runs_dir=runs_dir)
     runs = [load_run(run_once(config)) for _ in range(RUNS)]
     for run in runs:

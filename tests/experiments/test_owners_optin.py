@@ -47,7 +47,7 @@ def test_the_tracemalloc_sampler_knows_nothing_of_graphs_unless_asked(tmp_path: 
 
 def test_the_probe_passes_the_switch_to_the_server_and_to_injected_programs(tmp_path: Path) -> None:
     probe = TracemallocProbe()
-    off, on = RunConfig(layout="nofd", probe="tracemalloc"), RunConfig(layout="nofd", probe="tracemalloc", heap_graph=True)
+    off, on = RunConfig(subject="nofd", probe="tracemalloc"), RunConfig(subject="nofd", probe="tracemalloc", heap_graph=True)
     assert "--trace-heap-graph" not in probe.wrap(["python"], {}, tmp_path, off, in_server=True)[0]
     assert "--trace-heap-graph" in probe.wrap(["python"], {}, tmp_path, on, in_server=True)[0]
     assert inject.environment("tracemalloc", tmp_path, off)["MEMDIET_HEAP_GRAPH"] == "0"
@@ -57,7 +57,7 @@ def test_the_probe_passes_the_switch_to_the_server_and_to_injected_programs(tmp_
 def test_the_matrix_takes_graphs_for_the_owners_subjects_tracemalloc_runs_only() -> None:
     plan = MatrixPlan(base=FULL, layouts=["naive", "nofd", "asyncio"], probes=["rss", "tracemalloc", "memray"],
                       heap_graph_subjects=OWNERS_SUBJECTS)
-    graphs = {(c.layout, c.probe) for c in plan.configs() if c.heap_graph}
+    graphs = {(c.subject, c.probe) for c in plan.configs() if c.heap_graph}
     assert graphs == {("nofd", "tracemalloc"), ("asyncio", "tracemalloc")}
     every = MatrixPlan(base=replace(FULL, heap_graph=True), layouts=["naive"], probes=["rss", "tracemalloc"])
     assert [(c.probe, c.heap_graph) for c in every.configs()] == [("rss", False), ("tracemalloc", True)]

@@ -19,7 +19,7 @@ CONNECTIONS = 100
 
 
 def owners_run(layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
-    config = RunConfig(layout=layout, probe="tracemalloc", max_conns=1024, connections=CONNECTIONS, idle_s=0.3,
+    config = RunConfig(subject=layout, probe="tracemalloc", max_conns=1024, connections=CONNECTIONS, idle_s=0.3,
                        load_s=0.3, runs_dir=tmp_path, heap_graph=True)
     run_dir = run_once(config)
     document = json.loads((run_dir / "result.json").read_text())
@@ -79,7 +79,7 @@ def test_a_python_server_never_run_gets_owners_through_cmd(tmp_path: Path, monke
 
     script = tmp_path / "tiny_http.py"
     script.write_text(TINY_SERVER)
-    config = RunConfig(layout="tiny_http", cmd=f"{sys.executable} {script} {{port}}", probe="tracemalloc",
+    config = RunConfig(subject="tiny_http", cmd=f"{sys.executable} {script} {{port}}", probe="tracemalloc",
                        connections=CONNECTIONS, idle_s=0.3, load_s=0.3, runs_dir=tmp_path / "runs", heap_graph=True)
     run_dir = run_once(config)
     owners = json.loads((run_dir / "owners.json").read_text())

@@ -17,7 +17,8 @@ import sys
 import textwrap
 
 from experiments.dataset.results import IDLE_EMPTY, IDLE_HELD, RAMP, Phase, load_run
-from experiments.measure.runner import tree_changes
+from experiments.dataset.builder import tree_changes
+from experiments.measure.probes.sampler import TREE_RESCAN_S
 
 from ..fixtures import REPO
 
@@ -117,6 +118,6 @@ def test_tree_changes_name_the_phase_a_process_was_seen_first_or_last_in() -> No
     rows += [(t, 101, 100, "worker") for t in (0.9, 1.5, 2.2)]  # gone after the ramp
     rows += [(t, 102, 100, "late") for t in (3.0, 3.6)]  # born in idle-held
     rows += [(0.5, 103, 100, "start-up")]  # came and went before ready: not a change
-    changes = tree_changes(rows, phases, {100, 101}, ready_s=0.8)
+    changes = tree_changes(rows, phases, {100, 101}, ready_s=0.8, rescan_s=TREE_RESCAN_S)
     assert [(c["pid"], c["event"], c["phase"], c["between_s"]) for c in changes] == [
         (101, "ended", f"{RAMP} or {IDLE_HELD}", [2.2, 3.0]), (102, "started", f"{RAMP} or {IDLE_HELD}", [2.1, 3.0])]

@@ -146,7 +146,7 @@ def test_a_failed_run_never_picks_up_an_older_matrixs_folder(tmp_path, monkeypat
     old = write_fake_run(runs_dir, "packed", "rss", stamp="20200101T000000Z", max_conns=65536)
 
     def fail_before_making_a_folder(config, progress=None):
-        raise RunFailed(f"{config.layout}: server did not start")
+        raise RunFailed(f"{config.subject}: server did not start")
 
     monkeypatch.setattr(matrix, "run_once", fail_before_making_a_folder)
     plan = MatrixPlan(base=replace(QUICK, runs_dir=runs_dir), layouts=["packed"], probes=["rss"])

@@ -209,7 +209,7 @@ def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunResult]
     runs_dir = tmp_path_factory.mktemp("ledger-runs")
     runs = {}
     for layout in LAYOUTS:
-        config = RunConfig(layout=layout, probe="tracemalloc", max_conns=2048, connections=CONNECTIONS, idle_s=0.3,
+        config = RunConfig(subject=layout, probe="tracemalloc", max_conns=2048, connections=CONNECTIONS, idle_s=0.3,
                            load_s=0.3, runs_dir=runs_dir)
         runs[layout] = load_run(run_once(config))
     return runs
@@ -244,7 +244,7 @@ def test_every_layouts_ledger_adds_up_to_rss_within_five_percent(quick_runs: dic
 
 
 def test_a_run_without_the_tracer_has_no_ledger(tmp_path: Path):
-    config = RunConfig(layout="packed", probe="rss", max_conns=1024, connections=10, idle_s=0.2, load_s=0.2,
+    config = RunConfig(subject="packed", probe="rss", max_conns=1024, connections=10, idle_s=0.2, load_s=0.2,
                        runs_dir=tmp_path)
     run = load_run(run_once(config))
     assert run.status == "complete" and "rss_ledger" not in run.document

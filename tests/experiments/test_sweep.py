@@ -294,7 +294,7 @@ def test_a_tiny_real_sweep_fits_b_within_5_percent_of_the_two_size_slope(tmp_pat
 
 
 def test_a_tracemalloc_run_gives_the_table_heap_the_sweep_reads(tmp_path):
-    config = replace(QUICK, layout="nofd", probe="tracemalloc", max_conns=2048, connections=20, idle_s=0.2, load_s=0.2,
+    config = replace(QUICK, subject="nofd", probe="tracemalloc", max_conns=2048, connections=20, idle_s=0.2, load_s=0.2,
                      runs_dir=tmp_path / "runs")
     run = load_run(run_once(config))
     heap = heap_run_of(run, tmp_path)
@@ -339,7 +339,7 @@ def test_a_failed_run_exits_1_and_keeps_the_points_before_it(tmp_path, monkeypat
     def second_run_fails(config, progress=None):
         calls.append(config)
         if len(calls) == 2:
-            raise RunFailed(f"{config.layout}: died in phase ramp (made up by the test)")
+            raise RunFailed(f"{config.subject}: died in phase ramp (made up by the test)")
         return run_once(config, progress)
 
     monkeypatch.setattr(measure_sweep, "run_once", second_run_fails)

@@ -30,12 +30,16 @@ def _files(root):
     return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
 
 
-def test_a_layout_that_is_a_path_writes_nothing_outside_the_output_folder(tmp_path):
+@pytest.mark.parametrize("changes, field", [
+    ({"subject": {"name": "x/../../outside/escaped"}}, "subject.name"),
+    ({"schema": "memdiet.run/1", "layout": "x/../../outside/escaped"}, "layout"),  # a run folder of the older format
+])
+def test_a_subject_that_is_a_path_writes_nothing_outside_the_output_folder(tmp_path, changes, field):
     runs = tmp_path / "runs"
-    run = _edit(write_fake_run(runs, "naive", "tracemalloc"), layout="x/../../outside/escaped")
+    run = _edit(write_fake_run(runs, "naive", "tracemalloc"), **changes)
     before = _files(tmp_path)
     line = one_error_line(run_cli(MEMDIET, "report", run, "-o", tmp_path / "out" / "report"))
-    assert "layout" in line and "refused" in line
+    assert field in line and "refused" in line
     assert _files(tmp_path) == before  # not even the output folder
 
 

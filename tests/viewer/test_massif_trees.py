@@ -325,8 +325,8 @@ def test_the_frames_reach_an_injected_program_and_the_server(tmp_path):
     from experiments.measure.scenario import QUICK, RunConfig
 
     # memdiet run keeps 8 frames; the matrices 1 (8 cost 7x the CPU per request: scenario.FULL).
-    assert RunConfig(layout="nofd", probe="tracemalloc").trace_frames == FRAMES and QUICK.trace_frames == 1
-    config = RunConfig(layout="x", probe="tracemalloc", trace_frames=3)
+    assert RunConfig(subject="nofd", probe="tracemalloc").trace_frames == FRAMES and QUICK.trace_frames == 1
+    config = RunConfig(subject="x", probe="tracemalloc", trace_frames=3)
     assert environment("tracemalloc", tmp_path, config)["MEMDIET_TRACE_FRAMES"] == "3"
     argv, _env = TracemallocProbe().wrap(["python", "-m", "server"], {}, tmp_path, config, in_server=True)
     assert argv[-2:] == ["--trace-frames", "3"]

@@ -344,7 +344,7 @@ def test_matrix_writes_a_massif_file_per_run_and_the_report_links_it(tracemalloc
 def test_the_source_reads_the_schema_experiments_writes():
     from experiments.dataset import results
 
-    assert memdiet_run.SCHEMA == results.SCHEMA
+    assert (memdiet_run.SCHEMA, memdiet_run.SCHEMA_WITH_LAYOUT) == (results.SCHEMA, results.SCHEMA_WITH_LAYOUT)
     assert (memdiet_run.HEAP_FILE, memdiet_run.RSS_FILE, memdiet_run.SITES_FILE) == \
         (results.HEAP_FILE, results.RSS_FILE, results.SITES_FILE)
     assert memdiet_run.HEAP_COLUMNS == results.HEAP_COLUMNS[:2] and memdiet_run.RSS_COLUMNS == results.RSS_COLUMNS[:2]

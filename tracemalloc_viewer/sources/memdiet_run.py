@@ -58,8 +58,11 @@ if TYPE_CHECKING:
 
 NAME = "memdiet-run"
 
-#: The run-folder format this source reads (``experiments.dataset.results.SCHEMA``; a test keeps them equal).
-SCHEMA = "memdiet.run/1"
+#: The run-folder formats this source reads (``experiments.dataset.results.SCHEMA`` and the older one that
+#: named what was run ``layout``, ``SCHEMA_WITH_LAYOUT``; a test keeps them equal).
+SCHEMA = "memdiet.run/2"
+SCHEMA_WITH_LAYOUT = "memdiet.run/1"
+READABLE_SCHEMAS = (SCHEMA_WITH_LAYOUT, SCHEMA)
 RESULT_FILE = "result.json"
 HEAP_FILE = "heap.csv"
 RSS_FILE = "rss.csv"
@@ -94,7 +97,7 @@ def load(paths: Sequence[Path], options: "LoadOptions") -> Series:
     assert folder is not None, "load() called on paths this source does not claim"
     document = _read_result(folder)
     command = _command(document)
-    notes = [f"run: {folder.name} ({document.get('layout', '?')} layout, {document.get('probe', '?')} probe, "
+    notes = [f"run: {folder.name} ({subject_name(document)} layout, {document.get('probe', '?')} probe, "
              f"status {document.get('status', '?')})"]
     if not folder.name.isprintable():
         notes[0] = f"run: {ascii(folder.name)}" + notes[0][len(f"run: {folder.name}"):]
@@ -205,12 +208,15 @@ def _read_result(folder: Path) -> dict:
     document = read_json(path, inside=folder)
     if not isinstance(document, dict):
         raise ViewerInputError(f"{path}: not a memdiet result (not a JSON object)")
-    if document.get("schema") != SCHEMA:
+    if document.get("schema") not in READABLE_SCHEMAS:
         raise ViewerInputError(f"{path}: not a memdiet result (schema {shown(document.get('schema'))}, "
                                f"expected {SCHEMA!r})")
     for key in ("layout", "probe"):
         if key in document:
             check_name(document[key], f"{path}: {key}")
+    subject = document.get("subject")
+    if isinstance(subject, dict) and "name" in subject:
+        check_name(subject["name"], f"{path}: subject.name")
     if not isinstance(document.get("status", ""), str):
         raise ViewerInputError(f"{path}: status: expected a string")
     phases = document.get("phases") or []
@@ -241,11 +247,20 @@ def _read_result(folder: Path) -> dict:
     return document
 
 
+def subject_name(document: dict) -> str:
+    """What a run ran, from its checked result.json: ``subject.name``, or ``layout`` in the older
+    format; ``?`` when it does not say."""
+    if document.get("schema") == SCHEMA_WITH_LAYOUT:
+        return document.get("layout", "?")
+    subject = document.get("subject")
+    return subject.get("name", "?") if isinstance(subject, dict) else "?"
+
+
 def _command(document: dict) -> str:
     command = document.get("server_command")
     if isinstance(command, list) and command:
         return " ".join(command) if all(word.isprintable() for word in command) else ascii(command)
-    return f"memdiet run --layout {document.get('layout', '?')} --probe {document.get('probe', '?')}"
+    return f"memdiet run --layout {subject_name(document)} --probe {document.get('probe', '?')}"
 
 
 def _rows(path: Path, columns: Sequence[str]):

@@ -9,9 +9,10 @@ phase-end dumps, which the runner asks for while it runs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ...dataset.builder import ProbeData  # noqa: F401 (the probes' return type, built into result.json)
 
 if TYPE_CHECKING:  # type-only: the scenario imports nothing of the probes
     from ..scenario import RunConfig
@@ -22,29 +23,6 @@ TABLE_FILE = "table.json"
 
 class ProbeFailed(Exception):
     """The probe could not do its part (a phase-end dump did not appear): the run fails with this line."""
-
-
-@dataclass
-class ProbeData:
-    """What a probe contributes to the run folder, on the run's clock (seconds since server start)."""
-
-    heap_rows: list[tuple[float, int, int | None, int | None]] = field(default_factory=list)
-    site_rows: list[tuple[float, str, int, int]] = field(default_factory=list)
-    table: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    #: The live heap at the end of each phase, bytes by phase name: the server's allocations in the
-    #: phase-end dump (taken after a full collection), the probe's own left out.
-    phase_end_heap: dict[str, int] = field(default_factory=dict)
-    #: Per site, bytes and blocks live at each phase end, as the phase-end dump holds them (probes
-    #: with dumps): ``{phase: {site: (bytes, count)}}``, the probe's own lines as ``(probe)``.
-    phase_end_sites: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
-    #: Where the bytes of the held connections go (:func:`.processes.held_connection_sites`).
-    held_sites: dict[str, Any] | None = None
-    #: A program with several traced processes: each one's own series, by key (``pid-PID``).
-    processes: dict[str, ProbeData] = field(default_factory=dict)
-    #: What each traced process is (pid, parent pid, argv, how it began), in the order they began.
-    process_info: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Probe:

@@ -24,9 +24,6 @@ FULL_INFO_EVERY = 5
 #: Seconds between two looks for the processes of the subject's tree (a full /proc scan: 3.5 ms with 140
 #: processes here, 3.5% of a core at this rate): short enough that a worker forked at start-up is in the first idle phase.
 TREE_RESCAN_S = 0.1
-#: Columns of ``processes.csv``: one row per process on every full-info sample.
-PROCESS_COLUMNS = ("time_s", "pid", "ppid", "name", "rss_bytes", "uss_bytes", "pss_bytes", "rss_anon_bytes",
-                   "rss_file_bytes", "rss_shmem_bytes")
 
 
 class RssSampler:
@@ -37,8 +34,8 @@ class RssSampler:
     PSS are None on the samples where they are not read. For forked workers PSS is the honest total
     (pages they share with their parent are split among them, not counted once per process); RSS
     counts shared pages once per process. ``process_rows`` holds, on the samples that read
-    smaps_rollup, one row per process (:data:`PROCESS_COLUMNS`). The tree is looked for every
-    :data:`TREE_RESCAN_S`. Stops by itself when the root process exits.
+    smaps_rollup, one row per process (:data:`experiments.dataset.results.PROCESS_COLUMNS`). The tree
+    is looked for every :data:`TREE_RESCAN_S`. Stops by itself when the root process exits.
     """
 
     def __init__(self, pid: int, hz: float = 50.0) -> None:

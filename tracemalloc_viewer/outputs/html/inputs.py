@@ -45,7 +45,7 @@ def _run_folder(path: Path, series: Series) -> Capture:
               for phase in document.get("phases") or []
               if isinstance(phase, dict) and isinstance(phase.get("start_s"), (int, float))
               and isinstance(phase.get("end_s"), (int, float))]
-    name = f"{document.get('layout', '?')} · {document.get('probe', '?')} · {folder.name}"
+    name = f"{memdiet_run.subject_name(document)} · {document.get('probe', '?')} · {folder.name}"
     from_rss = series.source.endswith(memdiet_run.RSS_FILE)
     lines: list[Line] = []
     if from_rss:
