@@ -247,8 +247,10 @@ def test_report_has_the_ledger_section_after_the_held_connections(runs, tmp_path
     text = index.read_text()
     sections = re.findall(r"^## (.+)$", text, re.MULTILINE)
     at = sections.index("Where the RSS goes: the ledger")
-    assert sections[at - 1] == "Where each server's bytes per held connection go"
-    assert sections[at + 1] == "Memory over time, per layout"
+    # After the held connections' sites (and who keeps them), before the curves.
+    assert sections.index("Where each server's bytes per held connection go") < at
+    assert sections.index("Who keeps each connection's bytes: owners and retained sizes") < at
+    assert at < sections.index("Memory over time, per layout")
     assert "![RSS ledger per layout](ledger.png)" in text
     assert (tmp_path / "report" / "ledger.png").stat().st_size > 0 and (tmp_path / "report" / "ledger.svg").is_file()
 
