@@ -113,12 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with memray.Tracker(trace_dir / "memray.bin", trace_python_allocators=True, memory_interval_ms=10):
             return _run(args, trace_dir)
     if args.trace == "tracemalloc":
+        import threading  # the sampler's thread: the probe's module, imported untraced
         import tracemalloc
 
         from . import memstats
 
-        # The probe's allocator reader (ctypes, tempfile, their caches) is made before tracing
-        # starts: it is the probe's, not the server's heap (it would add 0.3 MiB to every figure).
+        # The probe's allocator reader (ctypes, its caches) is made before tracing starts: it is the
+        # probe's, not the server's heap (it would add 0.3 MiB to every figure).
         memstats.allocator_stats()
         tracemalloc.start(args.trace_frames)
     return _run(args, trace_dir)
