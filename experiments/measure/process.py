@@ -64,6 +64,8 @@ STDERR_TAIL_BYTES = 400
 LISTEN_POLL_S = 0.02
 #: Seconds to wait for a killed process to be reaped.
 KILL_WAIT_S = 10.0
+#: At most this many rounds of SIGKILL for the members of a subject that forks while it is killed.
+KILL_ROUNDS = 20
 #: Seconds the processes the subject left behind get after their own SIGTERM, before SIGKILL.
 LEFTOVER_GRACE_S = 5.0
 #: Seconds the process tree must stay quiet (no process or thread started or ended, RSS and CPU
@@ -532,14 +534,22 @@ class LaunchedProcess:
         """SIGKILL the root process and (``own_group``) everything the subject started, and reap it."""
         if self.popen is None:
             return
-        family = self.members() if self.own_group else []
-        if self.running():
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in family:
-            _signal(pid, self.known.get(pid), signal.SIGKILL)
+        killed: set[int] = set()
+        # A process the subject forks while it is being killed (a pool's master between two forks) is
+        # not in the first list: each round kills the members found that were not killed before,
+        # until a round finds none.
+        for _ in range(KILL_ROUNDS):
+            family = [pid for pid in self.members() if pid not in killed] if self.own_group else []
+            if self.running():
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for pid in family:
+                _signal(pid, self.known.get(pid), signal.SIGKILL)
+            killed.update(family)
+            if not family:
+                break
         if self.popen.poll() is None:
             try:
                 self.popen.wait(KILL_WAIT_S)
