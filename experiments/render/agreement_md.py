@@ -4,7 +4,7 @@ RSS per held connection, whether they agree and, where they do not, what the run
 
 Rules: data first (:func:`agreement_rows`), then markdown (:func:`agreement_markdown`). A subject is shown
 for each complete traced run (tracemalloc, then memray) that has a complete untraced run of the same scenario
-(:data:`~.probe_crosscheck.SHARED_PARAMETERS`) beside it: the ``allocators`` run when there is one (it
+(:func:`~.probe_crosscheck.same_scenario`) beside it: the ``allocators`` run when there is one (it
 carries the untraced ledger the comparison can use), else the ``rss`` run. Reads result.json documents only;
 the verdict and its text are the comparison's, never written here.
 """
@@ -18,7 +18,7 @@ from ..dataset.agreement import AGREE, compare
 from ..dataset.results import RunResult
 from ..dataset.selection import layout_order
 from .markdown import code, table
-from .probe_crosscheck import SHARED_PARAMETERS
+from .probe_crosscheck import same_scenario
 from .units import whole_bytes
 
 #: Traced probes, in the order shown; untraced probes, the one preferred first.
@@ -45,10 +45,6 @@ class AgreementRow:
         return "explained" if self.comparison.get("explained") else "NOT explained"
 
 
-def _same_scenario(one: RunResult, other: RunResult) -> bool:
-    return all(one.parameters.get(key) == other.parameters.get(key) for key in SHARED_PARAMETERS)
-
-
 def agreement_rows(by_subject: Mapping[str, Mapping[str, RunResult]]) -> list[AgreementRow]:
     """One row per subject and traced probe that has an untraced run to compare with, in the study's order.
     ``by_subject`` is ``{subject: {probe: run}}``."""
@@ -60,7 +56,7 @@ def agreement_rows(by_subject: Mapping[str, Mapping[str, RunResult]]) -> list[Ag
             if traced is None:
                 continue
             untraced = next((runs[probe] for probe in UNTRACED_PROBES
-                             if probe in runs and _same_scenario(traced, runs[probe])), None)
+                             if probe in runs and same_scenario(traced, runs[probe])), None)
             if untraced is not None:
                 rows.append(AgreementRow(subject, traced_probe, traced.path.name, untraced.path.name,
                                          compare(traced.document, untraced.document)))

@@ -87,12 +87,17 @@ class CrossCheck:
         return (held.massif_extra_bytes - empty.massif_extra_bytes) / self.connections
 
 
+def same_scenario(one: RunResult, other: RunResult) -> bool:
+    """True when the two runs share every one of :data:`SHARED_PARAMETERS`: their figures may be set side by side."""
+    return all(one.parameters.get(key) == other.parameters.get(key) for key in SHARED_PARAMETERS)
+
+
 def crosscheck(tracemalloc_run: RunResult, massif_run: RunResult) -> CrossCheck | None:
     """The two runs side by side, or None when they cannot be: a run not complete, other parameters
     (:data:`SHARED_PARAMETERS`), or no phase end that both recorded a heap for."""
     if tracemalloc_run.status != "complete" or massif_run.status != "complete":
         return None
-    if any(tracemalloc_run.parameters.get(key) != massif_run.parameters.get(key) for key in SHARED_PARAMETERS):
+    if not same_scenario(tracemalloc_run, massif_run):
         return None
     traced = tracemalloc_run.document.get("phase_end_heap_bytes") or {}
     massif = massif_run.document.get("phase_end_heap_bytes") or {}

@@ -45,6 +45,15 @@ def still_there(port: int) -> list[str]:
     return left
 
 
+def nothing_left_within(port: int, seconds: float) -> list[str]:
+    """:func:`still_there`, polled until it is empty or ``seconds`` have passed (a killed process is
+    reaped a moment later): what is left then."""
+    deadline = time.monotonic() + seconds
+    while (left := still_there(port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 def test_a_server_exiting_non_zero_on_sigterm_completes_with_a_warning(tmp_path) -> None:
     result = memdiet("run", "--cmd", shapeshifter("--exit-on-term", "1", "--workers", "2"), *TINY,
                      "--runs-dir", str(tmp_path))
@@ -97,10 +106,7 @@ def test_a_double_forking_daemon_and_its_worker_are_stopped_by_the_launcher() ->
         assert [one["ended_by"] for one in process.stop_report["left_behind"]] == ["SIGTERM"]
     finally:
         process.close()
-    deadline = time.monotonic() + 5
-    while still_there(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert still_there(port) == []
+    assert nothing_left_within(port, 5) == []
 
 
 def test_the_main_process_is_signalled_before_its_workers() -> None:
@@ -139,10 +145,7 @@ def test_a_pool_killed_while_it_forks_leaves_no_worker_behind() -> None:
         process.wait_ready(30)  # the listener exists before the first fork: the master is still forking
     finally:
         process.close()
-    deadline = time.monotonic() + 5
-    while still_there(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert still_there(port) == []
+    assert nothing_left_within(port, 5) == []
 
 
 def test_a_subject_listening_beyond_loopback_is_warned_about(tmp_path) -> None:
